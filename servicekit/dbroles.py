@@ -400,13 +400,16 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
 
     The passfile (`infra up` writes it: one entry per address of the local PostgreSQL) keeps its comments and entries,
     each with the new password; `infra up` sets whatever password the file holds, so it keeps this one. The password is
-    set first (`ALTER ROLE CURRENT_USER`, its SCRAM verifier), then the file replaced at once (`write_private`). With
+    set (`ALTER ROLE CURRENT_USER`, its SCRAM verifier) in a transaction committed only once the file is replaced
+    (`write_private`): a passfile that cannot be written (mounted read-only, a full disk) leaves the role on the former
+    password, never on one kept nowhere, which locked the operator out of the database. With
     `end_sessions` (a password that may have leaked) every other session of the role is ended, so whoever held the former
     password is cut off, an operator command running elsewhere included. The result says whether the former password is
     refused now and how many sessions from before remain (this command's own not counted).
 
     Raises:
-        ValueError: The passfile holds no entry, or entries of more than one role or password: nothing is changed.
+        ValueError: The passfile holds no entry, or entries of more than one role or password, or of another role than
+            the one `migrator_dsn` logs in as, or it cannot be written: nothing is changed.
         CannotEndSessions: `end_sessions` without `pg_signal_backend`: nothing is changed.
     """
     text = passfile.read_text()  # noqa: ASYNC240 - one small local file, read once before connecting
@@ -426,20 +429,47 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
                 f"the operator role {role} may not end sessions: run `tidegate infra up` (it grants pg_signal_backend), or as a "
                 f"superuser `GRANT pg_signal_backend TO {role}`; nothing was rotated"
             )
+        me = await conn.fetchval("SELECT current_user")
+        if me != role:  # the password changed would be `me`'s, written under `role`'s entries: `me` locked out
+            raise ValueError(
+                f"{passfile} holds the entries of role {role}, but the operator's connection logs in as {me}: nothing changed; "
+                f"point TIDEGATE_DATABASE_PASSFILE at {me}'s passfile"
+            )
         since = await conn.fetchval("SELECT clock_timestamp()")
-        await conn.execute(f"ALTER ROLE CURRENT_USER PASSWORD {_literal(scram_verifier(password))}")
         lines = [
             line if not line.strip() or line.lstrip().startswith("#") else f"{line.rpartition(':')[0]}:{password}"
             for line in text.splitlines()
         ]
-        write_private(passfile, "\n".join(lines) + "\n")
-        me = await conn.fetchval("SELECT current_user")
+        await _set_password_with_file(conn, passfile, text, "\n".join(lines) + "\n", password)
         ended = await _end_sessions(conn, me) if end_sessions else 0
         refused = not await _logs_in(migrator_dsn, role, former)
         left = await _sessions_before(conn, me, since, wait_s=5.0 if end_sessions else 0.0)
     finally:
         await conn.close()
     return RotatedLogin(role, ended, refused, left)
+
+
+async def _set_password_with_file(conn: Connection, passfile: Path, former_text: str, text: str, password: str) -> None:
+    """Give `conn`'s role `password` and `passfile` `text`: both, or neither (the file as it was, the former password kept)."""
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute(f"ALTER ROLE CURRENT_USER PASSWORD {_literal(scram_verifier(password))}")
+        write_private(passfile, text)
+    except OSError as exc:
+        await tx.rollback()
+        raise ValueError(
+            f"could not write {passfile} ({exc}): nothing changed, the former password still logs in; make the file "
+            "writable by this command (or rotate the password in the secret store it comes from)"
+        ) from exc
+    except BaseException:
+        await tx.rollback()
+        raise
+    try:
+        await tx.commit()
+    except BaseException:
+        write_private(passfile, former_text)  # the role kept its former password: so does its file
+        raise
 
 
 async def _end_sessions(conn: Connection, role: str) -> int:

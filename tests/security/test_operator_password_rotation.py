@@ -92,3 +92,44 @@ async def test_a_routine_operator_rotation_interrupts_nothing(infra: Any, operat
             await asyncpg.connect(with_login(infra.database_url, role, former))
     finally:
         await running.close()
+
+
+async def test_a_passfile_it_cannot_write_leaves_the_former_password(
+    infra: Any, operator: tuple[str, Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's passfile mounted read-only (or a full disk): the rotation changes nothing, and says so.
+
+    Before, the role's password was changed first and the file written after: the write failed, the new password existed
+    nowhere, the former one was refused, and the operator's own login (owner of every schema) was locked out.
+    """
+    import servicekit.dbroles as dbroles
+
+    role, passfile, former = operator
+    before = passfile.read_text()
+
+    def read_only(path: Path, text: str) -> None:
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(dbroles, "write_private", read_only)
+    with pytest.raises(ValueError, match="nothing changed"):
+        await rotate_operator(with_passfile(infra.database_url, role, passfile), passfile)
+    assert passfile.read_text() == before
+    still = await asyncpg.connect(with_login(infra.database_url, role, former))  # the operator still logs in
+    await still.close()
+
+
+async def test_a_passfile_of_another_role_changes_no_password(infra: Any, operator: tuple[str, Path, str], tmp_path: Path) -> None:
+    """TIDEGATE_DATABASE_URL logs in as one role, the passfile holds another's entries: refused, nothing changed.
+
+    Before, the password changed was the connection's role's, and the new one written under the other role's entries:
+    the connection's role was left on a password kept nowhere.
+    """
+    role, _, former = operator
+    port = urlsplit(infra.database_url).port
+    other = tmp_path / "other.pgpass"
+    other.write_text(f"127.0.0.1:{port}:*:someone_else:{secrets.token_urlsafe(24)}\n")
+    other.chmod(0o600)
+    with pytest.raises(ValueError, match="nothing changed"):
+        await rotate_operator(with_login(infra.database_url, role, former), other)
+    still = await asyncpg.connect(with_login(infra.database_url, role, former))
+    await still.close()
