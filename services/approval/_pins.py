@@ -137,7 +137,9 @@ class RowPins:
         if self.caught_up is not None:
             await self.caught_up()  # what other copies published before this change is known: its sequence comes after
         sequence = self.next_sequence(event)
+        # Noted before the publish is awaited: another change of the same key published meanwhile by this process comes
+        # after it (noted after, both took the newest known + 1 on a clock behind, and every reader refused the second).
+        self._sent[event.key] = sequence
         signed = self.sign(event, sequence)
         await self.publish(signed)
-        self._sent[event.key] = sequence
         return signed

@@ -7,6 +7,7 @@ row no record names is trusted only where the operator allows it. The real stack
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -150,6 +151,38 @@ async def test_a_copy_whose_clock_is_behind_still_pins_after_the_newest_pin_and_
     await b.pin_endpoint("acme", "chat", DIGEST)  # and the next change after it, on the same clock
     assert directory.refused == []
     assert directory.reader.endpoints["acme", "chat"][1] == DIGEST
+
+
+async def test_two_changes_of_one_endpoint_published_at_once_on_a_clock_behind_are_both_taken(kit: KitSettings) -> None:
+    """One copy, its clock behind the newest pin, publishes two changes of one endpoint while the first is still in flight.
+
+    Before, the sequence it sent was noted only once the broker had acknowledged it: both took the newest known + 1, and
+    every reader refused the second as replayed while its row was written (the endpoint refused as rolled back).
+    """
+    approval = service_key(kit, "approval")
+    directory = Directory()
+    now = time.time_ns()
+    newest = sign_event(pin(DIGEST), approval, sequence=now + 60 * 10**9)
+    await directory.publish(newest)
+    state = ControlState()
+    await state.apply(newest)
+
+    async def slow_publish(record: s.Envelope) -> None:
+        await asyncio.sleep(0.01)  # the broker's acknowledgement takes a moment
+        await directory.publish(record)
+
+    async def caught_up() -> None:
+        await asyncio.sleep(0)
+
+    pins = RowPins(
+        state,
+        sign=lambda record, sequence: sign_event(record, approval, sequence=sequence),
+        publish=slow_publish,
+        caught_up=caught_up,
+        clock=lambda: now - 60 * 10**9,
+    )
+    await asyncio.gather(pins.pin_endpoint("acme", "chat", OTHER), pins.pin_endpoint("acme", "chat", DIGEST))
+    assert directory.refused == []
 
 
 async def test_revocations_read_on_either_topic_revoke(kit: KitSettings, authority: Authority) -> None:
