@@ -195,6 +195,11 @@ class Bus(Subscribing):
             begin, end = (await reader.beginning_offsets([tp]))[tp], (await reader.end_offsets([tp]))[tp]
             first = min([k.offset for k in checkpoint.kept] + [checkpoint.next_offset - 1])
             if checkpoint.next_offset < 1 or checkpoint.next_offset > end or first < begin:
+                log.warning(
+                    "%s: %s holds offsets %d to %d, not every record its checkpoint read or kept (%d to %d): recreated, or its "
+                    "records deleted? read whole",
+                    self.service, checkpoint.topic, begin, end - 1, first, checkpoint.next_offset - 1,
+                )  # fmt: skip
                 return False
             reader.seek(tp, checkpoint.next_offset - 1)
             batch = await reader.getmany(tp, timeout_ms=10_000, max_records=1)

@@ -91,3 +91,29 @@ async def test_a_broker_that_does_not_answer_in_time_is_not_reported_as_a_topic_
     assert not await bus._continues(checkpoint)  # read whole, as before
     assert "did not return the record at tidegate.control@100001" in caplog.text
     assert "recreated" not in caplog.text
+
+
+class _Shorter(_Silent):
+    """The checkpoint's topic recreated since: it ends before the checkpoint's last record."""
+
+    async def end_offsets(self, tps: list[object]) -> dict[object, int]:
+        return dict.fromkeys(tps, 10)
+
+
+async def test_a_topic_shorter_than_its_checkpoint_is_said_before_it_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator reading the log after a start that read `control` whole: why the checkpoint was not followed.
+
+    Before, a topic ending before the checkpoint's last record (recreated, or its records deleted) was read whole without
+    a word, while the two other reasons (a record changed, a broker slow to answer) were each said.
+    """
+    import servicekit.bus
+    from tests.unit.foundation.test_bus import make_bus
+
+    _, checkpoint = sealed(tmp_path)
+    monkeypatch.setattr(servicekit.bus, "AIOKafkaConsumer", _Shorter)
+    bus, _ = make_bus()
+    caplog.set_level(logging.WARNING)
+    assert not await bus._continues(checkpoint)  # read whole, as before
+    assert "tidegate.control holds offsets 0 to 9, not every record its checkpoint read" in caplog.text
