@@ -40,6 +40,7 @@ __all__ = [
     "broker_still_on",
     "finish_rotation",
     "former_file",
+    "inter_broker_mechanisms",
     "logs_in",
     "rotate_now",
     "session_max_s",
@@ -139,6 +140,44 @@ async def session_max_s(bootstrap: str, credentials_dir: Path) -> float | None:
     return max(values) / 1000
 
 
+INTER_BROKER = "sasl.mechanism.inter.broker.protocol"
+
+
+async def inter_broker_mechanisms(bootstrap: str, credentials_dir: Path) -> dict[str, str | None]:
+    """Each broker node's SCRAM mechanism for its own login to the others (`sasl.mechanism.inter.broker.protocol`), by node id.
+
+    `infra up` and `infra/compose-kafka.sh` set it to admin's mechanism at each node's start, and a rotation of admin always
+    moves admin to the other mechanism: a node still on the former mechanism has not been restarted since the rotation
+    began, wherever its `server.properties` is (a container's, another host's).
+    """
+    options = kafka_options(KitSettings(kafka_credentials_dir=credentials_dir), ADMIN)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options | {"request_timeout_ms": 30000}))
+    await admin.start()
+    try:
+        nodes = [str(broker.nodeId) for broker in admin._client.cluster.brokers()]
+        described: Any = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, node, {INTER_BROKER: None}) for node in nodes]
+        )
+    finally:
+        await admin.close()
+    found: dict[str, str | None] = dict.fromkeys(nodes)
+    for response in described:
+        for _code, _message, _type, node, entries in response.resources:
+            found[str(node)] = next((value for name, value, *_ in entries if name == INTER_BROKER), None)
+    return found
+
+
+async def _brokers_behind(bootstrap: str, credentials_dir: Path, mechanism: str) -> list[str]:
+    """The broker nodes whose own login to the others is not on `mechanism` (admin's now); refused when they cannot be asked."""
+    try:
+        mechanisms = await inter_broker_mechanisms(bootstrap, credentials_dir)
+    except (KafkaError, OSError) as exc:
+        raise RotationRefused(
+            f"could not ask the brokers which login they use to each other ({type(exc).__name__}: {exc}): nothing retired; try again"
+        ) from exc
+    return [f"node {node} ({found or 'unknown'})" for node, found in sorted(mechanisms.items()) if found != mechanism]
+
+
 SETTLE_S = 10.0
 """How long a check waits for the broker to show a credential just set: the controller commits it, the broker applies it
 from the metadata log a moment later (a loaded broker took over a second), so a first login may still see the old one."""
@@ -199,7 +238,9 @@ async def finish_rotation(
     """Retire the former password's credential: from now on only the file's login is accepted.
 
     `admin` is also the brokers' own login to each other, written into each node's `server.properties` at its start: its
-    rotation is finished only once no file of `broker_configs` holds the former password (every node restarted since).
+    rotation is finished only once no file of `broker_configs` holds the former password and every node the broker
+    knows logs in to the others on admin's new mechanism (`inter_broker_mechanisms`: every node restarted since, also one
+    whose file this command cannot read).
     """
     path, mechanism, password = _current(credentials_dir, principal, broker_configs)
     kept = former_file(credentials_dir, principal)
@@ -210,6 +251,13 @@ async def finish_rotation(
         raise RotationRefused(
             f"the broker node(s) of {', '.join(map(str, stale))} still log in to each other with admin's former password: restart "
             "each (`tidegate infra down && tidegate infra up`; a cluster: one node at a time), then finish; nothing retired"
+        )
+    if principal == ADMIN and (behind := await _brokers_behind(bootstrap, credentials_dir, mechanism)):
+        # Their server.properties may be where this command cannot read them (docker compose, another host): the brokers say.
+        raise RotationRefused(
+            f"broker {', '.join(behind)} still log(s) in to the others with admin's former login, not {mechanism}: restart "
+            "each (`tidegate infra down && tidegate infra up`, under compose the kafka container; a cluster: one node at a "
+            "time), then finish; nothing retired"
         )
     old = read_mechanism(kept)
     if old == mechanism:  # cannot happen through these commands; retiring it would retire the current login

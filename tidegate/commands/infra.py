@@ -115,7 +115,7 @@ def rotate_login(
     retires the former credential (a password nobody holds: a deleted SCRAM credential locks SCRAM-SHA-512 out at the
     broker's next start). Each step checks at the broker, by logging in, what it says. `admin` is also the brokers' own
     login to each other (`server.properties`, written at each node's start): restart every node between the two steps
-    (--finish refuses while a node's file still holds the former password), and at once after --leaked.
+    (--finish refuses while a node's file, or the broker, says a node is still on the former login), and at once after --leaked.
     """
     from aiokafka.errors import KafkaError
 

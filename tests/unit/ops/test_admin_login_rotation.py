@@ -35,6 +35,31 @@ async def test_finish_refuses_while_a_broker_still_logs_in_with_the_former_passw
     assert former_file(tmp_path, ADMIN).exists()
 
 
+async def test_finish_refuses_while_a_broker_whose_file_it_cannot_read_is_on_the_former_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under docker compose the node's server.properties is in the container: no file here to read, yet not restarted.
+
+    Before, no file found was taken for every node restarted: `--finish` retired the former password the broker still
+    logged in to the others with. The broker itself says which mechanism each node's own login is on.
+    """
+    import servicekit.bus_rotation as rotation
+
+    _admin_mid_rotation(tmp_path)
+    asked = []
+
+    async def brokers(bootstrap: str, credentials_dir: Path) -> dict[str, str | None]:
+        asked.append(bootstrap)
+        return {"1": "SCRAM-SHA-512"}  # started before the rotation moved admin to SCRAM-SHA-256
+
+    monkeypatch.setattr(rotation, "inter_broker_mechanisms", brokers)
+    missing = tmp_path / "kafka" / "server.properties"  # not on this host
+    with pytest.raises(RotationRefused, match=r"node 1 \(SCRAM-SHA-512\).*nothing retired"):
+        await finish_rotation("127.0.0.1:1", tmp_path, ADMIN, broker_configs=[missing])
+    assert asked == ["127.0.0.1:1"]
+    assert former_file(tmp_path, ADMIN).exists()
+
+
 async def test_admin_is_rotated_only_knowing_where_the_brokers_keep_it(tmp_path: Path) -> None:
     _admin_mid_rotation(tmp_path)
     with pytest.raises(RotationRefused, match=r"tidegate infra rotate-login admin"):
