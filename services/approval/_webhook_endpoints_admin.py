@@ -25,6 +25,14 @@ log = logging.getLogger("services.approval.service")  # every part logs as the s
 MAX_OVERLAP_S = 7 * 86_400.0  # the longest a rotation keeps its former secret: time to switch a chat tool, not a second secret
 
 
+class _RotationUnderWay(Exception):
+    """A rotation asked for while the endpoint's former secret still signs and verifies (its overlap ends at `until`)."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(until)
+        self.until = until
+
+
 def _endpoint_changed(endpoint_id: str, url: str, fingerprint: str) -> Refusal:
     return Refusal(
         code="endpoint_changed",
@@ -126,6 +134,8 @@ class WebhookEndpoints:
         rule of a changed secret: an operator's rotation keeps them (the operator lists anyone), an admin's keeps only the
         admin; during the overlap the former secret still acts for, and links still go to, those listed when it was
         rotated, who enrol again with the new secret's fingerprint. An endpoint of the operator's file is rotated in it.
+        A second rotation during an overlap is refused (`409 rotation_under_way`) unless `leaked`: it would drop the
+        former secret at once, refusing every receiver not yet switched, as the Kafka logins' and the MCP token's do.
         """
         tenant = tenant_id or who.tenant_id
         found = await self.repo.endpoint(tenant, endpoint_id) if who.may_see(tenant) else None
@@ -143,7 +153,11 @@ class WebhookEndpoints:
         # of the broker's kept the superseded secret signing and verifying that much longer at every other copy's time).
         new, now = webhooks.new_secret(), (self.issuing_clock or self.clock)()
 
+        judged = self.clock()
+
         def rotated(current: Endpoint) -> Endpoint:
+            if not leaked and (until := current.former_until) is not None and current.former_at(judged) is not None:
+                raise _RotationUnderWay(until)  # read under the row's lock: two rotations at once cannot both pass
             kept = current.approvers if who.operator else tuple(a for a in current.approvers if a == who.approver)
             if leaked:
                 return replace(current, secret=new, approvers=kept, former_secret=None, former_until=None, former_approvers=())
@@ -152,7 +166,14 @@ class WebhookEndpoints:
                 current, secret=new, approvers=kept, former_secret=current.secret, former_until=until, former_approvers=current.approvers
             )
 
-        changed = await self.repo.change_endpoint(tenant, endpoint_id, rotated)
+        try:
+            changed = await self.repo.change_endpoint(tenant, endpoint_id, rotated)
+        except _RotationUnderWay as under_way:
+            message = (
+                f"endpoint {endpoint_id} is in a rotation's overlap until {under_way.until.isoformat()}: another would drop "
+                "its former secret at once, refusing the receivers not yet switched; rotate after it, or with leaked"
+            )
+            return Refusal(code="rotation_under_way", status=409, message=message)
         if changed is None:
             return Refusal(code="not_found", status=404, message=f"no endpoint {endpoint_id}")
         if leaked:

@@ -234,7 +234,8 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         taken; then only the new one. `leaked`: the former one is refused at once. An admin's rotation lists only the admin
         for the new secret (as any change of the secret): the other approvers enrol again with its fingerprint, while the
         former secret still acts for them during the overlap. An operator's keeps every approver. An endpoint of the
-        operator's webhooks file: `409 operator_endpoint` (rotated in the file).
+        operator's webhooks file: `409 operator_endpoint` (rotated in the file). Another rotation during the overlap:
+        `409 rotation_under_way` (it would drop the former secret at once), unless `leaked`.
         """
         require_admin(session)
         body = parse(SecretRotation, await request.body(), optional=True)

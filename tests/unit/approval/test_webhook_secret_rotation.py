@@ -109,6 +109,30 @@ async def test_a_receiver_verifies_every_message_before_during_and_after_the_ove
     assert shown["former_secret_fingerprint"] is None
 
 
+async def test_a_second_rotation_during_the_overlap_is_refused_and_the_receiver_on_the_former_secret_keeps_verifying(
+    world: World,  # noqa: F811
+) -> None:
+    """The receiver not switched yet, holding the former secret, while someone rotates again within the overlap.
+
+    Before, the second rotation made the first one's new secret the former and dropped the original at once: every
+    message the receiver on the original secret got from then on failed to verify, an hour into a day's overlap.
+    """
+    tokens = await _chat(world)
+    first = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"overlap_s": 3600}, headers=bearer(tokens["ops"]))
+    assert first.status_code == 200, first.text
+    world.clock.now += timedelta(seconds=60)
+    again = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"overlap_s": 3600}, headers=bearer(tokens["ops"]))
+    assert (again.status_code, again.json()["detail"]["code"]) == (409, "rotation_under_way"), again.text
+    headers, body = await _message(world, 1)
+    assert _receiver_accepts(OLD, headers, body)  # not switched yet: still verifies
+    assert _receiver_accepts(first.json()["secret"], headers, body)
+    leaked = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"leaked": True}, headers=bearer(tokens["ops"]))
+    assert leaked.status_code == 200, leaked.text  # a leak is never kept waiting
+    world.clock.now += timedelta(seconds=3600)
+    after = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"overlap_s": 60}, headers=bearer(tokens["ops"]))
+    assert after.status_code == 200, after.text  # once an overlap is over, the next rotation goes through
+
+
 async def test_the_holder_of_a_leaked_secret_is_refused_at_once(world: World) -> None:  # noqa: F811
     tokens = await _chat(world)
     rotated = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"leaked": True}, headers=bearer(tokens["ops"]))
