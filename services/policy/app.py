@@ -114,6 +114,10 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         """A consumer retrying a handler, or the tasks group not read to its end: a task's request may still come."""
         return bus.handlers_retrying > 0 or await tasks_unread()
 
+    async def retrying() -> bool:
+        """A consumer retrying a handler: what holds a decision that waits for results only (the tasks group says nothing of them)."""
+        return bus.handlers_retrying > 0
+
     service = PolicyService(
         catalog=catalog,
         pack=pack,
@@ -127,6 +131,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         issuing_clock=issuing_clock(bus.producer),
         planned=planned,
         inputs_held=held,
+        results_held=retrying,
     )
     handlers = PolicyHandlers(service)
     decisions = {

@@ -231,6 +231,9 @@ class PolicyService:
     # group has records it has not handled yet (`unread.GroupUnread`: a consumer still rejoining after a broker restart):
     # what a decision waits for from it may still come, so the wait goes on past `provenance_wait_s`, up to `HELD_WAIT_S` more.
     inputs_held: Callable[[], Awaitable[bool]] = field(default=_never_held)
+    # What holds a decision none of whose waiting tasks waits for its request, only for results: a consumer retrying,
+    # not the tasks group being behind (which says nothing of a result). None: `inputs_held`.
+    results_held: Callable[[], Awaitable[bool]] | None = None
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)
     _ready_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -330,7 +333,8 @@ class PolicyService:
                 if (left := deadline - loop.time()) <= 0:
                     # A database outage just ended: the consumer that learns tasks may still be in its backoff (an SRE
                     # probe: 16 of 23 autonomous tasks decided draft right after PostgreSQL came back).
-                    if loop.time() >= held_until or not await self.inputs_held():
+                    held = self.inputs_held if self.results_held is None or any(map(unseen_task, waiting)) else self.results_held
+                    if loop.time() >= held_until or not await held():
                         break
                     left = 0.05
                 with contextlib.suppress(TimeoutError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -139,3 +140,36 @@ async def test_an_awaited_held_decides_as_a_retrying_consumer_does(tmp_path: Pat
         tmp_path, settings=PolicySettings(provenance_wait_s=0.2), planned=lambda event: True, inputs_held=tasks_group_unread
     )
     assert await _decided_while_the_task_comes_late(svc, held) == reasons
+
+
+async def test_a_decision_waiting_only_for_a_result_is_not_held_by_the_tasks_group(tmp_path: Path) -> None:
+    """An outside agent's call waiting for a result never coming, while the `policy.tasks` group is behind (as under load).
+
+    The unread tasks group says a task's request may still come, nothing of a result: before, it held such a decision
+    `HELD_WAIT_S` past its wait (30 s in production) instead of failing closed after `provenance_wait_s`.
+    """
+    import time
+
+    from schemas import ActionProposed, ActionProposedData
+
+    async def tasks_group_behind() -> bool:
+        return True
+
+    async def nothing_retrying() -> bool:
+        return False
+
+    svc = await onboarded_service(tmp_path, settings=PolicySettings(provenance_wait_s=0.1), inputs_held=tasks_group_behind)
+    svc.results_held = nothing_retrying  # as the running service wires it (`app.py`)
+
+    async def decide(action_id: str, tool: str, args: dict[str, object]) -> Any:
+        data = ActionProposedData(
+            action_id=action_id, task_id="t-9", tenant_id="acme", step=1, tool=tool, args=args, proposer="agent", mode="autonomous"
+        )
+        decided = (await svc.on_proposed(ActionProposed.build(data, source="agent"))).decided
+        assert decided is not None
+        return decided.data
+
+    assert (await decide("a-0", "get_ticket", {"ticket_id": "T-9"})).outcome == "allow"  # its result never comes
+    started = time.monotonic()
+    await decide("a-1", "send_reply", {"ticket_id": "T-9", "to": "someone@example.com", "body": "hi"})
+    assert time.monotonic() - started < 3.0  # its wait, not HELD_WAIT_S (5 s here) more
