@@ -6,6 +6,7 @@ so every HTTP request must carry the token (`Authorization: Bearer <token>`), or
 
 from __future__ import annotations
 
+import fcntl
 import hmac
 import ipaddress
 import secrets
@@ -90,10 +91,14 @@ def http_token(settings: GatewaySettings, client_settings: ClientSettings) -> tu
             "your own for its clients (and put TLS in front: plain HTTP shows the token to the network), or listen on 127.0.0.1"
         )
     path = private_file(token_file(client_settings))
-    token = path.read_text().strip()
-    if not token:  # first run (or a file left empty): make one
-        token = secrets.token_urlsafe(32)
-        path.write_text(f"{token}\n")
+    with path.open("r+", encoding="utf-8") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # two first runs at once agree on one token: the second reads the first's
+        token = held.read().strip()
+        if not token:  # first run (or a file left empty): make one
+            token = secrets.token_urlsafe(32)
+            held.seek(0)
+            held.truncate()
+            held.write(f"{token}\n")
     return token, str(path)
 
 

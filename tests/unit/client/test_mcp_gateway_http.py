@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,26 @@ def test_the_token_is_made_on_first_run_readable_by_its_owner_only_and_kept(tmp_
     assert stat.S_IMODE(client.state_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE(client.state_dir.parent.stat().st_mode) == 0o700
     assert http_token(GatewaySettings(), client) == (token, source)  # a restart: the clients keep their token
+
+
+def test_two_gateways_starting_at_once_for_the_first_time_serve_the_token_the_file_holds(tmp_path: Path) -> None:
+    """Each first run made a token and wrote it: the gateway whose write came first served a token no file held, and
+    every client given the file's was refused 401 by it."""
+    for round_ in range(20):
+        client = ClientSettings(state_dir=tmp_path / f"state{round_}" / "client")
+        gate = threading.Barrier(6)
+        tokens: list[str] = []
+
+        def start(client: ClientSettings = client, gate: threading.Barrier = gate, tokens: list[str] = tokens) -> None:
+            gate.wait()
+            tokens.append(http_token(GatewaySettings(), client)[0])
+
+        starts = [threading.Thread(target=start) for _ in range(6)]
+        for thread in starts:
+            thread.start()
+        for thread in starts:
+            thread.join()
+        assert set(tokens) == {token_file(client).read_text().strip()}
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
