@@ -372,6 +372,10 @@ class Keyring:
         """Whether `key_id` is a trusted key."""
         return key_id in self._keys
 
+    def with_keys(self, extra: dict[str, Ed25519PublicKey]) -> Keyring:
+        """This keyring and `extra` (keys trusted on other grounds, such as a fingerprint given out of band); its own keys win."""
+        return Keyring({**extra, **self._keys})
+
     def verify(self, key_id: str, message: bytes, signature: str) -> bool:
         """True only if `key_id` is trusted and `signature` is its valid signature of `message`."""
         key = self._keys.get(key_id)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
-    from services.audit.archive import ArchiveError, read_archive
+    from services.audit.archive import ArchiveError, audit_keys_of, read_archive
     from services.audit.archive_check import ArchiveReport, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete, recorded_missing
     from services.audit.conflict_check import AcknowledgedConflict
@@ -75,6 +75,7 @@ __all__ = [
     "VerifyReport",
     "acknowledge_conflict",
     "archive_log",
+    "audit_keys_of",
     "build",
     "check_complete",
     "check_content",
@@ -106,6 +107,7 @@ _HOME = {
     "AuditProcess": "app",
     "ArchiveError": "archive",
     "read_archive": "archive",
+    "audit_keys_of": "archive",
     "ArchiveReport": "archive_check",
     "verify_archives": "archive_check",
     "Archived": "retention",

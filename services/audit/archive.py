@@ -4,7 +4,10 @@ One gzip'd file of JSON lines. The first line is the header (`ArchiveHeader`): t
 whose heads the archive ends at, the one it starts after (the previous prune's, or none: from seq 1), and every
 checkpoint between, with their signatures. Each further line is one row of `audit.log` with every column its hash
 covers (bytes in base64, hashes in hex, times to the microsecond), chain by chain in seq order. Nothing but the
-file and the audit's public keys is needed to check it (`archive_check.py`).
+file and the audit's public keys is needed to check it (`archive_check.py`). The header also carries those public keys
+(`ArchiveKey`: every audit key the deployment's keys folder held, retired ones with their retirement time), so the file
+can still be checked once the deployment's keys folder is gone; a key in the file is trusted only when the auditor
+names its fingerprint, learnt out of band (`verify --archive FILE --trust-key SHA256`), never for being there.
 """
 
 from __future__ import annotations
@@ -15,16 +18,29 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from servicekit.signing import key_id_of, load_public, retired_at
 from services.audit.checkpoints import Checkpoint, Restore
 from services.audit.records import COLUMNS, LogRow
 
-__all__ = ["FORMAT", "ArchiveError", "ArchiveHeader", "ArchiveWriter", "file_sha256", "read_archive", "row_from_json", "row_to_json"]
+__all__ = [
+    "FORMAT",
+    "ArchiveError",
+    "ArchiveHeader",
+    "ArchiveKey",
+    "ArchiveWriter",
+    "audit_keys_of",
+    "file_sha256",
+    "read_archive",
+    "row_from_json",
+    "row_to_json",
+]
 
 FORMAT: Literal["tidegate.audit.archive"] = "tidegate.audit.archive"
 _BYTES = frozenset({"key", "value"})
@@ -34,6 +50,43 @@ _TIMES = frozenset({"kafka_ts", "event_time", "recorded_at"})
 
 class ArchiveError(ValueError):
     """A file that is not a readable archive (not gzip, not JSON lines, a header or row of the wrong shape)."""
+
+
+class ArchiveKey(BaseModel):
+    """One audit public key as the archive carries it: what an auditor needs to check its checkpoints after a rotation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str = Field(description="The id checkpoints name (`audit-<first 12 hex of sha256>`).")
+    public_key: str = Field(description="The raw 32-byte Ed25519 public key, base64.")
+    sha256: str = Field(description="SHA-256 of the raw public key, hex: the fingerprint to confirm out of band.")
+    retired_at: datetime | None = Field(default=None, description="When `tidegate keys rotate` retired it; None: the current key.")
+
+    def public(self) -> Ed25519PublicKey | None:
+        """The key, when it is one and is the key its id and fingerprint name (else None: a key of another id)."""
+        try:
+            raw = base64.b64decode(self.public_key, validate=True)
+            key = Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            return None
+        if hashlib.sha256(raw).hexdigest() != self.sha256 or key_id_of(self.key_id.rpartition("-")[0], key) != self.key_id:
+            return None
+        return key
+
+
+def audit_keys_of(keys_dir: Path, name: str = "audit") -> list[ArchiveKey]:
+    """Every `name` public key in `keys_dir` (`<name>.pub` and each retired `<name>.<hash>.pub`), as an archive carries them."""
+    out: list[ArchiveKey] = []
+    for path in sorted([keys_dir / f"{name}.pub", *keys_dir.glob(f"{name}.*.pub")]):
+        key = load_public(path) if path.exists() else None
+        if key is None:
+            continue
+        raw = key.public_bytes_raw()
+        retired = retired_at(path)
+        when = datetime.fromtimestamp(retired, UTC) if retired is not None else None
+        fingerprint = hashlib.sha256(raw).hexdigest()
+        out.append(ArchiveKey(key_id=key_id_of(name, key), public_key=base64.b64encode(raw).decode(), sha256=fingerprint, retired_at=when))
+    return sorted(out, key=lambda k: (k.retired_at is None, k.retired_at or datetime.min.replace(tzinfo=UTC)))
 
 
 class ArchiveHeader(BaseModel):
@@ -52,6 +105,11 @@ class ArchiveHeader(BaseModel):
     checkpoints: list[Checkpoint] = Field(description="Every checkpoint after `previous` through `checkpoint`, by id.")
     restores: list[Restore] = Field(default_factory=list, description="Restores among those checkpoints (their ids skip).")
     rows: int = Field(description="Rows in the file after this header.")
+    keys: list[ArchiveKey] = Field(
+        default_factory=list,
+        description="The audit's public keys when it was written, retired ones first (none in a file written before they were "
+        "carried). Trusted only by a fingerprint the auditor names (`--trust-key`).",
+    )
 
 
 def row_to_json(row: LogRow) -> dict[str, Any]:

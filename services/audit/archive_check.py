@@ -5,13 +5,19 @@ every chain runs from the head that checkpoint signed (or seq 1) through the hea
 link, every row's hash recomputed: an edited, dropped or inserted line is named by chain and seq. Consecutive archives
 must follow each other (one starts after the checkpoint the other ends at); given the live log's prunes too, each
 archive must be the file its prune recorded (by sha256), and the newest must end where the live log is kept from.
+
+The audit keys checked with are the deployment's keys folder's, and those the auditor trusts by fingerprint (`trust`:
+SHA-256 of the raw public key, learnt out of band) among the keys the file carries (`ArchiveHeader.keys`). A key the
+file merely carries is never trusted: anyone who rewrites the file can put his own there. A checkpoint signed by a key
+trusted neither way is named as not checked (which key, its fingerprint when the file carries it, how to trust it),
+not as forged.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from servicekit import Keyring
 from services.audit.archive import ArchiveError, ArchiveHeader, file_sha256, read_archive
 from services.audit.chain_check import Break, ChainChecker
-from services.audit.checkpoint_check import anchor_heads, check_checkpoints
+from services.audit.checkpoint_check import anchor_heads, check_checkpoints, unverified_signature
 from services.audit.checkpoints import Checkpoint, Prune, chain_name, signature_valid, split_chain_name
 
 __all__ = ["ArchiveReport", "ArchiveSummary", "verify_archives"]
@@ -47,27 +53,71 @@ class ArchiveReport(BaseModel):
     archives: list[ArchiveSummary]
     breaks: list[Break]
     seconds: float
+    unchecked: list[Break] = []
+    """The breaks (also in `breaks`) that are checkpoints signed by an audit key not trusted here: not checked, not shown forged."""
 
     @property
     def ok(self) -> bool:
         """True when every archive checks out, alone and in sequence."""
         return not self.breaks
 
+    @property
+    def only_unchecked(self) -> bool:
+        """True when nothing was found wrong, only checkpoints whose key is not trusted here (so not checked)."""
+        return bool(self.breaks) and all(b in self.unchecked for b in self.breaks)
+
 
 def _file_break(path: Path, problem: str, checkpoint_id: int | None = None) -> Break:
     return Break(topic=str(path), partition=-1, checkpoint_id=checkpoint_id, problem=problem)
 
 
-def _check_one(path: Path, keyring: Keyring) -> tuple[ArchiveSummary | None, ArchiveHeader | None, list[Break]]:
-    """One archive on its own: its header, its checkpoints, every chain in it."""
+def _untrusted(path: Path, header: ArchiveHeader, keyring: Keyring) -> list[Break]:
+    """One break per audit key not trusted here that signed a checkpoint of the file: which, and how to trust it."""
+    signed: dict[str, list[int]] = {}
+    for cp in [*([header.previous] if header.previous is not None else []), *header.checkpoints]:
+        if not keyring.knows(cp.key_id):
+            signed.setdefault(cp.key_id, []).append(cp.checkpoint_id)
+    carried = {k.key_id: k for k in header.keys}
+    out: list[Break] = []
+    for key_id, ids in signed.items():
+        problem = (
+            f"checkpoint(s) {', '.join(map(str, ids))} are signed by {key_id}, an audit key not trusted here, so their "
+            "signature is not valid for a trusted audit key: it could not be checked (not shown forged, not shown genuine); "
+        )
+        key = carried.get(key_id)
+        if key is not None and key.public() is not None:
+            retired = f", retired {key.retired_at:%Y-%m-%d %H:%M:%S} UTC" if key.retired_at is not None else ""
+            problem += (
+                f"the file carries that public key (sha256 {key.sha256}{retired}): if the deployment's operator confirms "
+                f"that fingerprint (the export printed it), run again with --trust-key {key.sha256}, or put the key in "
+                "TIDEGATE_KEYS_DIR"
+            )
+        elif key is not None:
+            problem += "the file carries a key under that id which is not the key of that id (not to be trusted)"
+        else:
+            problem += (
+                "the file does not carry it (written before archives carried their keys): put the deployment's audit "
+                "public keys (audit.pub and every retired audit.<hash>.pub) in TIDEGATE_KEYS_DIR"
+            )
+        out.append(_file_break(path, problem, ids[0]))
+    return out
+
+
+def _check_one(
+    path: Path, keyring: Keyring, trust: frozenset[str] = frozenset()
+) -> tuple[ArchiveSummary | None, ArchiveHeader | None, list[Break], list[Break]]:
+    """One archive on its own: its header, its checkpoints, every chain in it; then the breaks that are keys not trusted here."""
     sha256 = file_sha256(path)
     try:
         header, rows = read_archive(path)
     except ArchiveError as exc:
-        return None, None, [_file_break(path, str(exc))]
+        return None, None, [_file_break(path, str(exc))], []
+    keyring = keyring.with_keys({
+        k.key_id: public for k in header.keys if k.sha256 in trust and k.key_id.startswith("audit-") and (public := k.public()) is not None
+    })  # fmt: skip
     breaks: list[Break] = []
     previous = header.previous
-    if previous is not None and not signature_valid(keyring, previous):
+    if previous is not None and not signature_valid(keyring, previous) and keyring.knows(previous.key_id):
         breaks.append(
             _file_break(path, f"the checkpoint it starts after is not validly signed ({previous.key_id})", previous.checkpoint_id)
         )
@@ -95,14 +145,19 @@ def _check_one(path: Path, keyring: Keyring) -> tuple[ArchiveSummary | None, Arc
         breaks.append(_file_break(path, str(exc)))
     breaks += [c.broken for c in checkers.values() if c.broken is not None]
     first_id = previous.checkpoint_id + 1 if previous is not None else 1
-    breaks += check_checkpoints(header.checkpoints, checkers, keyring, header.restores, first_id=first_id)
+    unknown = {cp.checkpoint_id: cp for cp in header.checkpoints if not keyring.knows(cp.key_id)}
+    breaks += [
+        b
+        for b in check_checkpoints(header.checkpoints, checkers, keyring, header.restores, first_id=first_id)
+        if b.checkpoint_id not in unknown or b.problem != unverified_signature(keyring, unknown[b.checkpoint_id])
+    ]  # a key not trusted here is said once, in `unchecked`
     if count != header.rows:
         breaks.append(_file_break(path, f"holds {count} rows, its header says {header.rows}"))
     summary = ArchiveSummary(
         path=str(path), sha256=sha256, scope=header.scope, after_checkpoint=previous.checkpoint_id if previous else None,
         through_checkpoint=header.checkpoint.checkpoint_id, rows=count, chains=len(checkers),
     )  # fmt: skip
-    return summary, header, breaks
+    return summary, header, breaks, _untrusted(path, header, keyring)
 
 
 def _same(a: Checkpoint | None, b: Checkpoint | None) -> bool:
@@ -110,16 +165,24 @@ def _same(a: Checkpoint | None, b: Checkpoint | None) -> bool:
 
 
 def verify_archives(
-    paths: Sequence[Path], keyring: Keyring, *, prunes: Sequence[Prune] | None = None, live_from: int | None = None
+    paths: Sequence[Path],
+    keyring: Keyring,
+    *,
+    prunes: Sequence[Prune] | None = None,
+    live_from: int | None = None,
+    trust: Iterable[str] = (),
 ) -> ArchiveReport:
     """Check each archive, then that they follow each other.
 
     With the live log's `prunes` (and `live_from`, the checkpoint it is kept from), each archive against its prune's sha256.
+    `trust`: fingerprints (SHA-256 hex of the raw public key) of audit keys the files carry, trusted as `keyring`'s are.
     """
     started = time.perf_counter()
-    checked = [(path, *_check_one(path, keyring)) for path in paths]
-    breaks = [b for _, _, _, found in checked for b in found]
-    whole = sorted(((s, h) for _, s, h, _ in checked if s is not None and h is not None), key=lambda sh: sh[0].through_checkpoint)
+    fingerprints = frozenset(t.strip().lower() for t in trust)
+    checked = [(path, *_check_one(path, keyring, fingerprints)) for path in paths]
+    unchecked = [b for _, _, _, _, untrusted in checked for b in untrusted]
+    breaks = [*unchecked, *(b for _, _, _, found, _ in checked for b in found)]
+    whole = sorted(((s, h) for _, s, h, _, _ in checked if s is not None and h is not None), key=lambda sh: sh[0].through_checkpoint)
     scopes = {s.scope for s, _ in whole}
     if len(scopes) > 1:
         breaks.append(Break(topic="*", partition=-1, problem=f"the archives are of different deployments: {', '.join(sorted(scopes))}"))
@@ -144,4 +207,4 @@ def verify_archives(
                 f"the newest archive ends at checkpoint {whole[-1][0].through_checkpoint}, the live log is kept from checkpoint {live_from}"
             )
             breaks.append(Break(topic="*", partition=-1, checkpoint_id=live_from, problem=problem))
-    return ArchiveReport(archives=[s for s, _ in whole], breaks=breaks, seconds=time.perf_counter() - started)
+    return ArchiveReport(archives=[s for s, _ in whole], breaks=breaks, seconds=time.perf_counter() - started, unchecked=unchecked)

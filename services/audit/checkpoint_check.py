@@ -23,6 +23,7 @@ __all__ = [
     "heads_checked",
     "past_restore",
     "prune_anchor",
+    "unverified_signature",
     "within_restore",
 ]
 
@@ -58,6 +59,21 @@ def checkpoint_break(cp: Checkpoint, problem: str) -> Break:
     return Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=problem)
 
 
+def unverified_signature(keyring: Keyring, cp: Checkpoint) -> str:
+    """Why `cp`'s signature does not check out: forged (a trusted key of its id refuses it), or signed by a key not trusted here.
+
+    A key this machine does not hold is not evidence of a forgery: the auditor is told which key to get, not that the log was
+    tampered with (an auditor with only the current `audit.pub` read every checkpoint of an older export as forged).
+    """
+    if keyring.knows(cp.key_id):
+        return f"signature is not valid for a trusted audit key ({cp.key_id})"
+    return (
+        f"signature is not valid for a trusted audit key ({cp.key_id}): no audit key trusted here has that id, so it could "
+        "not be checked (not shown forged, not shown genuine); trust that key: put the deployment's audit public keys "
+        "(audit.pub and every retired audit.<hash>.pub) in TIDEGATE_KEYS_DIR"
+    )
+
+
 def check_checkpoints(
     checkpoints: Iterable[Checkpoint],
     checkers: dict[tuple[str, int], ChainChecker],
@@ -90,14 +106,7 @@ def check_checkpoints(
             )
         expected_id = cp.checkpoint_id + 1
         if not signature_valid(keyring, cp):
-            breaks.append(
-                Break(
-                    topic="*",
-                    partition=-1,
-                    checkpoint_id=cp.checkpoint_id,
-                    problem=f"signature is not valid for a trusted audit key ({cp.key_id})",
-                )
-            )
+            breaks.append(Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=unverified_signature(keyring, cp)))
             continue
         if cp.rows != sum(int(h["seq"]) for h in cp.heads.values()):
             breaks.append(checkpoint_break(cp, "row count does not match its heads"))

@@ -9,14 +9,14 @@ each head in one transaction, provided their count is the one the archive read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
-from services.audit.archive import ArchiveHeader, ArchiveWriter
+from services.audit.archive import ArchiveHeader, ArchiveKey, ArchiveWriter
 from services.audit.chain_check import Break, ChainChecker
 from services.audit.checkpoint_check import anchor_heads, check_checkpoints, prune_anchor
 from services.audit.checkpoints import Checkpoint, signature_valid, split_chain_name
@@ -46,6 +46,8 @@ class Archived(BaseModel):
     chains: int
     prunable_rows: int
     """Rows before the checkpoint's heads still in the database: what a prune removes (each head row stays as the anchor)."""
+    keys: list[ArchiveKey] = []
+    """The audit public keys the file carries: their fingerprints are what to hand the auditor with it."""
 
 
 async def checkpoint_before(log: AuditLog, prefix: str, before: datetime) -> Checkpoint | None:
@@ -67,12 +69,14 @@ async def archive_log(
     prefix: str,
     through: int,
     after: int | None = None,
+    keys: Sequence[ArchiveKey] = (),
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Archived:
     """Write every row after the last prune's anchor through checkpoint `through`'s heads to `path`, checking each chain.
 
     `after`: start after the heads checkpoint `after` signed instead (an export of a window, `tidegate audit export`: the
     same file, checked offline the same way; no prune takes it, since it does not start at the last prune's anchor).
+    `keys`: the audit's public keys, carried in the header (`audit_keys_of` the deployment's keys folder).
 
     Raises:
         LookupError: `through` (or `after`) is not a checkpoint of `prefix`, or is not after the last prune.
@@ -104,7 +108,7 @@ async def archive_log(
     heads = anchor_heads(target)
     header = ArchiveHeader(
         scope=prefix, created_at=datetime.now(UTC), checkpoint=target, previous=previous, checkpoints=between, restores=restores,
-        rows=sum(h.seq - (anchors[tp].seq if tp in anchors else 0) for tp, h in heads.items()),
+        rows=sum(h.seq - (anchors[tp].seq if tp in anchors else 0) for tp, h in heads.items()), keys=list(keys),
     )  # fmt: skip
     wanted: dict[tuple[str, int], set[int]] = {}
     for cp in between:
@@ -138,5 +142,5 @@ async def archive_log(
         raise
     return Archived(
         path=str(path), sha256=sha256, checkpoint_id=through, previous_checkpoint_id=previous.checkpoint_id if previous else None,
-        rows=written, chains=len(heads), prunable_rows=prunable,
+        rows=written, chains=len(heads), prunable_rows=prunable, keys=list(keys),
     )  # fmt: skip

@@ -17,6 +17,7 @@ from services.audit import (
     ArchiveReport,
     PostgresAuditLog,
     archive_log,
+    audit_keys_of,
     checkpoint_after,
     checkpoint_before,
     verify_archives,
@@ -30,14 +31,14 @@ __all__ = ["archive", "checked_archives", "export", "print_archives", "verify_ar
 
 def checked_archives(paths: list[Path], keyring: Keyring, **live: Any) -> ArchiveReport:
     try:
-        return verify_archives(paths, keyring, **live)
+        return verify_archives(paths, keyring, trust=live.pop("trust", ()), **live)
     except OSError as exc:
         fail(f"--archive: cannot read {exc.filename}: {exc.strerror}")
 
 
-def verify_archives_only(paths: list[Path], keyring: Keyring, *, as_json: bool) -> None:
+def verify_archives_only(paths: list[Path], keyring: Keyring, *, as_json: bool, trust: list[str] | None = None) -> None:
     """Archives alone, offline: no database is read."""
-    report = checked_archives(paths, keyring)
+    report = checked_archives(paths, keyring, trust=trust or [])
     if as_json:
         console.print_json(report.model_dump_json())
     else:
@@ -56,7 +57,8 @@ def print_archives(report: ArchiveReport) -> None:
     if report.ok:
         console.print(f"[bold green]intact:[/] {len(report.archives)} archive(s) check out, each chain and checkpoint, in sequence")
         return
-    err_console.print(f"[bold red]BROKEN:[/] {escape(report.breaks[0].describe())}", soft_wrap=True)
+    label = "NOT VERIFIED (nothing found wrong; a key is not trusted here)" if report.only_unchecked else "BROKEN"
+    err_console.print(f"[bold red]{label}:[/] {escape(report.breaks[0].describe())}", soft_wrap=True)
     for brk in report.breaks[1:]:
         err_console.print(f"  also: {escape(brk.describe())}", soft_wrap=True)
 
@@ -72,7 +74,7 @@ async def _write(
         try:
             return await archive_log(
                 log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through, after=after,
-                progress=lambda n, total: progress("rows", n, total),
+                keys=audit_keys_of(kit.keys_dir), progress=lambda n, total: progress("rows", n, total),
             )  # fmt: skip
         except LookupError as exc:
             raise ConnectionError(str(exc)) from None
@@ -86,6 +88,14 @@ def _print_written(done: Archived, checked: str) -> None:
         f"wrote {shown(done.path)}: {done.rows} rows of {done.chains} chain(s), {start} through checkpoint {done.checkpoint_id}, {checked}"
     )
     console.print(f"sha256 {done.sha256}")
+    for key in done.keys:
+        state = f"retired {key.retired_at:%Y-%m-%d %H:%M:%S} UTC" if key.retired_at is not None else "current"
+        console.print(f"audit key {key.key_id} ({state}): sha256 {key.sha256}")
+    if done.keys:
+        console.print(
+            "hand the auditor these fingerprints apart from the file: with them, `tidegate audit verify --archive FILE "
+            "--trust-key SHA256` checks it on a machine without this deployment's keys, after any rotation"
+        )
 
 
 def archive(

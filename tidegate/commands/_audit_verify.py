@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ from services.audit import (
 )
 from tidegate.commands._audit_archive import checked_archives, print_archives, verify_archives_only
 from tidegate.commands._audit_log import row_recheck, with_audit_log
-from tidegate.commands._common import console, err_console, run, settings
+from tidegate.commands._common import console, err_console, fail, run, settings
 from tidegate.commands._progress import progress_display
 
 __all__ = ["verify"]
@@ -108,12 +109,23 @@ def verify(
     with_log: bool = typer.Option(
         False, "--with-log", help="With --archive: also verify the live log, and that the archives are the ones its prunes recorded."
     ),
+    trust_keys: list[str] = typer.Option(
+        [],
+        "--trust-key",
+        metavar="SHA256",
+        help="With --archive: also trust the audit key the file carries with this fingerprint (sha256 of the raw public key, as "
+        "`audit export` printed it; confirm it with the deployment's operator). Repeat for each key (one a rotation).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link or a missing record."""
     kit = settings()
+    if trust_keys and not archives:
+        fail("--trust-key trusts a key an archive file carries: give --archive FILE too")
+    if bad := [t for t in trust_keys if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
+        fail(f"--trust-key {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
     if archives and not with_log:
-        verify_archives_only(archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json)
+        verify_archives_only(archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json, trust=trust_keys)
         return
 
     def waiting(newest: list[Missing]) -> None:
@@ -149,7 +161,7 @@ def verify(
             prunes = await log.prunes(kit.topic_prefix)
             live_from = report.kept_from if report.kept_from_reason == "pruned" else None
             nonlocal archived
-            archived = checked_archives(archives, keyring, prunes=prunes, live_from=live_from)
+            archived = checked_archives(archives, keyring, prunes=prunes, live_from=live_from, trust=trust_keys)
         if not complete:
             return report, None
         found = await check_complete(
