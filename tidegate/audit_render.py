@@ -152,7 +152,8 @@ def render_markdown(x: Explanation) -> str:
         f"- **Requested by:** {_md(x.requested_by or '-')}",
         f"- **Status:** {_md(x.status)}" + (f": {_md(x.summary)}" if x.summary else ""),
         f"- **Submitted:** {x.submitted_at or '-'}; **ended:** {x.ended_at or '-'}",
-        f"- **Policy versions:** {_md(', '.join(x.policy_versions) or '-')}",
+        f"- **Policy versions:** {_md(', '.join(x.policy_versions) or '-')}"
+        + (" (each pack's text: `tidegate audit policy VERSION`, or `--archive FILE` offline)" if x.policy_versions else ""),
         f"- **Trace ids:** {_md(', '.join(x.trace_ids) or '-')}",
         f"- **Audit records:** {x.records}" + (f" ({_skipped(x.skipped)}, listed under dead letters)" if x.skipped else ""),
         *_checked(x),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
-    from services.audit.archive import ArchiveError, audit_keys_of, read_archive
+    from services.audit.archive import ArchiveError, ArchivePolicy, audit_keys_of, read_archive
     from services.audit.archive_check import ArchiveReport, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete, recorded_missing
     from services.audit.conflict_check import AcknowledgedConflict
@@ -49,6 +49,7 @@ __all__ = [
     "AcknowledgedConflict",
     "ActionStory",
     "ArchiveError",
+    "ArchivePolicy",
     "ArchiveRefused",
     "ArchiveReport",
     "Archived",
@@ -106,6 +107,7 @@ _HOME = {
     "AuditDeps": "app",
     "AuditProcess": "app",
     "ArchiveError": "archive",
+    "ArchivePolicy": "archive",
     "read_archive": "archive",
     "audit_keys_of": "archive",
     "ArchiveReport": "archive_check",

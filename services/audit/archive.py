@@ -7,7 +7,10 @@ covers (bytes in base64, hashes in hex, times to the microsecond), chain by chai
 file and the audit's public keys is needed to check it (`archive_check.py`). The header also carries those public keys
 (`ArchiveKey`: every audit key the deployment's keys folder held, retired ones with their retirement time), so the file
 can still be checked once the deployment's keys folder is gone; a key in the file is trusted only when the auditor
-names its fingerprint, learnt out of band (`verify --archive FILE --trust-key SHA256`), never for being there.
+names its fingerprint, learnt out of band (`verify --archive FILE --trust-key SHA256`), never for being there. And it
+carries the policy packs the deployment decided with (`ArchivePolicy`: each version's Cedar files and settings), so
+"under which policy" is answered from the file: a pack's version is the SHA-256 of its text, which the decisions name
+under their signatures, so a carried pack proves itself (`pack_version`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import IO, Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schemas import digest
 from servicekit.signing import key_id_of, load_public, retired_at
 from services.audit.checkpoints import Checkpoint, Restore
 from services.audit.records import COLUMNS, LogRow
@@ -34,9 +38,11 @@ __all__ = [
     "ArchiveError",
     "ArchiveHeader",
     "ArchiveKey",
+    "ArchivePolicy",
     "ArchiveWriter",
     "audit_keys_of",
     "file_sha256",
+    "pack_version",
     "read_archive",
     "row_from_json",
     "row_to_json",
@@ -89,6 +95,28 @@ def audit_keys_of(keys_dir: Path, name: str = "audit") -> list[ArchiveKey]:
     return sorted(out, key=lambda k: (k.retired_at is None, k.retired_at or datetime.min.replace(tzinfo=UTC)))
 
 
+def pack_version(files: dict[str, str], settings: dict[str, Any]) -> str:
+    """A policy pack's version, as the policy service computes it (`PackSource.version`): `sha256:` over its files and settings."""
+    return "sha256:" + digest({"files": files, "settings": settings})
+
+
+class ArchivePolicy(BaseModel):
+    """One policy pack the policy service decided with, as an archive carries it (from `policy.policy_versions`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: str = Field(description="The `policy_version` decisions name: `sha256:` of the files and settings below.")
+    files: dict[str, str] = Field(description="The pack's Cedar files, by name.")
+    settings: dict[str, Any] = Field(description="The pack's settings (`settings.yaml`).")
+    published_by: str = Field(description="Who published it, or `file:<dir>` for a pack a policy service loaded from its folder.")
+    first_used_at: datetime | None = Field(default=None, description="When a policy service first decided with it.")
+
+    @property
+    def genuine(self) -> bool:
+        """Whether the files and settings are the text of `version` (they hash to it)."""
+        return pack_version(self.files, self.settings) == self.version
+
+
 class ArchiveHeader(BaseModel):
     """The first line of an archive: what it holds and the signed checkpoints that prove it."""
 
@@ -109,6 +137,11 @@ class ArchiveHeader(BaseModel):
         default_factory=list,
         description="The audit's public keys when it was written, retired ones first (none in a file written before they were "
         "carried). Trusted only by a fingerprint the auditor names (`--trust-key`).",
+    )
+    policies: list[ArchivePolicy] = Field(
+        default_factory=list,
+        description="Every policy pack the deployment's policy services decided with, when it was written (`tidegate audit "
+        "policy VERSION --archive FILE` reads one); each must hash to its version.",
     )
 
 

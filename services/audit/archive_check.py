@@ -43,6 +43,8 @@ class ArchiveSummary(BaseModel):
     through_checkpoint: int
     rows: int
     chains: int
+    policies: list[str] = []
+    """The versions of the policy packs it carries (each checked: it hashes to its version)."""
 
 
 class ArchiveReport(BaseModel):
@@ -153,9 +155,15 @@ def _check_one(
     ]  # a key not trusted here is said once, in `unchecked`
     if count != header.rows:
         breaks.append(_file_break(path, f"holds {count} rows, its header says {header.rows}"))
+    breaks += [
+        _file_break(path, f"the policy pack it carries as {p.version} does not hash to that version: its text was edited")
+        for p in header.policies
+        if not p.genuine
+    ]
     summary = ArchiveSummary(
         path=str(path), sha256=sha256, scope=header.scope, after_checkpoint=previous.checkpoint_id if previous else None,
         through_checkpoint=header.checkpoint.checkpoint_id, rows=count, chains=len(checkers),
+        policies=[p.version for p in header.policies],
     )  # fmt: skip
     return summary, header, breaks, _untrusted(path, header, keyring)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
-from services.audit.archive import ArchiveHeader, ArchiveKey, ArchiveWriter
+from services.audit.archive import ArchiveHeader, ArchiveKey, ArchivePolicy, ArchiveWriter
 from services.audit.chain_check import Break, ChainChecker
 from services.audit.checkpoint_check import anchor_heads, check_checkpoints, prune_anchor
 from services.audit.checkpoints import Checkpoint, signature_valid, split_chain_name
@@ -48,6 +48,10 @@ class Archived(BaseModel):
     """Rows before the checkpoint's heads still in the database: what a prune removes (each head row stays as the anchor)."""
     keys: list[ArchiveKey] = []
     """The audit public keys the file carries: their fingerprints are what to hand the auditor with it."""
+    policies: list[str] = []
+    """The versions of the policy packs the file carries."""
+    policies_left_out: list[str] = []
+    """Versions whose stored text does not hash to them (edited where they are kept): not carried."""
 
 
 async def checkpoint_before(log: AuditLog, prefix: str, before: datetime) -> Checkpoint | None:
@@ -70,13 +74,16 @@ async def archive_log(
     through: int,
     after: int | None = None,
     keys: Sequence[ArchiveKey] = (),
+    policies: Sequence[ArchivePolicy] = (),
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Archived:
     """Write every row after the last prune's anchor through checkpoint `through`'s heads to `path`, checking each chain.
 
     `after`: start after the heads checkpoint `after` signed instead (an export of a window, `tidegate audit export`: the
     same file, checked offline the same way; no prune takes it, since it does not start at the last prune's anchor).
-    `keys`: the audit's public keys, carried in the header (`audit_keys_of` the deployment's keys folder).
+    `keys`: the audit's public keys, carried in the header (`audit_keys_of` the deployment's keys folder). `policies`:
+    the policy packs decided with (`policy.policy_versions`), carried too; one whose text does not hash to its version
+    (edited in the database) is left out and named in `Archived.policies_left_out`.
 
     Raises:
         LookupError: `through` (or `after`) is not a checkpoint of `prefix`, or is not after the last prune.
@@ -109,6 +116,7 @@ async def archive_log(
     header = ArchiveHeader(
         scope=prefix, created_at=datetime.now(UTC), checkpoint=target, previous=previous, checkpoints=between, restores=restores,
         rows=sum(h.seq - (anchors[tp].seq if tp in anchors else 0) for tp, h in heads.items()), keys=list(keys),
+        policies=[p for p in policies if p.genuine],
     )  # fmt: skip
     wanted: dict[tuple[str, int], set[int]] = {}
     for cp in between:
@@ -143,4 +151,5 @@ async def archive_log(
     return Archived(
         path=str(path), sha256=sha256, checkpoint_id=through, previous_checkpoint_id=previous.checkpoint_id if previous else None,
         rows=written, chains=len(heads), prunable_rows=prunable, keys=list(keys),
+        policies=[p.version for p in header.policies], policies_left_out=[p.version for p in policies if not p.genuine],
     )  # fmt: skip

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import typer
+import yaml
 from rich.markup import escape
 
 from servicekit import Keyring
 from services.audit import (
     Archived,
+    ArchiveError,
+    ArchivePolicy,
     ArchiveRefused,
     ArchiveReport,
     PostgresAuditLog,
@@ -20,13 +24,14 @@ from services.audit import (
     audit_keys_of,
     checkpoint_after,
     checkpoint_before,
+    read_archive,
     verify_archives,
 )
 from tidegate.commands._audit_log import with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 from tidegate.commands._progress import progress_display
 
-__all__ = ["archive", "checked_archives", "export", "print_archives", "verify_archives_only"]
+__all__ = ["archive", "checked_archives", "export", "policy", "policy_packs", "print_archives", "verify_archives_only"]
 
 
 def checked_archives(paths: list[Path], keyring: Keyring, **live: Any) -> ArchiveReport:
@@ -63,6 +68,27 @@ def print_archives(report: ArchiveReport) -> None:
         err_console.print(f"  also: {escape(brk.describe())}", soft_wrap=True)
 
 
+async def policy_packs(log: PostgresAuditLog) -> list[ArchivePolicy]:
+    """Every policy pack the deployment's policy services decided with (`policy.policy_versions`); none without that schema."""
+    try:
+        records = await log.pool.fetch(
+            "SELECT version, files::text AS files, settings::text AS settings, published_by, first_used_at "
+            "FROM policy.policy_versions ORDER BY first_used_at, version"
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
+        return []  # no policy service has run against this database
+    return [
+        ArchivePolicy(
+            version=r["version"],
+            files=json.loads(r["files"]),
+            settings=json.loads(r["settings"]),
+            published_by=r["published_by"],
+            first_used_at=r["first_used_at"],
+        )
+        for r in records
+    ]
+
+
 async def _write(
     log: PostgresAuditLog, kit: Any, out: Path, *, through: int, after: int | None = None, doing: str, quiet: bool
 ) -> Archived:
@@ -74,7 +100,7 @@ async def _write(
         try:
             return await archive_log(
                 log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through, after=after,
-                keys=audit_keys_of(kit.keys_dir), progress=lambda n, total: progress("rows", n, total),
+                keys=audit_keys_of(kit.keys_dir), policies=await policy_packs(log), progress=lambda n, total: progress("rows", n, total),
             )  # fmt: skip
         except LookupError as exc:
             raise ConnectionError(str(exc)) from None
@@ -91,6 +117,14 @@ def _print_written(done: Archived, checked: str) -> None:
     for key in done.keys:
         state = f"retired {key.retired_at:%Y-%m-%d %H:%M:%S} UTC" if key.retired_at is not None else "current"
         console.print(f"audit key {key.key_id} ({state}): sha256 {key.sha256}")
+    if done.policies:
+        console.print(f"policy packs carried: {', '.join(done.policies)} (tidegate audit policy VERSION --archive FILE reads one)")
+    for version in done.policies_left_out:
+        err_console.print(
+            f"[bold red]warning:[/] the policy pack stored as {version} (policy.policy_versions) does not hash to that version: "
+            "its text was edited in the database; left out of the file (decisions naming it cannot be matched to its text)",
+            soft_wrap=True,
+        )
     if done.keys:
         console.print(
             "hand the auditor these fingerprints apart from the file: with them, `tidegate audit verify --archive FILE "
@@ -187,3 +221,61 @@ def export(
         return
     _print_written(done, "every chain checked; nothing removed")
     console.print(f"check it anywhere with the audit's public key: tidegate audit verify --archive {shown(done.path)}")
+
+
+def policy(
+    version: str = typer.Argument(..., help="The policy version a decision names (sha256:…; a unique prefix of its digits will do)."),
+    archives: list[Path] = typer.Option(
+        [], "--archive", help="Read it from this archive or export (repeatable), offline; else the database."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write its Cedar files and settings.yaml into this new folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the pack as JSON (files and settings)."),
+) -> None:
+    """The policy pack a decision names: its Cedar files and settings, checked to hash to its version (from an archive, or the database)."""
+    wanted = version.strip().removeprefix("sha256:").lower()
+    if not re.fullmatch(r"[0-9a-f]{6,64}", wanted):
+        fail(f"{version!r} is not a policy version: give the sha256:… a decision names (at least 6 hex digits)")
+    packs: list[ArchivePolicy] = []
+    if archives:
+        for path in archives:
+            try:
+                header, _ = read_archive(path)
+            except OSError as exc:
+                fail(f"--archive: cannot read {exc.filename}: {exc.strerror}")
+            except ArchiveError as exc:
+                fail(f"--archive {path}: {exc}")
+            packs += header.policies
+        where = ", ".join(map(str, archives))
+    else:
+        packs = run(with_audit_log(policy_packs))
+        where = "the database (policy.policy_versions)"
+    found: dict[str, ArchivePolicy] = {}
+    for p in packs:  # a genuine copy wins over an edited one of the same version
+        if p.version.removeprefix("sha256:").startswith(wanted) and (p.version not in found or p.genuine):
+            found[p.version] = p
+    if not found:
+        held = ", ".join(sorted({p.version for p in packs})) or "none"
+        fail(f"no policy pack {version} in {where} (it holds: {held}); an archive written before packs were carried holds none")
+    if len(found) > 1:
+        fail(f"{version} names several packs: {', '.join(sorted(found))}; give more of its digits")
+    pack = next(iter(found.values()))
+    if not pack.genuine:
+        fail(f"the pack stored as {pack.version} in {where} does not hash to that version: its text was edited; it is not evidence")
+    if out is not None:
+        if out.exists() and any(out.iterdir()):
+            fail(f"--out: {out} exists and is not empty")
+        if odd := [name for name in pack.files if Path(name).name != name or not name.endswith(".cedar")]:
+            fail(f"the pack names a file {odd[0]!r} that is not a plain .cedar name: nothing written")
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in pack.files.items():
+            (out / name).write_text(text)
+        (out / "settings.yaml").write_text(yaml.safe_dump(pack.settings, sort_keys=True))
+    if as_json:
+        console.print_json(pack.model_dump_json())
+        return
+    console.print(
+        f"policy {pack.version}: {len(pack.files)} Cedar file(s) ({', '.join(sorted(pack.files))}) and its settings; published by "
+        f"{pack.published_by}, first decided with {pack.first_used_at or '(unknown)'}; its text hashes to its version"
+    )
+    if out is not None:
+        console.print(f"written to {shown(str(out))}: the text the policy service compiled (`tidegate whatif --policy DIR` replays it)")

@@ -9,19 +9,20 @@ from __future__ import annotations
 import typer
 
 from tidegate.commands import _audit_conflicts
-from tidegate.commands._audit_archive import archive, export
+from tidegate.commands._audit_archive import archive, export, policy
 from tidegate.commands._audit_story import explain, search_, show
 from tidegate.commands._audit_verify import verify
 
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="The audit log: verify its chains, archive and prune, show and explain a task, search, acknowledge conflicts.",
+    help="The audit log: verify its chains, archive and prune, show and explain a task, search, read a policy, acknowledge conflicts.",
     no_args_is_help=True,
 )
 app.command()(verify)
 app.command()(archive)
 app.command()(export)
+app.command()(policy)
 app.command()(show)
 app.command()(explain)
 app.command("search")(search_)

@@ -13,12 +13,15 @@ import asyncpg
 import pytest
 from typer.testing import CliRunner
 
-from servicekit import KitSettings, SigningKey, apply_migrations
+from servicekit import REPO_ROOT, KitSettings, SigningKey, apply_migrations, create_pool
 from servicekit.dbroles import service_database_url
 from services.audit.app import MIGRATIONS
+from services.audit.archive import read_archive
 from services.audit.handlers import Checkpointer
 from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
+from services.policy import PackSource
+from services.policy._pg_repository import PgPolicyRepository
 from tidegate.cli import app as cli
 
 ROWS = 10  # per partition and batch
@@ -283,3 +286,46 @@ async def test_an_export_of_a_window_verifies_offline_and_removes_nothing(two_ch
     assert "never overwritten" in again.said
     newest = await _cli(kit, "export", "--since", since, "--out", str(tmp_path / "to-now.gz"))  # through the newest checkpoint
     assert "after checkpoint 1 through checkpoint 3" in newest.said
+
+
+async def test_an_export_carries_the_policy_the_decisions_name_and_not_one_a_dba_edited(
+    two_checkpoints: KitSettings, infra: Any, tmp_path: Path
+) -> None:
+    """The auditor's "under which policy": the pack the real policy repository recorded travels in the export (auditor3 F2).
+
+    Before, decisions named `sha256:…` and the text was only in `policy.policy_versions`, in no export, printed by no
+    command. A superuser who rewrites a stored pack's text under its version does not get it into the evidence.
+    """
+    kit = two_checkpoints
+    run = uuid.uuid4().hex
+    source = PackSource.from_dir(REPO_ROOT / "policies" / "default")
+    genuine = PackSource(files=source.files, settings={**source.settings, "auditor_run": run})
+    older = PackSource(files=source.files, settings={**source.settings, "auditor_run": run + "-older"})
+    pool = await create_pool(infra.database_url, max_size=2)
+    try:
+        await apply_migrations(pool, "policy", REPO_ROOT / "services" / "policy" / "migrations")
+        repo = PgPolicyRepository(pool)  # as the policy service records each pack it decides with
+        await repo.record_policy_version(genuine.version, genuine.files, genuine.settings, "file:policies/default")
+        await repo.record_policy_version(older.version, older.files, older.settings, "alice")
+    finally:
+        await pool.close()
+    loosened = "jsonb_set(files, '{financial.cedar}', '\"permit(principal, action, resource);\"')"
+    await _attack(infra, f"UPDATE policy.policy_versions SET files = {loosened} WHERE version = '{older.version}'")
+    export = tmp_path / "evidence.jsonl.gz"
+    result = await _cli(kit, "export", "--since", "2000-01-01", "--out", str(export))
+    assert result.exit_code == 0, result.output
+    assert genuine.version in result.said
+    assert f"the policy pack stored as {older.version} (policy.policy_versions) does not hash to that version" in result.said
+    header, _ = read_archive(export)
+    assert genuine.version in {p.version for p in header.policies}
+    assert older.version not in {p.version for p in header.policies}
+    refused = await _cli(kit, "policy", older.version)
+    assert refused.exit_code == 1
+    assert "not evidence" in refused.said
+    out = tmp_path / "pack"
+    offline = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["audit", "policy", genuine.version, "--archive", str(export), "--out", str(out)],
+        env={"TIDEGATE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"},
+    )  # fmt: skip
+    assert offline.exit_code == 0, offline.output
+    assert PackSource.from_dir(out).version == genuine.version
