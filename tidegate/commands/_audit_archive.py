@@ -220,7 +220,10 @@ def export(
         console.print_json(done.model_dump_json())
         return
     _print_written(done, "every chain checked; nothing removed")
-    console.print(f"check it anywhere with the audit's public key: tidegate audit verify --archive {shown(done.path)}")
+    console.print(
+        f"check it anywhere: tidegate audit verify --archive {shown(done.path)} --trust-key SHA256 (each fingerprint above); "
+        "without Tidegate: python3 examples/verify_audit_export/verify_audit_export.py (docs/audit.md)"
+    )
 
 
 def policy(

@@ -1,0 +1,181 @@
+"""Check a Tidegate audit archive or export without Tidegate: Python's standard library and `cryptography` only.
+
+An auditor's own, independent reading of the file format docs/audit.md ("The archive format, byte for byte") lays
+down, in one file to read before running it. It checks what `tidegate audit verify --archive` checks of one file:
+
+1. the header's checkpoints are signed (Ed25519) by an audit key the auditor trusts, by the SHA-256 fingerprint of its
+   raw public key (`--trust-key`, learnt apart from the file: `tidegate audit export` prints it) or by its PEM file
+   (`--key audit.pub`); a key the file carries is never trusted for being there;
+2. each checkpoint's ids run on from the one the file starts after, and its row count is the sum of its heads' seqs;
+3. every row's hash is recomputed from its columns, and each links to the row before it (the chain's first to the head
+   the starting checkpoint signed, or 32 zero bytes);
+4. every head each checkpoint signed is a row of the file, with that hash (a cut file is named);
+5. each policy pack the file carries hashes to its version.
+
+Restores (ids a database restore skipped) are not followed here: such a file is named, and `tidegate audit verify
+--archive` checks it. Exit 0 when the file checks out, 1 when anything does not, 2 when it cannot be read.
+
+Run it:  python3 verify_audit_export.py evidence.jsonl.gz --trust-key <sha256 of the audit key, 64 hex digits>
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import hashlib
+import json
+import struct
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+COLUMNS = (
+    "topic", "partition", "kafka_offset", "seq", "kafka_ts", "ts_type", "key", "headers", "value", "valid", "invalid_reason",
+    "event_id", "event_type", "tenant_id", "task_id", "action_id", "tool", "outcome", "reasons", "trace_id", "traceparent",
+    "event_time", "duplicate", "recorded_at", "prev_hash", "hash",
+)  # fmt: skip
+BYTES, TIMES = {"key", "value"}, {"kafka_ts", "event_time", "recorded_at"}
+SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"
+GENESIS = bytes(32)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes of every digest and signature (the file holds no floats where it matters)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def field(name: str, value: Any) -> bytes:
+    """One column's frame: NULL is one 0x00 byte; any other value is 0x01, its length (4 bytes, big-endian) and its bytes."""
+    if value is None:
+        return b"\x00"
+    if name in BYTES:
+        raw = base64.b64decode(value)
+    elif name in TIMES:
+        raw = datetime.fromisoformat(value).astimezone(UTC).isoformat(timespec="microseconds").encode()
+    elif isinstance(value, bool):
+        raw = b"t" if value else b"f"
+    elif isinstance(value, int):
+        raw = str(value).encode()
+    elif isinstance(value, str):
+        raw = value.encode()
+    else:  # headers and reasons: lists, as canonical JSON
+        raw = canonical_json(value)
+    return b"\x01" + struct.pack(">I", len(raw)) + raw
+
+
+def row_hash(row: dict[str, Any]) -> bytes:
+    """sha256(prev_hash || the frames of every column from topic through recorded_at, in table order)."""
+    content = b"".join(field(name, row[name]) for name in COLUMNS[:-2])
+    return hashlib.sha256(bytes.fromhex(row["prev_hash"]) + content).digest()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    return "audit-" + hashlib.sha256(public.public_bytes_raw()).hexdigest()[:12]
+
+
+def trusted_keys(header: dict[str, Any], fingerprints: set[str], pem_files: list[Path]) -> dict[str, Ed25519PublicKey]:
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in pem_files:
+        loaded = serialization.load_pem_public_key(path.read_bytes())
+        if not isinstance(loaded, Ed25519PublicKey):
+            raise SystemExit(f"{path}: not an Ed25519 public key")
+        keys[key_id(loaded)] = loaded
+    for carried in header.get("keys") or []:
+        raw = base64.b64decode(carried["public_key"])
+        if hashlib.sha256(raw).hexdigest() in fingerprints:
+            public = Ed25519PublicKey.from_public_bytes(raw)
+            keys[key_id(public)] = public
+    return keys
+
+
+def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[str]:
+    """Every problem found in the file (none: it checks out)."""
+    with gzip.open(path, "rb") as f:
+        lines = f.read().splitlines()
+    header = json.loads(lines[0])
+    if header.get("format") != "tidegate.audit.archive" or header.get("version") != 1:
+        return ["line 1 is not a Tidegate audit archive's header (format tidegate.audit.archive, version 1)"]
+    problems: list[str] = []
+    if header.get("restores"):
+        problems.append("the file spans a database restore: check it with `tidegate audit verify --archive`")
+    keys = trusted_keys(header, fingerprints, pem_files)
+    previous = header.get("previous")
+    checkpoints = header["checkpoints"]
+    expected = previous["checkpoint_id"] + 1 if previous else 1
+    for cp in ([previous] if previous else []) + checkpoints:
+        public = keys.get(cp["key_id"])
+        message = SIGNING_CONTEXT + canonical_json({"checkpoint_id": cp["checkpoint_id"], "heads": cp["heads"], "rows": cp["rows"]})
+        signature = base64.urlsafe_b64decode(cp["signature"] + "=" * (-len(cp["signature"]) % 4))
+        if public is None:
+            problems.append(f"checkpoint {cp['checkpoint_id']}: signed by {cp['key_id']}, a key not trusted here (not checked)")
+            continue
+        try:
+            public.verify(signature, message)
+        except InvalidSignature:
+            problems.append(f"checkpoint {cp['checkpoint_id']}: its signature is not valid for {cp['key_id']}")
+    for cp in checkpoints:
+        if cp["checkpoint_id"] != expected:
+            problems.append(f"checkpoints {expected}..{cp['checkpoint_id'] - 1} are missing")
+        expected = cp["checkpoint_id"] + 1
+        if cp["rows"] != sum(int(h["seq"]) for h in cp["heads"].values()):
+            problems.append(f"checkpoint {cp['checkpoint_id']}: its row count does not match its heads")
+    if checkpoints and checkpoints[-1] != header["checkpoint"]:
+        problems.append("its checkpoints do not end at the checkpoint it names")
+    last: dict[str, tuple[int, str]] = {n: (int(h["seq"]), h["hash"]) for n, h in (previous or {"heads": {}})["heads"].items()}
+    hashes: dict[tuple[str, int], str] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        row = json.loads(line)
+        chain = f"{row['topic']}:{row['partition']}"
+        seq, prev_hash = last.get(chain, (0, GENESIS.hex()))
+        where = f"line {number}, {chain} seq {row['seq']}"
+        if row["seq"] != seq + 1:
+            problems.append(f"{where}: expected seq {seq + 1} (a row missing or moved)")
+        if row["prev_hash"] != prev_hash:
+            problems.append(f"{where}: does not link to the row before it")
+        if row_hash(row).hex() != row["hash"]:
+            problems.append(f"{where}: its columns do not hash to its hash (row edited)")
+        last[chain] = (row["seq"], row["hash"])
+        hashes[chain, row["seq"]] = row["hash"]
+    if len(lines) - 1 != header["rows"]:
+        problems.append(f"holds {len(lines) - 1} rows, its header says {header['rows']}")
+    starts = {n: int(h["seq"]) for n, h in (previous or {"heads": {}})["heads"].items()}
+    for cp in checkpoints:
+        for chain, head in cp["heads"].items():
+            if int(head["seq"]) <= starts.get(chain, 0):
+                continue  # in the archive before this one
+            if hashes.get((chain, int(head["seq"]))) != head["hash"]:
+                problems.append(f"checkpoint {cp['checkpoint_id']}: the head it signed, {chain} seq {head['seq']}, is not in the file")
+    for pack in header.get("policies") or []:
+        version = "sha256:" + hashlib.sha256(canonical_json({"files": pack["files"], "settings": pack["settings"]})).hexdigest()
+        if version != pack["version"]:
+            problems.append(f"the policy pack carried as {pack['version']} does not hash to that version (edited)")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("archive", type=Path, help="The archive or export (gzip'd JSON lines).")
+    parser.add_argument("--trust-key", action="append", default=[], metavar="SHA256", help="An audit key's fingerprint (repeat).")
+    parser.add_argument("--key", action="append", default=[], type=Path, metavar="PEM", help="An audit public key file (repeat).")
+    args = parser.parse_args()
+    try:
+        problems = verify(args.archive, {t.strip().lower() for t in args.trust_key}, args.key)
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        print(f"{args.archive}: cannot be read as an audit archive: {exc}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        label = "NOT VERIFIED" if "a key not trusted here" in problem else "BROKEN"
+        print(f"{label}: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"intact: {args.archive} checks out: every row's hash and link, every checkpoint's signature and head")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
