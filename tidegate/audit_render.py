@@ -197,6 +197,8 @@ def render_markdown(x: Explanation) -> str:
         if a.authorization:
             au = a.authorization
             out.append(f"- **Authorized** via {_md(au.via)} by key {_md(au.key_id)} at {au.issued_at}, expires {au.expires_at}")
+            if a.binding is not None:
+                out.append(f"- **Bound:** {_md(a.binding)}" if a.bound else f"- **WARNING, not bound:** {_md(a.binding)}")
         for c in a.calls:
             detail = (
                 f"result {_code(_j(c.result)[:300])}"
@@ -316,6 +318,8 @@ def render_html(x: Explanation) -> str:
             if waited := _waited(a):
                 parts.append(f"<p>Waited: {e(waited)}</p>")
         parts += approvals([ap for ap in a.approvals if ap.status != "resolved"])
+        if a.binding is not None:
+            parts.append(f"<p><b>Bound:</b> {e(a.binding)}</p>" if a.bound else f"<p><b>WARNING, not bound:</b> {e(a.binding)}</p>")
         if a.calls:
             parts.append(
                 table(

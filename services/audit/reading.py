@@ -255,6 +255,7 @@ class ApprovalStep(_Frozen):
     )
     expires_at: datetime | None = Field(default=None, description="When the request expires unanswered (fail closed).")
     source: str | None = Field(default=None, description="The service that published the step: an expiry is the approval service's.")
+    action_digest: str | None = Field(default=None, description="The digest of the exact call the request, and any grant, binds to.")
 
 
 class ToolCall(_Frozen):
@@ -322,6 +323,42 @@ class ActionStory(_Frozen):
         default=None,
         description="Of a call that ended `unknown`: `pending` until an `approval.resolved` says what a human found, then its "
         "resolution (the approval service opens the follow-up off the bus: docs/approval.md).",
+    )
+    bound: bool | None = Field(
+        default=None,
+        description="Whether the authorization the executor ran is for exactly the call the policy allowed or the human granted "
+        "(its digest recomputed from the proposal's args, or the approver's edit); None: not authorized.",
+    )
+    binding: str | None = Field(default=None, description="`bound` said for a person: which call, whose grant, which digest.")
+
+
+def _binding(a: dict[str, Any], tenant_id: str, tool: str) -> tuple[bool, str]:
+    """Whether the authorization's digest is the call that was allowed or granted, and how that reads (auditor3 F4).
+
+    "What exactly ran" is the authorized call (the executor runs nothing else); what a human approved is the grant's
+    digest, of the proposed call, and the approver's edit when there was one. Recomputed here from the signed values.
+    """
+    auth: s.Authorization = a["authorization"]
+    proposed = s.action_digest(tenant_id, tool, a.get("args") or {})
+    if auth.via != "approval":
+        if auth.action_digest == proposed:
+            return True, f"the authorization is for exactly the call as proposed (digest {auth.action_digest[:16]}…)"
+        return False, f"the authorization's digest {auth.action_digest[:16]}… is not the proposed call's ({proposed[:16]}…)"
+    grant = next((ap for ap in a["approvals"] if ap.status == "granted" and ap.approval_id == auth.approval_id), None)
+    if grant is None:
+        return False, f"authorized via approval {auth.approval_id}, but the log holds no grant of it for this action"
+    who = ", ".join(grant.approvers or ([grant.approver] if grant.approver else [])) or "nobody named"
+    if grant.action_digest != proposed:
+        return False, f"the grant by {who} binds to digest {str(grant.action_digest)[:16]}…, not the proposed call's ({proposed[:16]}…)"
+    if grant.edited_args is None:
+        expected, what = proposed, f"the call {who} granted"
+    else:
+        expected, what = s.action_digest(tenant_id, tool, grant.edited_args), f"the call as {who} edited it"
+    if auth.action_digest == expected:
+        return True, f"the authorization is for exactly {what} (approval {auth.approval_id}, digest {auth.action_digest[:16]}…)"
+    return (
+        False,
+        f"the authorization's digest {auth.action_digest[:16]}… is not {what} ({expected[:16]}…): what ran is not what was approved",
     )
 
 
@@ -402,6 +439,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
     modes: list[str] = []
 
     replies: dict[str, list[tuple[str, LateReply]]] = {}  # every reply of an outside tool service, by action: late ones are kept below
+    authorized: dict[str, tuple[str, str]] = {}  # action id -> the tenant and tool its authorization names
 
     def action(action_id: str) -> dict[str, Any]:
         return actions.setdefault(action_id, {"action_id": action_id, "decisions": [], "approvals": [], "calls": []})
@@ -459,11 +497,12 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                         at=event.time, status=event.type.rsplit(".", 1)[-1], approval_id=d.approval_id, approver=d.approver,
                         approvers=d.approvers, comment=d.comment, decided_at=d.decided_at, edited_args=d.edited_args,
                         reasons=d.reasons, resolution=d.resolution, requested_by=d.requested_by, expires_at=d.expires_at,
-                        source=event.source, task_requested_by=d.task_requested_by,
+                        source=event.source, task_requested_by=d.task_requested_by, action_digest=d.action_digest,
                     )
                 )  # fmt: skip
             case s.ActionAuthorized():
                 action(d.action_id)["authorization"] = d.authorization
+                authorized[d.action_id] = (d.tenant_id, d.tool)
             case s.ActionSucceeded() | s.ActionFailed() | s.ActionUnknown():
                 action(d.action_id)["calls"].append(
                     ToolCall(
@@ -489,6 +528,8 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                 pass
 
     for action_id, a in actions.items():
+        if action_id in authorized:
+            a["bound"], a["binding"] = _binding(a, *authorized[action_id])
         if a["calls"] and a["calls"][-1].status != "succeeded":
             # Not taken: any reply after the executor's result, and an ok one before it (taken, it would have succeeded).
             # An error before the result is the one the executor took (or retried after): the call's own error says it.
