@@ -30,15 +30,15 @@ class Break(BaseModel):
     problem: str
 
     def describe(self) -> str:
-        """One line for a person."""
-        where = f"{self.topic}[{self.partition}]"
+        """One line for a person: a break of the whole log (`*`) or of a file (partition -1) names no partition."""
+        where = "" if self.topic == "*" else (self.topic if self.partition < 0 else f"{self.topic}[{self.partition}]")
         if self.seq is not None:
             where += f" seq {self.seq}"
         if self.offset is not None:
             where += f" (offset {self.offset})"
         if self.checkpoint_id is not None:
-            where += f", checkpoint {self.checkpoint_id}"
-        return f"{where}: {self.problem}"
+            where += f"{', ' if where else ''}checkpoint {self.checkpoint_id}"
+        return f"{where}: {self.problem}" if where else self.problem
 
 
 @dataclass

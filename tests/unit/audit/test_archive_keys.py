@@ -87,6 +87,8 @@ def test_the_auditor_checks_it_with_the_cli_on_a_machine_without_the_keys(make: 
     assert "NOT VERIFIED" in untrusted.output, untrusted.output
     assert "BROKEN" not in untrusted.output
     assert f"--trust-key {old}" in untrusted.output.replace("\n", "")
+    assert "export.gz, checkpoint 1: checkpoint(s) 1 are signed by audit-" in untrusted.output.replace("\n", "")
+    assert "[-1]" not in untrusted.output  # the file named, not a partition that is none
     trusted = runner.invoke(app, ["audit", "verify", "--archive", str(path), "--trust-key", old, "--trust-key", new])
     assert trusted.exit_code == 0, trusted.output
     assert "intact" in trusted.output
