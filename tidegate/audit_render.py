@@ -90,6 +90,7 @@ def _approval_line(ap: Any) -> str:
         f"- **Approval** {_md(ap.approval_id)} {_who(ap)} at {ap.decided_at or ap.at}"
         + (f"; expires {ap.expires_at}" if ap.status == "requested" and ap.expires_at else "")
         + (f": “{_md(ap.comment)}”" if ap.comment else "")
+        + (f" (reason: {_code(ap.review_reason)})" if ap.review_reason else "")
         + (f"; edited args {_code(_j(ap.edited_args))}" if ap.edited_args else "")
     )
 
@@ -266,8 +267,8 @@ def render_html(x: Explanation) -> str:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def approvals(steps: Sequence[Any]) -> list[str]:
-        rows = [[ap.approval_id, _who(ap), ap.decided_at or ap.at, ap.comment] for ap in steps]
-        return [table(["approval", "status and who", "at", "comment"], rows)] if rows else []
+        rows = [[ap.approval_id, _who(ap), ap.decided_at or ap.at, ap.comment, ap.review_reason] for ap in steps]
+        return [table(["approval", "status and who", "at", "comment", "reason"], rows)] if rows else []
 
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",

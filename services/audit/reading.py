@@ -256,6 +256,9 @@ class ApprovalStep(_Frozen):
     expires_at: datetime | None = Field(default=None, description="When the request expires unanswered (fail closed).")
     source: str | None = Field(default=None, description="The service that published the step: an expiry is the approval service's.")
     action_digest: str | None = Field(default=None, description="The digest of the exact call the request, and any grant, binds to.")
+    review_reason: str | None = Field(
+        default=None, description="Why the approver rejected or edited the call: a code of the tenant's taxonomy (`wrong_recipient`)."
+    )
 
 
 class ToolCall(_Frozen):
@@ -498,6 +501,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                         approvers=d.approvers, comment=d.comment, decided_at=d.decided_at, edited_args=d.edited_args,
                         reasons=d.reasons, resolution=d.resolution, requested_by=d.requested_by, expires_at=d.expires_at,
                         source=event.source, task_requested_by=d.task_requested_by, action_digest=d.action_digest,
+                        review_reason=d.review_reason,
                     )
                 )  # fmt: skip
             case s.ActionAuthorized():

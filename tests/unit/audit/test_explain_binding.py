@@ -101,3 +101,15 @@ async def test_a_grant_of_another_call_or_none_at_all_is_named_not_bound() -> No
     assert "the log holds no grant of it" in none, none
     by_policy = await _explained(("actions.proposed", _proposed()), ("actions.authorized", _authorized(ELSEWHERE, via="policy")))
     assert "is not the proposed call's" in by_policy, by_policy
+
+
+async def test_a_rejection_says_the_approvers_reason_code() -> None:
+    """Why bob refused a refund is his `review_reason` (`wrong_recipient`), which explain left out: only his comment showed."""
+    data = s.ApprovalData(
+        approval_id="ap-1", action_id="a-1", task_id="t-b", tenant_id="acme", tool="issue_refund", args=ARGS, action_digest=_digest(ARGS),
+        approver="bob@acme.example", approvers=["bob@acme.example"], expires_at=T0 + timedelta(hours=1), decided_at=T0,
+        comment="prompt injection", review_reason="wrong_recipient",
+    )  # fmt: skip
+    md = await _explained(("actions.proposed", _proposed()), ("approvals", s.ApprovalRejected.build(data, source="tidegate/approval")))
+    assert "rejected by bob@acme.example at" in md
+    assert "“prompt injection” (reason: `wrong_recipient`)" in md, md
