@@ -8,6 +8,7 @@ command.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,9 +60,28 @@ class GrantWriter:
         return grant
 
     async def put(self, grant: Grant) -> Grant:
-        """Sign `grant` with the operator's key, store it, and make it current on `control` (with `pin`); the grant as stored."""
+        """Sign `grant` with the operator's key, store it, and make it current on `control` (with `pin`); the grant as stored.
+
+        The row and its record are one step: a cancellation on the way (Ctrl-C, a task cancelled) waits for both, then is
+        raised; one whose record then fails raises the ConnectorError that says what to run. A row written and its record
+        not published is never left unsaid (the executor refuses that row: `grant_rolled_back`).
+        """
         signed = self.signer.sign(grant)
         publish = None if self.pin is None else self.pin(signed)  # a record the services would refuse fails here, nothing written
+        step = asyncio.ensure_future(self._write(signed, publish))
+        cancelled: asyncio.CancelledError | None = None
+        while not step.done():
+            try:
+                await asyncio.shield(step)
+            except asyncio.CancelledError as exc:  # cancelled from outside: the step goes on to its end first
+                if step.done() and step.cancelled():
+                    raise
+                cancelled = exc
+        if cancelled is not None and step.exception() is None:
+            raise cancelled
+        return step.result()  # the step's own error (ConnectorError: the row written, its record not) before the cancellation
+
+    async def _write(self, signed: Grant, publish: Callable[[], Coroutine[Any, Any, None]] | None) -> Grant:
         await self.store.put(signed)
         if publish is not None:
             try:

@@ -6,6 +6,7 @@ once signed. The pins stand in for what the executor read on `control` (`Control
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -112,3 +113,53 @@ async def test_a_pin_that_was_not_published_is_said_with_what_to_run(tmp_path: P
     with pytest.raises(ToolError) as refused:  # fails closed: the disabled row is not current, the enabled one is gone
         await access.for_call("acme", "zendesk", "zendesk_get_ticket")
     assert refused.value.type == c.GRANT_ROLLED_BACK
+
+
+async def test_a_command_cancelled_between_the_row_and_its_record_finishes_the_grant_or_says_it_did_not(tmp_path: Path) -> None:
+    """The operator presses Ctrl-C (the command's task is cancelled) while `control` is slow to acknowledge the record.
+
+    Before, the row was written, the record never sent, and the CancelledError said nothing: the connector refused every
+    call (`grant_rolled_back`) and no one knew why. Now the record goes out first, then the cancellation is raised; a record
+    that then fails says what to run.
+    """
+    control = Control()
+    writer, access = deployment(tmp_path, control)
+    await connect(writer, access)
+    acked, sending = asyncio.Event(), asyncio.Event()
+
+    def slow(grant: c.Grant) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def publish() -> None:
+            sending.set()
+            await acked.wait()  # the broker's acknowledgement, late
+            await control.pin(grant)()
+
+        return publish
+
+    command = asyncio.create_task(c.enable(replace(writer, pin=slow), CATALOG, "acme", "zendesk", tools=["zendesk_set_status"]))
+    await sending.wait()  # the row is written, its record on the way
+    command.cancel()  # Ctrl-C
+    await asyncio.sleep(0)
+    acked.set()
+    with pytest.raises(asyncio.CancelledError):
+        await command
+    await access.for_call("acme", "zendesk", "zendesk_set_status")  # the grant written is the current one: not refused
+
+    def lost(grant: c.Grant) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def publish() -> None:
+            sending.set()
+            await acked.wait()
+            raise ConnectionError("broker unreachable")
+
+        return publish
+
+    sending.clear()
+    acked.clear()
+    command = asyncio.create_task(c.disable(replace(writer, pin=lost), "acme", "zendesk", tools=["zendesk_set_status"], catalog=CATALOG))
+    await sending.wait()
+    command.cancel()
+    await asyncio.sleep(0)
+    acked.set()
+    with pytest.raises(c.ConnectorError) as said:  # not a bare cancellation: the half-written grant is named, with the fix
+        await command
+    assert "was written, but the control record that makes it current was not published" in str(said.value)
+    assert "tidegate connectors pin zendesk --tenant acme" in str(said.value)
