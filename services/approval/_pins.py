@@ -65,6 +65,8 @@ class RowPins:
     operator: bool = False
     caught_up: Callable[[], Awaitable[None]] | None = None
     clock: Callable[[], int] = next_sequence  # the wall clock in nanoseconds, a sequence's first choice
+    # tokens whose record this process published but whose row it failed to write, with why: revoked, not rolled back
+    unwritten: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     _told: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
     _sent: dict[bytes | None, int] = field(default_factory=dict, init=False, repr=False)  # the sequence this process sent last, per key
 
@@ -104,6 +106,23 @@ class RowPins:
     def revoked(self, token_id: str) -> bool:
         """Whether a `tidegate.directory.token_revoked` record names this token."""
         return token_id in self.control.revoked_tokens
+
+    def row_unwritten(self, token_id: str, tenant_id: str, error: BaseException) -> None:
+        """This process revoked the token on `directory` but failed to write its row: say so, and never call it a rollback.
+
+        The token authenticates nothing (the record names it); its row still says live until the revocation is asked
+        again (`revoke` writes the row then), so its refusal names this failure instead of a login that cleared
+        `revoked_at`. Known to this process only: another copy, or this one restarted, sees a rollback.
+        """
+        self.unwritten[token_id] = f"{type(error).__name__}: {error}"
+        log.error(
+            "approval: token %s of tenant %s is revoked (its token_revoked record is published: it authenticates nothing), but "
+            "writing revoked_at in its row failed (%s): revoke it again once the database answers, to write the row (until "
+            "then its row says live; a copy of the service started meanwhile calls that a rollback)",
+            token_id,
+            tenant_id,
+            self.unwritten[token_id],
+        )
 
     async def pin_endpoint(self, tenant_id: str, endpoint_id: str, row_sha256: str) -> None:
         """Publish that this row is the endpoint's current one, and apply it here at once (before the row is written)."""

@@ -78,6 +78,10 @@ UNREVOKED = (
     f"{ROLLED_BACK}: a token_revoked record (on directory or control) revoked it, but its row says it is live (its revoked_at "
     "was cleared, or an older row put back)"
 )
+REVOKED = "revoked:"  # how the refusal of a token this process revoked but whose row it failed to write starts
+UNWRITTEN = (
+    f"{REVOKED} its token_revoked record is published but writing its row's revoked_at failed ({{error}}); revoke it again to write the row"
+)
 KEPT_REVOKED = "it stays revoked whatever its row says; find who wrote approval.approver_tokens (docs/security/database.md)"
 
 
@@ -87,18 +91,24 @@ def _proven(seal: RowSeal | None, info: TokenInfo, token_sha256: str, pins: RowP
     `seal` None: an in-memory twin without one trusts its memory; `pins` None: no revocation record is checked.
     """
     if pins is not None and info.revoked_at is None and pins.revoked(info.token_id):
-        return replace(info, unproven=UNREVOKED)
+        error = pins.unwritten.get(info.token_id)  # this process failed to write the row: the real failure, not a rollback
+        return replace(info, unproven=UNREVOKED if error is None else UNWRITTEN.format(error=error))
     if seal is None:
         return info
     why = seal.why_not(_claims_of(info, token_sha256), info.key_id, info.signature)
     return info if why is None else replace(info, unproven=why)
 
 
+def _revoked_by_record(info: TokenInfo) -> bool:
+    """Whether a record on `directory` or `control` revoked the token though its row says live (rolled back, or unwritten)."""
+    return info.unproven is not None and (info.unproven == UNREVOKED or info.unproven.startswith(REVOKED))
+
+
 def _refused(seal: RowSeal | None, info: TokenInfo) -> bool:
     """Whether a token read as a credential or a membership is refused (told once per read: a log line and the metric)."""
     if info.unproven is None:
         return False
-    if seal is not None:
+    if seal is not None and not info.unproven.startswith(REVOKED):  # a revocation whose row failed was told when it did
         rolled_back = info.unproven == UNREVOKED
         seal.refused(
             f"token {info.token_id} ({info.approver}, tenant {info.tenant_id})",
@@ -282,13 +292,17 @@ class PgTokenStore(TokenStore):
             if row is None:
                 return None
             old = _token(row, self.token_seal, self.token_pins)
-            if old.unproven == UNREVOKED and _refused(self.token_seal, old):  # revoked for good: no successor, even re-issued
+            if _revoked_by_record(old) and _refused(self.token_seal, old):  # revoked for good: no successor, even re-issued
                 return None
             if not reissue and _refused(self.token_seal, old):  # its groups or tenant may be another's: never signed over
                 return None
             await self._publish_revocation(token_id, old.tenant_id)
-            await conn.execute(f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1", token_id)
-            return await self._add_token(conn, new_sha256, person(old.approver), old.tenant_id, old.groups, expires_at, old.operator)
+            try:
+                await conn.execute(f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1", token_id)
+                return await self._add_token(conn, new_sha256, person(old.approver), old.tenant_id, old.groups, expires_at, old.operator)
+            except Exception as exc:  # the record is out: the token is revoked, and its row's failure is what is told
+                self._row_unwritten(token_id, old.tenant_id, exc)
+                raise
 
     async def _live_proven(self, tenant_ids: Sequence[str]) -> list[TokenInfo]:
         """The live tokens of these tenants whose rows are proven (the others are told, and left out)."""
@@ -312,6 +326,10 @@ class PgTokenStore(TokenStore):
         if self.token_pins is not None and self.token_pins.publishes and not self.token_pins.revoked(token_id):
             await self.token_pins.revoke_token(token_id, tenant_id)
 
+    def _row_unwritten(self, token_id: str, tenant_id: str, error: BaseException) -> None:
+        if self.token_pins is not None and self.token_pins.revoked(token_id):
+            self.token_pins.row_unwritten(token_id, tenant_id, error)
+
     async def pin_revocations(self) -> int:
         """Publish a revocation record for every proven revoked row no record names yet (revoked before this release); how many."""
         if self.token_pins is None or not self.token_pins.publishes:
@@ -330,10 +348,16 @@ class PgTokenStore(TokenStore):
         if tenant_id is None:
             return False
         await self._publish_revocation(token_id, tenant_id)
-        done = await self.pool.fetchval(
-            f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL RETURNING token_id",
-            token_id,
-        )
+        try:
+            done = await self.pool.fetchval(
+                f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL RETURNING token_id",
+                token_id,
+            )
+        except Exception as exc:  # the record is out: the token is revoked, and its row's failure is what is told
+            self._row_unwritten(token_id, tenant_id, exc)
+            raise
+        if self.token_pins is not None:
+            self.token_pins.unwritten.pop(token_id, None)
         return done is not None
 
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:

@@ -216,3 +216,63 @@ async def test_rows_from_before_the_upgrade_are_pinned_at_start(
     await attacker.execute("UPDATE approval.approver_tokens SET revoked_at = NULL WHERE token_id = $1", bobs.token_id)
     assert (await callback(upgraded, http, record, secret)).status_code == 401
     assert (await http.get(f"{upgraded.url}/api/v1/me", headers=bearer(leaked))).status_code == 401
+
+
+class FullDisk:
+    """The service's pool, but PostgreSQL's disk is full: every UPDATE of a token's revoked_at fails (the failing system)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        if "SET revoked_at" in query:
+            raise asyncpg.exceptions.DiskFullError("could not extend file: No space left on device")
+        return await self.pool.fetchval(query, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pool, name)
+
+
+async def test_a_revocation_whose_row_the_database_failed_to_write_is_told_as_that_never_as_a_rollback(
+    start_approval: StartApproval,
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An admin revokes a leaked token while the database fails the row's write (its record is on `directory` already).
+
+    Before, the admin got a 503 and then every read of the token raised the tampering alarm: `rolled_back` (metric and
+    log: "find who wrote approval.approver_tokens"), for a row no one touched. Now the failure itself is logged (what
+    failed and to revoke again), the token is refused as revoked, and no rollback is counted; revoking again writes the row.
+    """
+    h = await start(start_approval, tmp_path)
+    admin = await h.token("root@acme.example", ["admin"])
+    leaked = await h.token(BOB, ["finance"])
+    tokens, me = f"{h.url}/api/v1/tokens", f"{h.url}/api/v1/me"
+    (bobs,) = [t for t in (await http.get(tokens, headers=bearer(admin))).json() if t["approver"] == BOB]
+    repo = h.proc.approval.repo
+    assert isinstance(repo.pool, asyncpg.Pool)
+    monkeypatch.setattr(repo, "pool", FullDisk(repo.pool))
+    refused = rolled_back("approver_tokens")
+    with caplog.at_level(logging.WARNING):
+        failed = await http.post(f"{tokens}/{bobs['token_id']}/revoke", headers=bearer(admin))
+    assert failed.status_code == 503, failed.text  # the admin is told it did not go through
+    told = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and bobs["token_id"] in r.getMessage()]
+    assert told, caplog.text  # the real failure, and what to do
+    assert "No space left on device" in told[0]
+    assert "revoke it again" in told[0]
+    monkeypatch.undo()  # the disk freed
+
+    assert (await http.get(me, headers=bearer(leaked))).status_code == 401  # revoked at once all the same
+    (shown,) = [t for t in (await http.get(tokens, headers=bearer(admin))).json() if t["approver"] == BOB]
+    assert (shown["revoked_at"], shown["live"]) == (None, False), shown
+    assert shown["refused"].startswith("revoked:"), shown
+    assert "No space left on device" in shown["refused"]
+    assert rolled_back("approver_tokens") == refused  # no false alarm
+    assert "rolled_back" not in caplog.text
+
+    again = await http.post(f"{tokens}/{bobs['token_id']}/revoke", headers=bearer(admin))
+    assert again.status_code == 200, again.text
+    assert again.json()["revoked_at"] is not None, again.json()
+    assert again.json()["refused"] is None
