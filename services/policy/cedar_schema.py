@@ -94,6 +94,7 @@ CONTEXT_TYPE: dict[str, Any] = _record(
         last_decision=_str(),
         retries=_long(),
         tool_errors=_long(),
+        task_unseen=_bool(),
     ),
     approval=_record(granted=_bool()),
 )

@@ -64,6 +64,7 @@ class Flow:
             "last_decision": dict(self.last_decisions).get(tool, ""),
             "retries": self.retries,
             "tool_errors": self.tool_errors,
+            "task_unseen": self.unseen_task,
         }
 
     @classmethod

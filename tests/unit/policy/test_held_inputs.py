@@ -173,3 +173,33 @@ async def test_a_decision_waiting_only_for_a_result_is_not_held_by_the_tasks_gro
     started = time.monotonic()
     await decide("a-1", "send_reply", {"ticket_id": "T-9", "to": "someone@example.com", "body": "hi"})
     assert time.monotonic() - started < 3.0  # its wait, not HELD_WAIT_S (5 s here) more
+
+
+async def test_the_approver_reads_that_the_task_was_not_learned_not_that_it_runs_in_draft_mode(tmp_path: Path) -> None:
+    """The approver paged at 2 a.m. for an autonomous task's write decided before its request reached the policy.
+
+    Before, the reason said "the task runs in draft mode (draft)": the approver looked for who had set the task to draft,
+    while its request asked for autonomous and was only late on `tasks`. The code stays `draft_mode` (it is decided as
+    draft, failing closed: integrators match on it); the policy and its message say what happened.
+    """
+    svc = await _service(tmp_path, [False])
+    data = ActionProposedData(
+        action_id="t-9:1", task_id="t-9", tenant_id="acme", step=1, tool="add_internal_note", args=NOTE,
+        proposer="tidegate/planner/playbook", requested_by="ann@acme.example", mode="autonomous",
+    )  # fmt: skip
+    decided = (await svc.on_proposed(ActionProposed.build(data, source="tidegate/planner"))).decided
+    assert decided is not None
+    (reason,) = decided.data.reasons
+    assert (decided.data.outcome, reason.code.value, reason.policy_id) == ("escalate", "draft_mode", "task-not-learned")
+    assert "not learned" in reason.message
+    assert "runs in draft mode" not in reason.message
+
+    learned = ActionProposedData(**{**data.model_dump(), "action_id": "t-8:1", "task_id": "t-8", "mode": "draft"})
+    request = TaskSubmittedData(
+        task_id="t-8", tenant_id="acme", workflow="support_triage", input={"ticket_id": "T-1001"}, requested_by="ann@acme.example",
+        mode="draft",
+    )  # fmt: skip
+    await svc.on_tasks([TaskSubmitted.build(request, source="tidegate/cli")])
+    drafted = (await svc.on_proposed(ActionProposed.build(learned, source="tidegate/planner"))).decided
+    assert drafted is not None  # a task that asked for draft still says so
+    assert [(r.code.value, r.policy_id) for r in drafted.data.reasons] == [("draft_mode", "draft-mode")]

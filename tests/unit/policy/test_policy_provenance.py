@@ -169,6 +169,7 @@ async def test_the_flow_of_the_task_is_in_the_decision_and_drives_the_sequence_r
         "last_decision": "",
         "retries": 0,
         "tool_errors": 0,
+        "task_unseen": False,
     }
     await _read_ticket(service)
     again = await _decide(service, "a-8", "tag_ticket", {"ticket_id": "T-9", "tags": ["urgent"]})
