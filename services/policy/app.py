@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -105,14 +105,16 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         await bus.wait_caught_up("control", while_progressing=True)
         await bus.wait_caught_up("directory", while_progressing=True)
 
-    def tasks_consumer() -> AIOKafkaConsumer | None:
-        return next((p.consumer for p in bus.pollers if bus.topic("tasks") in p.topics), None)
+    def consumer_of(topic: str) -> Callable[[], AIOKafkaConsumer | None]:
+        return lambda: next((p.consumer for p in bus.pollers if bus.topic(topic) in p.topics), None)
 
-    tasks_unread = GroupUnread(tasks_consumer, bus.topic("tasks"))
+    # The groups whose records a decision waits for: a task's request (`policy.tasks`), an earlier read's result
+    # (`policy.results`); after a broker restart either consumer may still be rejoining while the proposals' reads on.
+    unread = [GroupUnread(consumer_of(topic), bus.topic(topic)) for topic in ("tasks", "actions.results")]
 
     async def held() -> bool:
-        """A consumer retrying a handler, or the tasks group not read to its end: a task's request may still come."""
-        return bus.handlers_retrying > 0 or await tasks_unread()
+        """A consumer retrying a handler, or a group a decision waits for not read to its end: what it waits for may still come."""
+        return bus.handlers_retrying > 0 or any([await group() for group in unread])
 
     async def retrying() -> bool:
         """A consumer retrying a handler: what holds a decision that waits for results only (the tasks group says nothing of them)."""

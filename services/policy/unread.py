@@ -7,6 +7,8 @@ learned, and was decided failing closed in draft mode, 0.4 s before the task was
 sessions; its write waited for a human in a group the run's approver is not in, and the task stayed open). The request
 was on the bus the whole time: the planner had read it before it proposed. So while the group has records it has not
 handled, the decision waits as for a consumer that retries (`PolicyService.inputs_held`, up to `HELD_WAIT_S` more).
+The same holds for the `policy.results` group: a proposal waiting for its task's earlier read (untrusted output) found
+it unseen and escalated `tainted_argument` while the result was on the bus, its consumer still rejoining.
 """
 
 from __future__ import annotations

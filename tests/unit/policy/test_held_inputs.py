@@ -18,7 +18,7 @@ from test_policy_provenance import onboarded_service
 from schemas import ActionProposed, ActionProposedData, TaskSubmitted, TaskSubmittedData
 from servicekit import KitSettings
 from services.policy import InMemoryPolicyRepository, unread
-from services.policy.app import PolicyDeps, build
+from services.policy.app import PolicyDeps, PolicyProcess, build
 from services.policy.service import PolicyService
 from services.policy.settings import PolicySettings
 
@@ -95,6 +95,12 @@ class _TasksConsumer:
         return 40 - self.behind if tp.partition == 0 else 40
 
 
+def _read_to_its_end(process: PolicyProcess, topic: str) -> None:
+    """The consumer of the group that reads `topic`, as the broker answers for one that has handled every record."""
+    (poller,) = [p for p in process.bus.pollers if process.bus.topic(topic) in p.topics]
+    poller.consumer = _TasksConsumer(process.bus.topic(topic), behind=0)  # type: ignore[assignment]
+
+
 async def _held(svc: PolicyService) -> bool:
     return await svc.inputs_held()
 
@@ -106,6 +112,7 @@ async def test_the_running_policy_holds_a_decision_while_its_tasks_group_has_rec
     (poller,) = [p for p in process.bus.pollers if process.bus.topic("tasks") in p.topics]
     consumer = _TasksConsumer(process.bus.topic("tasks"), behind=1)
     poller.consumer = consumer  # type: ignore[assignment]
+    _read_to_its_end(process, "actions.results")  # the other group a decision waits for (its own test below)
     assert process.bus.handlers_retrying == 0  # nothing retries: the consumer is only behind
     assert await _held(process.policy)
     consumer.behind = 0
@@ -203,3 +210,20 @@ async def test_the_approver_reads_that_the_task_was_not_learned_not_that_it_runs
     drafted = (await svc.on_proposed(ActionProposed.build(learned, source="tidegate/planner"))).decided
     assert drafted is not None  # a task that asked for draft still says so
     assert [(r.code.value, r.policy_id) for r in drafted.data.reasons] == [("draft_mode", "draft-mode")]
+
+
+async def test_the_running_policy_holds_a_decision_while_its_results_group_has_records_it_has_not_handled(tmp_path: Path) -> None:
+    """After a broker restart the `policy.results` consumer is the one still rejoining: a proposal waiting for its task's
+    earlier read (untrusted output) found it unseen after its wait and escalated `tainted_argument` ("a possible prompt
+    injection") while the result was on the bus. It waits as for the tasks group."""
+    (tmp_path / "keys").mkdir()
+    process = build(KitSettings(keys_dir=tmp_path / "keys"), deps=PolicyDeps(repo=InMemoryPolicyRepository()))
+    process.bus._register()
+    _read_to_its_end(process, "tasks")  # the tasks group read to its end; the results group one record behind
+    (results,) = [p for p in process.bus.pollers if process.bus.topic("actions.results") in p.topics]
+    consumer = _TasksConsumer(process.bus.topic("actions.results"), behind=1)
+    results.consumer = consumer  # type: ignore[assignment]
+    assert await _held(process.policy)
+    consumer.behind = 0
+    await asyncio.sleep(unread.FRESH_S)
+    assert not await _held(process.policy)
