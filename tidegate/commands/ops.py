@@ -52,6 +52,52 @@ def _outside_calls(group: dict[str, Any], by: str) -> str:
     return f"{calls['succeeded']}/{calls['failed']}/{calls['unknown']} ({group['outside_agent_calls_usd']:.5f})"
 
 
+_COST_FIGURES = ("completed", "handed off", "p50 USD", "p95 USD", "failed", "blocked (USD)", "rejected by a human (USD)",
+                 "expired unanswered (USD)", "human review (USD)", "outside agents' calls ok/failed/unknown (USD)")  # fmt: skip
+
+
+def _cost_cells(g: dict[str, Any], by: str) -> list[str]:
+    """A group's figures as `costs` shows them, in the order of `_COST_FIGURES`."""
+    return [
+        str(g["completed"]), str(g["completed_with_handoff"]), f"{g['cost_per_completed_p50_usd']:.5f}",
+        f"{g['cost_per_completed_p95_usd']:.5f}", str(g["failed"]), f"{g['blocked_proposals']} ({g['blocked_usd']:.5f})",
+        f"{g['rejected_proposals']} ({g['rejected_usd']:.5f})", f"{g['expired_proposals']} ({g['expired_usd']:.5f})",
+        f"{g['human_decisions']} ({g['human_review_usd']:.2f})", _outside_calls(g, by),
+    ]  # fmt: skip
+
+
+def _print_costs(groups: list[dict[str, Any]], by: str, title: str) -> None:
+    """One row a group where the terminal is wide enough for every header word whole; else each group's figures in a list.
+
+    Eleven columns need about 135 columns; squeezed into 80 every header was cut (`wor…`, `com…`, `(US…`).
+    """
+    headers, rows = (by, *_COST_FIGURES), [[shown(g["name"]), *_cost_cells(g, by)] for g in groups]
+    # each column as narrow as its longest word (header or cell), plus its padding and border: no word is cut
+    needed = 1 + sum(
+        3 + max(len(word) for text in (head, *(row[i] for row in rows)) for word in text.split()) for i, head in enumerate(headers)
+    )
+    if needed <= console.width:
+        wide = Table(title=title)
+        for col in headers:
+            wide.add_column(col, justify="left" if col == by else "right")
+        for row in rows:
+            wide.add_row(*row)
+        console.print(wide)
+        return
+    if not groups:
+        console.print(f"{title}: no {by} in this window")
+        return
+    narrow = Table(title=title, show_header=False)
+    narrow.add_column("figure")
+    narrow.add_column("value", justify="right")
+    for g in groups:
+        narrow.add_row(f"[bold]{by} {shown(g['name'])}[/]", "")
+        for figure, value in zip(_COST_FIGURES, _cost_cells(g, by), strict=True):
+            narrow.add_row(f"  {figure}", value)
+        narrow.add_section()
+    console.print(narrow)
+
+
 # --- replay --------------------------------------------------------------------------------------
 
 _REPLAY_STAGES = {"read": "reading recorded events", "replay": "replaying in the sandbox"}
@@ -433,6 +479,8 @@ def costs(
     """Cost per completed outcome (p50, p95), hand-offs, blocked, rejected and expired proposals, human review time.
 
     By workflow, tenant or tool. A task completed with a refused action (handed to a human) is counted apart from completed.
+    One row a group where the terminal is wide enough (about 135 columns); narrower, each group's figures as a list
+    (80 columns, or output piped to a file: use --json for scripts).
     """
     from servicekit.costs import ReviewPrice
     from tidegate.ops.costs import cost_report, save_chart
@@ -468,19 +516,9 @@ def costs(
     if as_json:
         print(json.dumps(doc, indent=2))
         return
-    table = Table(title=f"cost per outcome by {by} (review at {price.minutes_per_decision:g} min x ${price.hourly_rate_usd:g}/h)")
-    columns = (by, "completed", "handed off", "p50 USD", "p95 USD", "failed", "blocked (USD)", "rejected by a human (USD)",
-               "expired unanswered (USD)", "human review (USD)", "outside agents' calls ok/failed/unknown (USD)")  # fmt: skip
-    for col in columns:
-        table.add_column(col, justify="left" if col == by else "right")
-    for g in doc["groups"]:
-        table.add_row(
-            shown(g["name"]), str(g["completed"]), str(g["completed_with_handoff"]), f"{g['cost_per_completed_p50_usd']:.5f}",
-            f"{g['cost_per_completed_p95_usd']:.5f}", str(g["failed"]), f"{g['blocked_proposals']} ({g['blocked_usd']:.5f})",
-            f"{g['rejected_proposals']} ({g['rejected_usd']:.5f})", f"{g['expired_proposals']} ({g['expired_usd']:.5f})",
-            f"{g['human_decisions']} ({g['human_review_usd']:.2f})", _outside_calls(g, by),
-        )  # fmt: skip
-    console.print(table)
+    _print_costs(
+        doc["groups"], by, f"cost per outcome by {by} (review at {price.minutes_per_decision:g} min x ${price.hourly_rate_usd:g}/h)"
+    )
     if by != "tool":
         console.print(
             "outside agents' tasks (no planner: the client, an adapter, MCP) have no outcome: completed, failed and the p50/p95 "
