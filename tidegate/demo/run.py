@@ -275,6 +275,7 @@ def _approver_page() -> str | None:
     return None
 
 
+REJECT_EARLIER = ' -m "left pending by an earlier demo run"'
 REJECT_INJECTION = ' --reason wrong_recipient -m "prompt injection: the email names another customer\'s account"'
 
 
@@ -323,6 +324,49 @@ def _verify_audit(console: Console) -> str:
     rows, checkpoints = int(checked[1]), int(checked[2])
     signed = f"{checkpoints} checkpoint(s) verified" if checkpoints else "no checkpoint signed yet"  # "verified" only of what was signed
     return f"intact ({rows} rows; {signed})"
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """An approval of the tenant still pending when this run began: an earlier run's (or another task's), not this run's."""
+
+    approval_id: str
+    task_id: str
+    tool: str
+    expires_at: Any  # a datetime
+
+
+async def pending_before(pool: Any, tenant: str, schema: str = "approval") -> list[Earlier]:
+    """The tenant's approvals pending and not expired, oldest first, as the approval service keeps them (none: it never ran)."""
+    import asyncpg
+
+    try:
+        rows = await pool.fetch(
+            f"SELECT approval_id, task_id, tool, expires_at FROM {schema}.approvals WHERE tenant_id = $1 AND status = 'pending' "
+            "AND kind = 'approval' AND expires_at > now() ORDER BY created_at",
+            tenant,
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):  # the approval service never ran here
+        return []
+    return [Earlier(r["approval_id"], r["task_id"], r["tool"], r["expires_at"]) for r in rows]
+
+
+def _earlier_lines(earlier: list[Earlier], tenant: str) -> list[str]:
+    """What the report says of the approvals an earlier run left pending: `tidegate approvals list` shows them with this run's."""
+    if not earlier:
+        return []
+    runs: dict[str, int] = {}
+    for e in earlier:
+        run = e.task_id.rsplit("-T-", 1)[0] if e.task_id.startswith("demo-") and "-T-" in e.task_id else "other tasks"
+        runs[run] = runs.get(run, 0) + 1
+    last = max(e.expires_at for e in earlier)
+    return [
+        f"\n[yellow]{len(earlier)} approval(s) of tenant {tenant} from before this run are still pending[/] "
+        f"({', '.join(f'{run}: {n}' for run, n in runs.items())}; the last expires {last:%Y-%m-%d %H:%M} UTC): "
+        "`tidegate approvals list` and the approver page show them beside this run's. They are not this run's: a run on the "
+        "stand-ins stopped its Zendesk and Stripe stand-ins when it ended, so granting one of its approvals fails (unreachable). "
+        f"Reject them ([bold]{_approve_hint('reject', REJECT_EARLIER).format(approval_id='<approval id>')}[/]) or let them expire.",
+    ]
 
 
 async def fresh_orders(pool: Any, tenant: str, suffix: str | None = None) -> dict[str, str]:
@@ -410,6 +454,7 @@ async def run_demo(
     try:
         inserted = await seed_demo(pool)
         orders = await fresh_orders(pool, tenant)
+        earlier = await pending_before(pool, tenant)  # before this run asks anything: an earlier run's, never this one's
     finally:
         await pool.close()
     console.print(f"systems of record seeded ({sum(inserted.values())} new rows; helpdesk, payments, mail, crm in PostgreSQL)")
@@ -442,7 +487,7 @@ async def run_demo(
             stack.push_async_callback(watcher.stop)
             ordered = await _submit_and_watch(kit, tenant, tasks, timeout_s, started, console, watcher, submitted)
             stopped = systems == "stand-in"
-            code = _report(kit, ordered, timeout_s, tenant, console, started, standins_stopped=stopped, decide_s=decide_s)
+            code = _report(kit, ordered, timeout_s, tenant, console, started, standins_stopped=stopped, decide_s=decide_s, earlier=earlier)
             if decide_s > 0 and any(v.waiting_on_human for v in ordered):
                 await _follow_decisions(watcher, ordered, decide_s, console, standins=stopped)
     except (asyncio.CancelledError, KeyboardInterrupt):
@@ -568,8 +613,9 @@ def _report(
     *,
     standins_stopped: bool = False,
     decide_s: float = 0.0,
+    earlier: list[Earlier] | None = None,
 ) -> int:
-    """Print what happened to every task, the pending approvals, and the audit verdict; the exit code."""
+    """Print what happened to every task, the pending approvals (and those of earlier runs), and the audit verdict; the exit code."""
     console.print()
     for v in ordered:
         console.print(_task_table(v))
@@ -612,6 +658,8 @@ def _report(
                 "  To try approvals, run the demo on the built-in systems of record, which stay: "
                 "[bold]tidegate demo --systems builtin[/]"
             )
+    for line in _earlier_lines(earlier or [], tenant):
+        console.print(line, soft_wrap=False)
     if unsettled:
         console.print(
             f"[red]{len(unsettled)} task(s) did not settle within {timeout_s:.0f}s:[/] {', '.join(v.ticket_id for v in unsettled)}"
