@@ -110,14 +110,15 @@ class RowPins:
     def row_unwritten(self, token_id: str, tenant_id: str, error: BaseException) -> None:
         """This process revoked the token on `directory` but failed to write its row: say so, and never call it a rollback.
 
-        The token authenticates nothing (the record names it); its row still says live until the revocation is asked
-        again (`revoke` writes the row then), so its refusal names this failure instead of a login that cleared
-        `revoked_at`. Known to this process only: another copy, or this one restarted, sees a rollback.
+        The token authenticates nothing (the record names it); its row still says live until the sweep writes it
+        (`PgTokenStore.write_revocations`) or the revocation is asked again, so its refusal names this failure instead of
+        a login that cleared `revoked_at`. Known to this process only: another copy, or this one restarted before the row
+        is written, sees a rollback.
         """
         self.unwritten[token_id] = f"{type(error).__name__}: {error}"
         log.error(
             "approval: token %s of tenant %s is revoked (its token_revoked record is published: it authenticates nothing), but "
-            "writing revoked_at in its row failed (%s): revoke it again once the database answers, to write the row (until "
+            "writing revoked_at in its row failed (%s): the sweep writes it once the database answers, or revoke it again (until "
             "then its row says live; a copy of the service started meanwhile calls that a rollback)",
             token_id,
             tenant_id,

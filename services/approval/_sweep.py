@@ -20,7 +20,7 @@ class Sweeping(Reads, Announcing):
     """One round of expiry, escalation and republishing (and the queue's gauges, `_reads`)."""
 
     async def sweep(self) -> dict[str, int]:
-        """Expire overdue requests, escalate waiting ones, republish what the outbox still holds."""
+        """Expire overdue requests, escalate waiting ones, republish what the outbox still holds, write unwritten revocations."""
         now = self.clock()
         counts = {"expired": 0, "escalated": 0, "republished": 0}
         for record in await self.repo.overdue(now):
@@ -56,4 +56,5 @@ class Sweeping(Reads, Announcing):
         leftovers = await self.repo.unpublished(stale)
         await self._publish(leftovers)
         counts["republished"] = len(leftovers)
+        counts["revocations_written"] = await self.repo.write_revocations()  # a revocation whose row write had failed
         return counts

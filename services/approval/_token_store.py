@@ -6,6 +6,7 @@ the asyncpg part and the in-memory twin's part.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,8 @@ from services.approval._pins import ROLLED_BACK, RowPins
 from services.approval._row_proofs import RowSeal, micros
 
 __all__ = ["DEFAULT_TOKEN_TTL", "REISSUE", "InMemoryTokenStore", "PgTokenStore", "TokenInfo", "TokenStore", "token_claims"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_TTL = timedelta(days=30)  # what the schema gives a token inserted without an expiry (migration 002)
 
@@ -80,7 +83,8 @@ UNREVOKED = (
 )
 REVOKED = "revoked:"  # how the refusal of a token this process revoked but whose row it failed to write starts
 UNWRITTEN = (
-    f"{REVOKED} its token_revoked record is published but writing its row's revoked_at failed ({{error}}); revoke it again to write the row"
+    f"{REVOKED} its token_revoked record is published but writing its row's revoked_at failed ({{error}}); the sweep writes it "
+    "once the database answers, or revoke it again"
 )
 KEPT_REVOKED = "it stays revoked whatever its row says; find who wrote approval.approver_tokens (docs/security/database.md)"
 
@@ -164,6 +168,10 @@ class TokenStore(Protocol):
 
     async def pin_revocations(self) -> int:
         """Publish a revocation record on `directory` for every revoked token that no record names yet; how many."""
+        ...
+
+    async def write_revocations(self) -> int:
+        """Write the rows of the tokens this process revoked on `directory` but failed to write (the sweep's); how many."""
         ...
 
     async def groups_of(self, approver: str, tenant_id: str) -> set[str]:
@@ -330,6 +338,22 @@ class PgTokenStore(TokenStore):
         if self.token_pins is not None and self.token_pins.revoked(token_id):
             self.token_pins.row_unwritten(token_id, tenant_id, error)
 
+    async def write_revocations(self) -> int:
+        """Write `revoked_at` in each row whose revocation this process published but failed to write; how many.
+
+        Each round of the sweep, until the database takes it (an error here ends the round: the sweep's outage guard).
+        """
+        if self.token_pins is None:
+            return 0
+        written = list(self.token_pins.unwritten)
+        for token_id in written:
+            await self.pool.execute(
+                f"UPDATE {self.s}.approver_tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL", token_id
+            )
+            self.token_pins.unwritten.pop(token_id, None)
+            log.info("approval: token %s's row now says revoked too (its revocation's row write had failed)", token_id)
+        return len(written)
+
     async def pin_revocations(self) -> int:
         """Publish a revocation record for every proven revoked row no record names yet (revoked before this release); how many."""
         if self.token_pins is None or not self.token_pins.publishes:
@@ -444,6 +468,10 @@ class InMemoryTokenStore(TokenStore):
 
     async def pin_revocations(self) -> int:
         """The twin publishes no records."""
+        return 0
+
+    async def write_revocations(self) -> int:
+        """The twin writes each revocation at once."""
         return 0
 
     async def revoke_token(self, token_id: str) -> bool:
