@@ -116,13 +116,20 @@ class RowPins:
         is written, sees a rollback.
         """
         self.unwritten[token_id] = f"{type(error).__name__}: {error}"
+        then = (  # the CLI has no sweep, and the service does not know this process's failure
+            f"revoke it again once the database answers (`tidegate approvals token revoke {token_id}`): until then the "
+            "approval service reads its row live though control says revoked, and calls that a rollback"
+            if self.operator
+            else "the sweep writes it once the database answers, or revoke it again (until then its row says live; a copy of "
+            "the service started meanwhile calls that a rollback)"
+        )
         log.error(
             "approval: token %s of tenant %s is revoked (its token_revoked record is published: it authenticates nothing), but "
-            "writing revoked_at in its row failed (%s): the sweep writes it once the database answers, or revoke it again (until "
-            "then its row says live; a copy of the service started meanwhile calls that a rollback)",
+            "writing revoked_at in its row failed (%s): %s",
             token_id,
             tenant_id,
             self.unwritten[token_id],
+            then,
         )
 
     async def pin_endpoint(self, tenant_id: str, endpoint_id: str, row_sha256: str) -> None:

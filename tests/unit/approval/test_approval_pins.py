@@ -197,3 +197,16 @@ async def test_revocations_read_on_either_topic_revoke(kit: KitSettings, authori
     await state.apply(sign_as_operator(kit, s.ControlTokenRevoked.build(other, source="tidegate/cli")))
     assert pins.revoked("tok_2")
     assert not pins.revoked("tok_3")
+
+
+def test_a_revocation_whose_row_failed_says_what_to_run_where_there_is_no_sweep(caplog: pytest.LogCaptureFixture) -> None:
+    """The operator's `tidegate approvals token revoke` met a database that failed the row: the CLI has no sweep to write
+    it later, so the line says to revoke again; the service's own says its sweep will."""
+    with caplog.at_level(logging.ERROR):
+        RowPins(ControlState(), operator=True).row_unwritten("tok_1", "acme", OSError("disk full"))
+        RowPins(ControlState()).row_unwritten("tok_2", "acme", OSError("disk full"))
+    cli, service = (r.getMessage() for r in caplog.records)
+    assert "OSError: disk full" in cli
+    assert "tidegate approvals token revoke tok_1" in cli
+    assert "sweep" not in cli
+    assert "the sweep writes it" in service
