@@ -110,15 +110,15 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
 
     # The groups whose records a decision waits for: a task's request (`policy.tasks`), an earlier read's result
     # (`policy.results`); after a broker restart either consumer may still be rejoining while the proposals' reads on.
-    unread = [GroupUnread(consumer_of(topic), bus.topic(topic)) for topic in ("tasks", "actions.results")]
+    tasks_unread, results_unread = (GroupUnread(consumer_of(topic), bus.topic(topic)) for topic in ("tasks", "actions.results"))
 
     async def held() -> bool:
         """A consumer retrying a handler, or a group a decision waits for not read to its end: what it waits for may still come."""
-        return bus.handlers_retrying > 0 or any([await group() for group in unread])
+        return bus.handlers_retrying > 0 or any([await tasks_unread(), await results_unread()])
 
-    async def retrying() -> bool:
-        """A consumer retrying a handler: what holds a decision that waits for results only (the tasks group says nothing of them)."""
-        return bus.handlers_retrying > 0
+    async def results_held() -> bool:
+        """What holds a decision that waits for results only: a consumer retrying, or the results group behind (not the tasks group)."""
+        return bus.handlers_retrying > 0 or await results_unread()
 
     service = PolicyService(
         catalog=catalog,
@@ -133,7 +133,7 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
         issuing_clock=issuing_clock(bus.producer),
         planned=planned,
         inputs_held=held,
-        results_held=retrying,
+        results_held=results_held,
     )
     handlers = PolicyHandlers(service)
     decisions = {

@@ -231,8 +231,8 @@ class PolicyService:
     # group has records it has not handled yet (`unread.GroupUnread`: a consumer still rejoining after a broker restart):
     # what a decision waits for from it may still come, so the wait goes on past `provenance_wait_s`, up to `HELD_WAIT_S` more.
     inputs_held: Callable[[], Awaitable[bool]] = field(default=_never_held)
-    # What holds a decision none of whose waiting tasks waits for its request, only for results: a consumer retrying,
-    # not the tasks group being behind (which says nothing of a result). None: `inputs_held`.
+    # What holds a decision none of whose waiting tasks waits for its request, only for results: a consumer retrying or
+    # the results group behind, not the tasks group being behind (which says nothing of a result). None: `inputs_held`.
     results_held: Callable[[], Awaitable[bool]] | None = None
     _approval_keys: Keyring | None = field(default=None, init=False)
     _ready_done: bool = field(default=False, init=False)

@@ -224,6 +224,10 @@ async def test_the_running_policy_holds_a_decision_while_its_results_group_has_r
     consumer = _TasksConsumer(process.bus.topic("actions.results"), behind=1)
     results.consumer = consumer  # type: ignore[assignment]
     assert await _held(process.policy)
+    results_held = process.policy.results_held
+    assert results_held is not None
+    assert await results_held()  # the wait of a decision whose task is learned and waits for its result only
     consumer.behind = 0
     await asyncio.sleep(unread.FRESH_S)
     assert not await _held(process.policy)
+    assert not await results_held()
