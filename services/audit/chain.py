@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.audit.records import GENESIS, Fingerprint, LogRow, Observed
+from services.audit.records import GENESIS, Fingerprint, LogRow, Observed, linked
 
 __all__ = ["AppendResult", "Conflict", "Head", "Logged", "RecordedConflict", "chain_batch", "chain_records"]
 
@@ -21,6 +21,7 @@ class Head:
 
 
 EMPTY = Head(seq=0, hash=GENESIS, offset=-1)
+_EMPTY = (EMPTY.seq, EMPTY.hash, EMPTY.offset)
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,14 @@ def chain_records(
     A valid event whose id is already logged is appended flagged `duplicate`: the log keeps every
     record of the bus, and an event counts once.
     """
-    current = dict(heads)
+    # Each chain's head as (seq, hash, offset) while the batch is placed: a `Head` made for every row cost more than its hash's copy.
+    current = {tp: (h.seq, h.hash, h.offset) for tp, h in heads.items()}
     seen = set(known_event_ids)
+    rows = result.rows
     for obs in records:
         tp = (obs.topic, obs.partition)
-        head = current.get(tp, EMPTY)
-        if obs.kafka_offset <= head.offset:
+        seq, prev_hash, offset = current.get(tp, _EMPTY)
+        if obs.kafka_offset <= offset:
             conflict = _behind_head(obs, (logged or {}).get(tp))
             if conflict is None:
                 result.already_recorded += 1
@@ -142,10 +145,10 @@ def chain_records(
         if obs.valid and obs.event_id:
             duplicate = obs.event_id in seen
             seen.add(obs.event_id)
-        result.duplicates += duplicate
-        row = LogRow.link(obs, seq=head.seq + 1, prev_hash=head.hash, duplicate=duplicate, recorded_at=recorded_at)
-        current[tp] = Head(row.seq, row.hash, row.kafka_offset)
-        result.rows.append(row)
+            result.duplicates += duplicate
+        row = linked(obs, seq + 1, prev_hash, duplicate, recorded_at)
+        current[tp] = (seq + 1, row.hash, obs.kafka_offset)
+        rows.append(row)
         yield obs, row
 
 

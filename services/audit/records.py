@@ -37,6 +37,7 @@ __all__ = [
     "content_bytes",
     "headers_json",
     "kafka_fingerprint",
+    "linked",
     "observe",
     "row_content",
     "trace_id_of",
@@ -148,8 +149,7 @@ class LogRow(NamedTuple):
     @classmethod
     def link(cls, obs: Observed, *, seq: int, prev_hash: bytes, duplicate: bool, recorded_at: datetime) -> LogRow:
         """Place `obs` at `seq` after a row whose hash is `prev_hash`, and compute its own hash."""
-        digest = chain_hash(prev_hash, row_content(obs, seq, duplicate, recorded_at))
-        return cls._make((*obs[:3], seq, *obs[3:21], duplicate, recorded_at, prev_hash, digest))
+        return linked(obs, seq, prev_hash, duplicate, recorded_at)
 
     def hashed_values(self) -> tuple[Any, ...]:
         """The hashed columns' values (every column but `prev_hash` and `hash`), in order."""
@@ -215,7 +215,7 @@ _FALSE = b"\x01" + _LEN.pack(1) + b"f"
 
 
 def _framed(raw: bytes) -> bytes:
-    return b"\x01" + _LEN.pack(len(raw)) + raw
+    return _HEAD(1, len(raw)) + raw
 
 
 def _field(value: Any) -> bytes:
@@ -242,11 +242,18 @@ def _field(value: Any) -> bytes:
 
 
 def _text(value: Any) -> bytes:
-    return _NULL if value is None else _framed(value.encode())
+    # `_framed(value.encode())`, written out: called for six columns of every row
+    if value is None:
+        return _NULL
+    raw: bytes = value.encode()
+    return _HEAD(1, len(raw)) + raw
 
 
 def _number(value: Any) -> bytes:
-    return _NULL if value is None else _framed(str(value).encode())
+    if value is None:
+        return _NULL
+    raw = str(value).encode()
+    return _HEAD(1, len(raw)) + raw
 
 
 def _raw(value: Any) -> bytes:
@@ -329,6 +336,15 @@ def row_content(obs: Observed, seq: int, duplicate: bool, recorded_at: datetime)
         _label(obs.tool), _label(obs.outcome), _string_list(obs.reasons) if obs.reasons else _NO_REASONS, _text(obs.trace_id),
         _text(obs.traceparent), _time(obs.event_time), _flag(duplicate), _time(recorded_at),
     ))  # fmt: skip
+
+
+def linked(obs: Observed, seq: int, prev_hash: bytes, duplicate: bool, recorded_at: datetime) -> LogRow:
+    """`LogRow.link`, called positionally (once per row appended)."""
+    digest = hashlib.sha256(prev_hash + row_content(obs, seq, duplicate, recorded_at)).digest()  # `chain_hash`
+    return _new_row(LogRow, (*obs[:3], seq, *obs[3:21], duplicate, recorded_at, prev_hash, digest))
+
+
+_new_row = tuple.__new__
 
 
 def reference_content_bytes(values: Sequence[Any]) -> bytes:
