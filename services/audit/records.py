@@ -457,14 +457,26 @@ def _outcome(event_type: str | None, data: dict[str, Any]) -> str | None:
     for field in ("outcome", "status"):
         if isinstance(data.get(field), str):
             return _clean(data[field], 50)
+    if event_type == "tidegate.tool.reply" and isinstance(data.get("ok"), bool):
+        return "ok" if data["ok"] else "error"
+    return _outcome_of_type(event_type)
+
+
+@lru_cache(maxsize=512)
+def _outcome_of_type(event_type: str | None) -> str | None:
+    # The outcome a Tidegate event's type says when its data says none (`tidegate.action.proposed`: `proposed`): cached.
     if event_type and event_type.startswith("tidegate."):
-        if event_type == "tidegate.tool.reply" and isinstance(data.get("ok"), bool):
-            return "ok" if data["ok"] else "error"
         return _clean(event_type.rsplit(".", 1)[-1], 50)
     return None
 
 
+_REASONS_OUTSIDE_DATA = frozenset({"tidegate.event.rejected", "tidegate.task.failed"})
+"""The event types whose reason codes `_reasons` also reads elsewhere than `data.reasons`."""
+
+
 def _reasons(event_type: str | None, data: dict[str, Any]) -> list[str]:
+    if "reasons" not in data and event_type not in _REASONS_OUTSIDE_DATA:
+        return []  # the common case: nothing to read
     codes: list[str] = []
     reasons = data.get("reasons")
     if isinstance(reasons, list):
