@@ -709,6 +709,21 @@ CUTS = (
     "`trace_id_of` by string methods in place of its regular expression (4,900 → 7,600 instructions a call), and "
     "`_headers` with its name's clean inlined (19,200 → 18,100 a record: not worth the second copy of `_clean`). In "
     "process, on a shared machine, not `make bench`.",
+    "- **The Python around each Ed25519 check, again (2026-12-06).** Tried above and not kept on two pairs that "
+    "showed nothing; counted piece by piece in process (callgrind around 1,000 checks of the audit's events) the "
+    "layers were there: the signature's base64url through `base64`'s Python (~8,900 instructions), `_verified`'s "
+    "dictionary of verdicts for the one holder a key id has, the key read out of `cryptography` twice, and PyNaCl's "
+    "`VerifyKey.verify` before libsodium's `crypto_sign_open` (~12,000 together). A check now decodes the signature "
+    "with `binascii` directly (`unb64url`: the same steps, ASCII only, `-_` read as `+/`, the same lenient "
+    "decoding), reads the key once, and hands libsodium the signature and the message (`signing.verifies_raw`: a "
+    "signature that is not 64 bytes verifies nothing, as `VerifyKey.verify` refused it; the key checked once as "
+    "`VerifyKey` checks it); a key id with several holders is checked as before. The same verdicts "
+    "(tests/unit/foundation/test_signature_check_path.py: a genuine signature verifies; one over other bytes, too "
+    "short, too long, split elsewhere, by another key, not bytes, does not; any text decoded as "
+    "`base64.urlsafe_b64decode` decodes it or refused as it refuses it). A check of an audit event in process "
+    "706,600 → 698,000 instructions; the audit's ingest (`bench.audit_cpu --callgrind`, three pairs back to back "
+    "against the cut before): 1,137,603 / 1,139,620 / 1,138,099 → 1,130,571 / 1,129,117 / 1,129,649 instructions an "
+    "event (−0.8 %). Every consumer's check takes this path. In process, on a shared machine, not `make bench`.",
 )
 
 

@@ -11,6 +11,7 @@ when a second line says `no grace`: a key taken away rather than replaced).
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import functools
 import hashlib
@@ -27,6 +28,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from nacl.bindings import crypto_sign_BYTES, crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
@@ -47,6 +49,7 @@ __all__ = [
     "rotate",
     "unb64url",
     "verifies",
+    "verifies_raw",
 ]
 
 NO_GRACE = "no grace"
@@ -77,9 +80,17 @@ def b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def unb64url(text: str) -> bytes:
-    """Inverse of `b64url`; raises ValueError on bad input."""
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Inverse of `b64url`; raises ValueError on bad input.
+
+    `base64.urlsafe_b64decode`'s steps (ASCII only, `-_` read as `+/`, `binascii`'s lenient decoding) without its
+    Python layers: every signature checked is decoded here.
+    """
+    raw = text.encode("ascii") if isinstance(text, str) else bytes(text)  # not ASCII: UnicodeEncodeError, a ValueError
+    return binascii.a2b_base64((raw + b"=" * (-len(raw) % 4)).translate(_FROM_URLSAFE))
 
 
 def _key_id(name: str, public: Ed25519PublicKey) -> str:
@@ -88,8 +99,8 @@ def _key_id(name: str, public: Ed25519PublicKey) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _verify_key(raw: bytes) -> VerifyKey:
-    return VerifyKey(raw)
+def _sodium_key(raw: bytes) -> bytes:
+    return bytes(VerifyKey(raw))  # checked once as a key (32 bytes), as `VerifyKey` checks it
 
 
 def verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
@@ -99,8 +110,19 @@ def verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool
     `cryptography` on this project's machines (`bench.signing_bench`), and every consumer verifies
     every event. Key files are still read and written with `cryptography`.
     """
+    return verifies_raw(public.public_bytes_raw(), signature, message)
+
+
+def verifies_raw(public_raw: bytes, signature: bytes, message: bytes) -> bool:
+    """`verifies`, given the public key's raw bytes (a caller that holds them reads them out of the key once).
+
+    What `VerifyKey.verify` does, without its layers: a signature that is not 64 bytes verifies nothing, the
+    signature and the message are handed to libsodium's `crypto_sign_open` together.
+    """
+    if not isinstance(signature, bytes) or len(signature) != crypto_sign_BYTES:
+        return False
     try:
-        _verify_key(public.public_bytes_raw()).verify(message, signature)
+        crypto_sign_open(signature + message, _sodium_key(public_raw))
     except (BadSignatureError, ValueError, TypeError):
         return False
     return True
