@@ -105,6 +105,10 @@ AUTHORITY: dict[str, frozenset[str]] = {
 
 def signed_bytes(document: dict[str, Any]) -> bytes:
     """The bytes a signature covers: canonical JSON of the event document without `signature`."""
+    if type(document) is dict:  # a parsed or dumped event: copied in C, its signature taken out (a comprehension cost 5x)
+        unsigned = document.copy()
+        unsigned.pop("signature", None)
+        return canonical_json(unsigned)
     return canonical_json({k: v for k, v in document.items() if k != "signature"})
 
 
