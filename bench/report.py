@@ -734,6 +734,31 @@ CUTS = (
     "--callgrind`, three pairs back to back against the cut before): 1,129,727 / 1,130,415 / 1,129,645 → 1,120,703 / "
     "1,121,881 / 1,121,433 instructions an event (−0.8 %). Every check and every signature of every service makes "
     "these bytes. In process, on a shared machine, not `make bench`.",
+    "- **Where the audit's ingest stands, and what was tried and not kept (2026-12-06).** The four cuts above (the "
+    "chain's loop, the outcome of a type, the Python around each check, the signed bytes' copy) took the audit's "
+    "ingest in process from 1,155,264 to 1,121,339 instructions an event (means of three, −2.9 %; `bench.audit_cpu "
+    "--callgrind`); its CPU time (`bench.audit_cpu`, five rounds, three pairs alternated against the harness's own "
+    "commit) 144.3 / 159.1 / 133.7 → 144.3 / 141.9 / 126.3 µs an event, medians, inside this shared machine's noise. "
+    "Of an event's ~1,121,000 instructions now: libsodium's Ed25519 verification ~689,000 (61 %), the contract's "
+    "validation ~69,000 (the wire's checks in Python, a `before` and an `after` validator and the free-form objects' "
+    "finiteness walk, ~15,000 of it), the SHA-256 of the row ~44,000 (~1,500 a 64-byte block: valgrind runs OpenSSL "
+    "without the CPU's SHA extensions, so the hash weighs less outside it), its bytes ~37,000, the parse ~34,000, "
+    "the "
+    "fields ~28,500, the canonical bytes the check covers ~25,600 (orjson's dump ~12,800, the look for small floats "
+    "~8,300, two byte scans), the headers ~19,000, the bounds ~18,000 (two counts and two searches over the value), "
+    "the rest of the check ~17,000, asyncpg's COPY under ~20,000, the batch's own work the rest. Issue #12's 70 % of "
+    "the signed bare COPY (68 µs an event in the table's run) would need the audit at ~97 µs: the verification alone "
+    "is ~59 µs of that run's 159, and everything else the audit does beyond the bare COPY (the contract, the fields "
+    "its readers need, a 26-column row whose every column is hashed) is what remains, spread over a dozen pieces of "
+    "15,000–70,000 instructions, none of which can go without changing what the log records; these cuts are ~3 % of "
+    "it. Tried and not kept: the wire's required attributes checked with one `all(map(...))` before the list of "
+    "missing ones (`Envelope._required_on_the_wire`: 68,900 against 69,000 instructions a validation, nothing: the "
+    "context's cost is pydantic's); the free-form objects' bracket count in one `translate` pass instead of two "
+    "`count`s (11,800 against 11,300); `Observed` made by `tuple.__new__` without its generated `__new__` (−2,100 in "
+    "isolation, not worth a second way of making a record). Seen on the way: two migrations at once into two "
+    "databases of one cluster (`tidegate.database.migrate`, as two harness runs started together made) fail one of "
+    "them, now and then, with PostgreSQL's `tuple concurrently updated` (2 of 6 tries; the cluster's roles are "
+    "shared); one run at a time since. In process, on a shared machine, not `make bench`.",
 )
 
 
