@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import proposer_problem
@@ -17,6 +18,24 @@ _CHECKOUT = Path(__file__).resolve().parents[2]
 # from a Tidegate checkout finds them from any working directory; installed elsewhere (the package alone), the working
 # directory's `.tidegate`. The client imports no servicekit (it installs without it), hence its own look at the checkout.
 RUN_DIR = (_CHECKOUT if (_CHECKOUT / "servicekit").is_dir() else Path()) / ".tidegate"
+
+
+def _deployment_folders() -> dict[str, Path]:
+    """The deployment's own folders where its shell sets them.
+
+    `TIDEGATE_KEYS_DIR`, else `TIDEGATE_RUN_DIR`/keys, and `TIDEGATE_RUN_DIR`/client. A checkout of a new release
+    pointed at a running deployment's state (docs/operations.md, "Upgrading", step 2) is run with those exported: the
+    client, the governed tools and the MCP gateway then keep that deployment's public keys, ledgers and token, not the
+    new checkout's empty `.tidegate`.
+    """
+    folders: dict[str, Path] = {}
+    run_dir = os.environ.get("TIDEGATE_RUN_DIR", "").strip()
+    keys_dir = os.environ.get("TIDEGATE_KEYS_DIR", "").strip()
+    if keys_dir or run_dir:
+        folders["service_keys_dir"] = Path(keys_dir) if keys_dir else Path(run_dir) / "keys"
+    if run_dir:
+        folders["state_dir"] = Path(run_dir) / "client"
+    return folders
 
 
 class ClientSettings(BaseSettings):
@@ -58,7 +77,8 @@ class ClientSettings(BaseSettings):
         default=RUN_DIR / "keys",
         description="The deployment's public keys (`policy.pub`, `approval.pub`, `executor.pub`: its `TIDEGATE_KEYS_DIR`): the client "
         "believes only answers its services signed, and a governed function runs only on an authorization the policy key signed. "
-        "Default: the checkout's `.tidegate/keys` (the services' default) when the client runs from one, else `.tidegate/keys`.",
+        "Default: the deployment's `TIDEGATE_KEYS_DIR` when set, else `<TIDEGATE_RUN_DIR>/keys` when that is set, else the "
+        "checkout's `.tidegate/keys` (the services' default) when the client runs from one, else `.tidegate/keys`.",
     )
     retired_key_grace_s: float = Field(
         default=600.0,
@@ -70,7 +90,8 @@ class ClientSettings(BaseSettings):
         default=RUN_DIR / "client",
         description="Where governed tools record the calls they ran (SQLite, one file per tool), and where the MCP gateway "
         "keeps the proposals it made (`mcp-gateway.<topic prefix>sqlite3`, one file per deployment; beside it, a lock file per running "
-        "gateway in `mcp-gateway.<topic prefix>holders`). Default: the checkout's "
+        "gateway in `mcp-gateway.<topic prefix>holders`), and the gateway's HTTP token made on first run (`mcp-gateway.token`). "
+        "Default: `<TIDEGATE_RUN_DIR>/client` when the deployment's `TIDEGATE_RUN_DIR` is set, else the checkout's "
         "`.tidegate/client` when the client runs from one, else `.tidegate/client`.",
     )
     decision_timeout_s: float = Field(default=30.0, gt=0, description="How long to wait for the policy's decision.")
@@ -93,6 +114,15 @@ class ClientSettings(BaseSettings):
         description="The deployment's `TIDEGATE_MAX_JSON_DEPTH`: args nested deeper than this less 2 (the proposal's envelope and "
         "`data` hold them) are refused before they are sent, as the policy would dead-letter them `too_deep`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _the_deployments_folders(cls, data: Any) -> Any:
+        # As `kafka_bootstrap` takes TIDEGATE_KAFKA_BOOTSTRAP: a folder the client's own setting (or the caller) leaves
+        # unset follows the deployment's. Not a default_factory: the settings reference shows the default, not this shell's.
+        if isinstance(data, dict):
+            return {**_deployment_folders(), **data}
+        return data
 
     @field_validator("service_keys_dir", "state_dir", mode="before")
     @classmethod

@@ -101,3 +101,50 @@ def test_with_a_login_there_the_broker_itself_is_what_to_check(old_state: tuple[
     with pytest.raises(typer.Exit):
         run(_broker_closed())
     assert "is `tidegate infra up` running?" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.fixture
+def no_client_folders(old_state: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    for name in ("TIDEGATE_CLIENT_STATE_DIR", "TIDEGATE_CLIENT_SERVICE_KEYS_DIR", "TIDEGATE_MCP_HTTP_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return old_state
+
+
+def test_the_mcp_gateway_keeps_the_token_its_clients_hold(no_client_folders: tuple[Path, Path]) -> None:
+    """The upgrade probe (upgrade21 F1): run from the new checkout, the gateway made a new token in that checkout's empty
+    `.tidegate/client` (every MCP client refused, 401), `mcp rotate-token` said there was no token yet, and `tidegate
+    credentials` no longer listed the one the old checkout's gateway had handed out."""
+    from tidegate.client import ClientSettings
+    from tidegate.mcp_gateway import GatewaySettings
+    from tidegate.mcp_gateway.bearer import former_token_file, http_token
+
+    _, run_dir = no_client_folders
+    held = run_dir / "client" / "mcp-gateway.token"
+    held.parent.mkdir(parents=True)
+    held.write_text("the-token-every-client-holds-0123\n")
+    assert http_token(GatewaySettings(), ClientSettings())[0] == "the-token-every-client-holds-0123"
+
+    rotated = CliRunner().invoke(app, ["mcp", "rotate-token"], env={"COLUMNS": "300"})
+    assert rotated.exit_code == 0, rotated.output
+    assert former_token_file(held).read_text().strip() == "the-token-every-client-holds-0123"  # still accepted until --finish
+    listed = CliRunner().invoke(app, ["credentials", "--json"], env={"COLUMNS": "300"})
+    assert any(json.loads(line).get("name") == "mcp-gateway" for line in listed.output.splitlines() if line.startswith("{")), listed.output
+
+
+def test_the_client_believes_the_deployments_keys_and_keeps_its_ledgers(
+    no_client_folders: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Public keys looked for in the new checkout's `.tidegate/keys` (none there), and the ledgers in which governed
+    tools record the calls they ran (what keeps a redelivered call from running twice) started empty."""
+    from tidegate.client import ClientSettings
+
+    _, run_dir = no_client_folders
+    settings = ClientSettings()
+    assert (settings.service_keys_dir, settings.state_dir) == (run_dir / "keys", run_dir / "client")
+    monkeypatch.setenv("TIDEGATE_KEYS_DIR", str(tmp_path / "keys-elsewhere"))
+    assert ClientSettings().service_keys_dir == tmp_path / "keys-elsewhere"  # the services' own keys folder, when set
+    monkeypatch.setenv("TIDEGATE_CLIENT_STATE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("TIDEGATE_CLIENT_SERVICE_KEYS_DIR", str(tmp_path / "pub"))
+    own = ClientSettings()  # the client's own settings come first
+    assert (own.service_keys_dir, own.state_dir) == (tmp_path / "pub", tmp_path / "mine")
+    assert ClientSettings(state_dir=tmp_path / "given").state_dir == tmp_path / "given"
