@@ -283,6 +283,16 @@ class Authority:
         What a service's signature outside events (an approval link) is verified against after a rotation, by the rule
         events are held to: a key denied or past its grace verifies nothing new.
         """
+        return self._retired_service_keys(service, now, in_grace=True)
+
+    def service_keys_past_grace(self, service: str, now: float) -> list[Ed25519PublicKey]:
+        """`service`'s retired public keys whose grace has ended at `now` (or that had none): they verify nothing new.
+
+        Only to say why a genuine but old signature outside events (a one-time link sent before a rotation) is refused.
+        """
+        return self._retired_service_keys(service, now, in_grace=False)
+
+    def _retired_service_keys(self, service: str, now: float, *, in_grace: bool) -> list[Ed25519PublicKey]:
         if self._stamp() != self._seen:
             self.reload()
         grace = float("inf") if self.retired_grace_s is None else self.retired_grace_s
@@ -290,7 +300,10 @@ class Authority:
             p.public
             for holders in self._keys.values()
             for p in holders
-            if p.kind == "service" and p.name == service and p.retired_at is not None and p.grace and now < p.retired_at + grace
+            if p.kind == "service"
+            and p.name == service
+            and p.retired_at is not None
+            and (p.grace and now < p.retired_at + grace) == in_grace
         ]
 
     def principals(self, key_id: str) -> list[Principal]:

@@ -43,7 +43,8 @@ class People(ServiceBase):
             try:
                 now = self.clock()
                 retired = [] if self.authority is None else self.authority.service_keys_in_grace("approval", now.timestamp())
-                claims = auth.verify_link(self.key, credential, now=now, retired=retired)
+                ended = [] if self.authority is None else self.authority.service_keys_past_grace("approval", now.timestamp())
+                claims = auth.verify_link(self.key, credential, now=now, retired=retired, past_grace=ended)
             except auth.LinkError as exc:
                 raise AuthError(str(exc)) from exc
             groups = await self.repo.groups_of(claims.approver, claims.tenant_id)

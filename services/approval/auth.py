@@ -63,22 +63,39 @@ def issue_link(key: SigningKey, *, approval_id: str, approver: str, tenant_id: s
     return f"{LINK_PREFIX}{b64url(payload)}.{key.sign(_LINK_DOMAIN + payload)}"
 
 
-def verify_link(key: SigningKey, token: str, *, now: datetime | None = None, retired: Sequence[Ed25519PublicKey] = ()) -> LinkClaims:
+def verify_link(
+    key: SigningKey,
+    token: str,
+    *,
+    now: datetime | None = None,
+    retired: Sequence[Ed25519PublicKey] = (),
+    past_grace: Sequence[Ed25519PublicKey] = (),
+) -> LinkClaims:
     """The claims of a genuine, unexpired link; raises LinkError otherwise (single use is checked by the caller).
 
     `retired`: the service's keys `tidegate keys rotate approval` retired that are still within their grace
     (`Authority.service_keys_in_grace`): a link sent to a chat before the rotation opens until then, as events do.
+    `past_grace`: those whose grace has ended; a link one of them signed opens nothing either, but is refused saying so
+    and what the approver does instead, not as a link whose signature is not valid (which reads as forged).
     """
     if not token.startswith(LINK_PREFIX) or token.count(".") != 2:
         raise LinkError("not a one-time link")
     _, body, signature = token.split(".")
+    old_key = False
     try:
         payload = unb64url(body)
         signed = unb64url(signature)
         if not any(_verifies(public, signed, _LINK_DOMAIN + payload) for public in (key.private.public_key(), *retired)):
+            old_key = any(_verifies(public, signed, _LINK_DOMAIN + payload) for public in past_grace)
             raise InvalidSignature
         claims = LinkClaims.model_validate_json(payload)
     except (InvalidSignature, ValueError, ValidationError) as exc:
+        if old_key:
+            raise LinkError(
+                "the link was sent before the approval service's key was rotated (`tidegate keys rotate approval`) and that "
+                "key's grace has ended, so it opens nothing: open the request signed in with your API token (the message's "
+                "page_url without the link, or `tidegate approvals show`), or use the link of a later message"
+            ) from exc
         raise LinkError("the link's signature is not valid") from exc
     if (now or datetime.now(UTC)).timestamp() >= claims.exp:
         raise LinkError("the link has expired")

@@ -49,3 +49,22 @@ async def test_a_link_made_by_a_key_nobody_retired_opens_nothing(world: World, t
     record = await _request(world)
     stranger = SigningKey.load_or_create(tmp_path / "elsewhere", "approval")
     assert await _opens(world, record, _link(world, stranger, record)) == 401
+
+
+async def test_a_link_past_its_keys_grace_says_why_and_what_to_do_not_that_it_is_forged(world: World, tmp_path: Path) -> None:  # noqa: F811
+    """The upgrade probe (upgrade21 F4): carol's link, in her chat since before `tidegate keys rotate approval`, answered
+    "the link's signature is not valid" once the grace ended: read as a forged or damaged link, with nothing to do."""
+    record = await _request(world)
+    sent = _link(world, world.service.key, record)
+    rotate(tmp_path, "approval", now=world.clock())
+    world.service.key = SigningKey.load_or_create(tmp_path, "approval")
+    world.clock.now += timedelta(seconds=601)
+    answer = await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(sent))
+    assert answer.status_code == 401  # it still opens nothing
+    said = answer.json()["detail"]["message"]
+    assert "rotated" in said, said
+    assert "grace has ended" in said, said
+    assert "API token" in said, said
+    stranger = _link(world, SigningKey.load_or_create(tmp_path / "elsewhere", "approval"), record)
+    forged = await world.client.get(f"/api/v1/approvals/{record.approval_id}", headers=bearer(stranger))
+    assert forged.json()["detail"]["message"] == "the link's signature is not valid"  # a key nobody retired: no story told
