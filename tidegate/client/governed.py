@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from pathlib import Path
@@ -233,7 +234,8 @@ def serve_tool(
     `outcome_unknown`, never run again: the executor reports the action unknown and a human follows up.
 
     The loop logs in on the bus as `login`: the tool's own principal `tool-<tool>`, which alone may read the
-    tool's requests and write its replies. Default: `tool_login` of `CREDENTIALS_DIR/tool-<tool>.properties`
+    tool's requests and write its replies. Default: `tool_login` of `tool-<tool>.properties` in the deployment's
+    `TIDEGATE_KAFKA_CREDENTIALS_DIR`, else `<TIDEGATE_INFRA_DIR>/kafka/credentials`, else `CREDENTIALS_DIR`,
     when the client logs in and that file exists, else the client's own login. Every process serving a tool
     shares its consumer group: it gets every agent's and every tenant's calls of the tool, with their args
     (one of another tenant fails, answered `tenant_not_served`: serve a tool for one tenant from one place).
@@ -263,9 +265,23 @@ def tool_login(settings: ClientSettings, properties: Path) -> ClientSettings:
     return settings.model_copy(update={"sasl_username": found["username"], "sasl_password": SecretStr(found["password"])})
 
 
+def _tool_logins_dir() -> Path:
+    """Where `infra up` wrote the bus's logins: the deployment's own folder where its shell sets it, as the services read it.
+
+    `TIDEGATE_KAFKA_CREDENTIALS_DIR`, else `<TIDEGATE_INFRA_DIR>/kafka/credentials`, else `CREDENTIALS_DIR` (the checkout's):
+    a new release's checkout pointed at a running deployment's `.infra` (docs/operations.md, "Upgrading", step 2) serves
+    a tool as the tool's own principal, not as the client's login, which the broker refuses the tool's topics.
+    """
+    own = os.environ.get("TIDEGATE_KAFKA_CREDENTIALS_DIR", "").strip()
+    if own:
+        return Path(own)
+    infra = os.environ.get("TIDEGATE_INFRA_DIR", "").strip()
+    return Path(infra) / "kafka" / "credentials" if infra else CREDENTIALS_DIR
+
+
 def _own_login(settings: ClientSettings, tool: str) -> ClientSettings | None:
     """The tool's own login when the client logs in at all and `infra up` made one for the tool, else None (the client's)."""
-    properties = CREDENTIALS_DIR / f"tool-{tool}.properties"
+    properties = _tool_logins_dir() / f"tool-{tool}.properties"
     return tool_login(settings, properties) if settings.sasl_username and properties.is_file() else None
 
 

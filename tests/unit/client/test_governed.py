@@ -328,6 +328,8 @@ async def test_a_function_the_bus_will_not_let_this_process_serve_fails_its_call
 ) -> None:
     """Not a 30 s timeout with the reason only in a log, and no proposal that the executor would then invoke into the void."""
     monkeypatch.setattr(importlib.import_module("tidegate.client.governed"), "CREDENTIALS_DIR", tmp_path)  # no tool login here
+    for name in ("TIDEGATE_KAFKA_CREDENTIALS_DIR", "TIDEGATE_INFRA_DIR"):  # nor in a deployment's folder this shell names
+        monkeypatch.delenv(name, raising=False)
     bus = RefusingBus()
     async with ScriptedTidegate(bus, rule, topic_tools=("reorder_stock",)) as refusing:
         tg = Tidegate(ClientSettings(sasl_username=login), transport=bus)

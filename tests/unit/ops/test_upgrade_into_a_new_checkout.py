@@ -10,6 +10,7 @@ password on every service's role, so the old checkout's services, and a rollback
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,19 @@ def test_the_client_believes_the_deployments_keys_and_keeps_its_ledgers(
     own = ClientSettings()  # the client's own settings come first
     assert (own.service_keys_dir, own.state_dir) == (tmp_path / "pub", tmp_path / "mine")
     assert ClientSettings(state_dir=tmp_path / "given").state_dir == tmp_path / "given"
+
+
+def test_a_tool_served_from_the_new_checkout_logs_in_as_its_own_principal(old_state: tuple[Path, Path]) -> None:
+    """`tool-<tool>.properties` was looked for in the new checkout's `.infra` alone: the tool was served with the agent's
+    login instead, which the broker refuses the tool's topics (upgrade21 F6)."""
+    from tidegate.client import ClientSettings
+
+    governed = importlib.import_module("tidegate.client.governed")  # the module: `tidegate.client.governed` is the decorator
+
+    infra, _ = old_state
+    (infra / "kafka" / "credentials" / "tool-reorder_stock.properties").write_text(
+        'sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="tool-reorder_stock" password="t";\n'
+    )
+    login = governed._own_login(ClientSettings(sasl_username="agent"), "reorder_stock")  # what `serve_tool` logs in as
+    assert login is not None
+    assert login.sasl_username == "tool-reorder_stock"
