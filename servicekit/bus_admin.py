@@ -62,6 +62,8 @@ __all__ = [
     "granted_prefixes",
     "produce_quotas",
     "produce_quotas_set",
+    "produce_rates",
+    "quotas_unlike",
     "revoke_rights",
     "tools_of",
     "unknowable_password",
@@ -277,14 +279,38 @@ async def grant_rights(
     if retired := retired_bindings(prefix, tools):
         deleted: Any = await admin._send_request(_DeleteAcls(retired))
         _raise_errors(((r[0], r[1]) for r in deleted.filter_responses), f"DeleteAcls of retired rules for prefix {prefix!r}")
+    rates = produce_rates(
+        tools,
+        produce_bytes_per_s=produce_bytes_per_s,
+        ops_produce_bytes_per_s=ops_produce_bytes_per_s,
+        approval_produce_bytes_per_s=approval_produce_bytes_per_s,
+        services_produce_bytes_per_s=services_produce_bytes_per_s,
+    )
+    changed = await quotas_unlike(admin, rates)
+    await produce_quotas(admin, rates)
+    return changed
+
+
+def produce_rates(
+    tools: Iterable[str],
+    *,
+    produce_bytes_per_s: int,
+    ops_produce_bytes_per_s: int,
+    approval_produce_bytes_per_s: int,
+    services_produce_bytes_per_s: int | None,
+) -> dict[str, float | None]:
+    """Each principal's produce quota as the settings ask (`grant_rights`), bytes a second; None: no quota."""
     rates: dict[str, float | None] = {p: produce_bytes_per_s or None for p in [AGENT, *(tool_principal(t) for t in tools)]}
     rates |= dict.fromkeys(DIRECTORY_WRITERS, approval_produce_bytes_per_s or None)
     if services_produce_bytes_per_s is not None:
         rates |= dict.fromkeys(PLATFORM_PRINCIPALS, services_produce_bytes_per_s or None)
-    rates |= {OPS: ops_produce_bytes_per_s or None}
-    before = await produce_quotas_set(admin)
-    await produce_quotas(admin, rates)
-    return {p: (before.get(p), rate) for p, rate in rates.items() if before.get(p) != rate}
+    return rates | {OPS: ops_produce_bytes_per_s or None}
+
+
+async def quotas_unlike(admin: AIOKafkaAdminClient, rates: Mapping[str, float | None]) -> dict[str, tuple[float | None, float | None]]:
+    """Each principal of `rates` whose produce quota on the broker is another: (on the broker, asked), None for none."""
+    held = await produce_quotas_set(admin)
+    return {p: (held.get(p), rate) for p, rate in rates.items() if held.get(p) != rate}
 
 
 async def produce_quotas(admin: AIOKafkaAdminClient, rates: Mapping[str, float | None]) -> None:

@@ -20,6 +20,7 @@ from servicekit.bus_admin import (
     OUTSIDE_PRODUCE_BYTES_PER_S,
     grant_rights,
     granted_prefixes,
+    quotas_unlike,
     revoke_rights,
     tools_of,
 )
@@ -35,9 +36,11 @@ __all__ = [
     "Ensured",
     "TopicCheck",
     "catalog_topic_names",
+    "check_quotas",
     "check_topics",
     "drop_prefix",
     "ensure_topics",
+    "quota_line",
     "replication_factor",
     "stale_rights",
 ]
@@ -68,7 +71,12 @@ class Ensured(list[str]):
     def changes(self) -> list[str]:
         """One line for each topic aligned (`aligned <topic>: <key> <was> → <now>; …`) and each produce quota changed."""
         lines = [f"aligned {topic}: {_changes(keys)} (its own other settings kept)" for topic, keys in sorted(self.aligned.items())]
-        return lines + [f"produce quota of {p}: {_rate(was)} → {_rate(now)}" for p, (was, now) in sorted(self.quotas.items())]
+        return lines + [quota_line(p, was, now) for p, (was, now) in sorted(self.quotas.items())]
+
+
+def quota_line(principal: str, was: float | None, now: float | None) -> str:
+    """`produce quota of <principal>: <was> → <now>`, as `ensure` says a change and `check` one it would make."""
+    return f"produce quota of {principal}: {_rate(was)} → {_rate(now)}"
 
 
 def _rate(bytes_per_s: float | None) -> str:
@@ -426,6 +434,26 @@ async def check_topics(
             TopicCheck(full, counts.get(full), spec.partitions_given(partitions), configs.get(full, {}), asked, records.get(full))
         )
     return checks
+
+
+async def check_quotas(
+    bootstrap: str,
+    rates: Mapping[str, float | None],
+    *,
+    client_options: Mapping[str, Any] | None = None,
+    timeout_s: float = 30.0,
+) -> dict[str, tuple[float | None, float | None]]:
+    """Each principal whose produce quota on the broker is not `rates`': what `tidegate topics ensure` would change.
+
+    `rates`: `bus_admin.produce_rates` of the settings. Returns (on the broker, asked), None for no quota; nothing is
+    changed. Logs in as `admin` unless `client_options` says otherwise.
+    """
+    admin = _admin(bootstrap, client_options, timeout_s)
+    await admin.start()
+    try:
+        return await quotas_unlike(admin, rates)
+    finally:
+        await admin.close()
 
 
 async def _records(bootstrap: str, names: list[str], client_options: Mapping[str, Any] | None, timeout_s: float) -> dict[str, int]:

@@ -10,8 +10,9 @@ from rich.table import Column, Table
 from schemas import TOPICS
 from servicekit import TopicCheck, check_topics, stale_rights
 from servicekit.bus_acls import HeldRule, RightsCheck, check_rights
-from servicekit.bus_admin import tools_of
+from servicekit.bus_admin import produce_rates, tools_of
 from servicekit.bus_rights import ADMIN, PRINCIPALS
+from servicekit.topics_admin import check_quotas, quota_line
 from tidegate.commands._common import console, run, settings
 from tidegate.commands.infra import _deployment_topic_names, _ensure_catalog_topics, say_aligned
 
@@ -109,7 +110,8 @@ def check(
     a retention or partition count of the topic's own is shown and is not. Rights: every ACL the table
     (servicekit.bus_rights) grants each principal on this prefix, its tools' topics and the sandboxes; each one the broker
     lacks (a read right a release added, say) is named and is a fault; a rule the broker holds beyond them on those names
-    is a warning. Any fault exits 1: `tidegate topics ensure` mends them all (the topics' own settings kept). A broker
+    is a warning. Produce quotas: each principal's on the broker that is not what the settings ask (what `ensure` sets) is
+    a warning. Any fault exits 1: `tidegate topics ensure` mends them all (the topics' own settings kept). A broker
     without an authorizer is said in one line. Logs in as `admin`.
     """
     cfg = settings()
@@ -154,8 +156,35 @@ def check(
                 )
                 console.print(f"  {_crowded_steps(c.topic.removeprefix(cfg.topic_prefix))}", highlight=False)
     _print_rights(rights, as_json)
+    _print_quotas(run(check_quotas(cfg.kafka_bootstrap, _settings_rates(names))), as_json)
     if faults or not rights.ok:
         raise typer.Exit(EXIT_NOT_ALIGNED)
+
+
+def _settings_rates(names: list[str]) -> dict[str, float | None]:
+    """Each principal's produce quota as this shell's settings ask: what `tidegate topics ensure` and `infra up` set."""
+    cfg = settings()
+    return produce_rates(
+        tools_of(names),
+        produce_bytes_per_s=cfg.kafka_outside_produce_bytes_per_s,
+        ops_produce_bytes_per_s=cfg.kafka_ops_produce_bytes_per_s,
+        approval_produce_bytes_per_s=cfg.kafka_approval_produce_bytes_per_s,
+        services_produce_bytes_per_s=cfg.kafka_services_produce_bytes_per_s,
+    )
+
+
+def _print_quotas(unlike: dict[str, tuple[float | None, float | None]], as_json: bool) -> None:
+    """Each produce quota `ensure` would change (a warning: a quota bounds a login, it grants nothing), or that none would."""
+    if as_json:
+        for principal, (now, asked) in sorted(unlike.items()):
+            print(json.dumps({"quota": principal, "now": now, "settings": asked}))
+        return
+    for principal, (now, asked) in sorted(unlike.items()):
+        console.print(f"[yellow]WARNING[/yellow]: {quota_line(principal, now, asked)} (broker → settings)", highlight=False)
+    if unlike:
+        console.print(f"{len(unlike)} produce quota(s) not as the settings say: `tidegate topics ensure` sets them")
+    else:
+        console.print("every produce quota is as the settings say")
 
 
 @app.command()

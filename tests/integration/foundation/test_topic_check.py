@@ -166,3 +166,36 @@ async def test_ensure_names_each_produce_quota_it_changes(infra: Any, older: str
     finally:
         await produce_quotas(admin, {"approval": APPROVAL_PRODUCE_BYTES_PER_S})
         await admin.close()
+
+
+async def test_check_names_the_produce_quota_ensure_will_set_on_a_broker_an_older_release_left(infra: Any, older: str) -> None:
+    """The upgrade probe (upgrade21 F5): before upgrading to release 20, `topics check` said "all 13 topics are on the
+    broker as the catalog asks", then `ensure` set `produce quota of approval: none → 1048576 B/s`, the one change note
+    20 asks for. The check now says it before, and that nothing is left after. Quotas are the broker's: put back after."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, **kafka_options(KitSettings(), ADMIN))
+    await admin.start()
+    env = {"TIDEGATE_KAFKA_BOOTSTRAP": infra.kafka_bootstrap, "TIDEGATE_TOPIC_PREFIX": older, "COLUMNS": "400"}
+
+    async def cli(*args: str) -> str:
+        result = await asyncio.to_thread(CliRunner().invoke, app, ["topics", *args], env=env)
+        return result.stdout
+
+    async def approval_held(rate: float | None) -> bool:
+        return (await produce_quotas_set(admin)).get("approval") == rate
+
+    try:
+        await produce_quotas(admin, {"approval": None})  # as release 19's `infra up` left the broker
+        await eventually(lambda: approval_held(None), what="approval without a quota")
+        before = await cli("check")
+        assert "produce quota of approval: none → 1048576 B/s" in before, before
+        assert "`tidegate topics ensure` sets them" in before
+        as_json = [json.loads(line) for line in (await cli("check", "--json")).splitlines() if line.startswith("{")]
+        assert {"quota": "approval", "now": None, "settings": APPROVAL_PRODUCE_BYTES_PER_S} in as_json
+        await cli("ensure")
+        await eventually(lambda: approval_held(APPROVAL_PRODUCE_BYTES_PER_S), what="approval's quota set")
+        after = await cli("check")
+        assert "every produce quota is as the settings say" in after, after
+        assert "produce quota of approval" not in after
+    finally:
+        await produce_quotas(admin, {"approval": APPROVAL_PRODUCE_BYTES_PER_S})
+        await admin.close()

@@ -73,6 +73,11 @@ def test_a_broker_without_an_authorizer_is_said_and_not_a_fault(monkeypatch: pyt
 
     monkeypatch.setattr(topics, "check_topics", no_topics)
     monkeypatch.setattr(topics, "check_rights", no_authorizer)
+
+    async def no_quotas(*_: Any, **__: Any) -> dict[str, Any]:  # no broker here: no quota to compare either
+        return {}
+
+    monkeypatch.setattr(topics, "check_quotas", no_quotas)
     result = CliRunner().invoke(app, ["topics", "check"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.stdout
     lines = [line for line in result.stdout.splitlines() if line.startswith("rights")]
