@@ -5,13 +5,15 @@ Part of `ApprovalService` (`services.approval.service` composes it); `app.py` ru
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from servicekit import Attr, span
 from services.approval import domain
 from services.approval._announcing import Announcing
 from services.approval._reads import Reads
 from services.approval._service_base import log
+from services.approval._webhook_values import Endpoint
 
 __all__ = ["Sweeping"]
 
@@ -20,9 +22,10 @@ class Sweeping(Reads, Announcing):
     """One round of expiry, escalation and republishing (and the queue's gauges, `_reads`)."""
 
     async def sweep(self) -> dict[str, int]:
-        """Expire overdue requests, escalate waiting ones, republish what the outbox still holds, write unwritten revocations."""
+        """Expire overdue requests, escalate waiting ones, end secret overlaps past, republish what the outbox still holds,
+        write unwritten revocations."""
         now = self.clock()
-        counts = {"expired": 0, "escalated": 0, "republished": 0}
+        counts = {"expired": 0, "escalated": 0, "republished": 0, "overlaps_ended": await self._end_overlaps(now)}
         for record in await self.repo.overdue(now):
             transition = domain.expire(record, now)
             if transition is None:
@@ -58,3 +61,30 @@ class Sweeping(Reads, Announcing):
         counts["republished"] = len(leftovers)
         counts["revocations_written"] = await self.repo.write_revocations()  # a revocation whose row write had failed
         return counts
+
+    async def _end_overlaps(self, now: datetime) -> int:
+        """Rewrite each API endpoint whose secret rotation's overlap has passed with its secret alone; how many.
+
+        During an overlap the row seals both secrets together (`sealed_text`); kept so after it, a release before 20
+        (a rollback) read that form as the secret itself and signed every message with it, verified by neither secret,
+        with no log line (the upgrade probe of release 21). Written as a rotation writes (sealed, signed, pinned).
+        An endpoint of the operator's file keeps what the file says.
+        """
+        ended = 0
+        for found in await self.repo.endpoints():
+            if found.source == "file" or found.former_secret is None or found.former_until is None or found.former_until > now:
+                continue
+
+            def alone(current: Endpoint) -> Endpoint:
+                if current.former_until is None or current.former_until > now:
+                    return current  # rotated again meanwhile: its new overlap stays
+                return replace(current, former_secret=None, former_until=None, former_approvers=())
+
+            if await self.repo.change_endpoint(found.tenant_id, found.endpoint_id, alone) is not None:
+                ended += 1
+                log.info(
+                    "approval: webhook endpoint %s of tenant %s: the former secret's overlap ended; its row now holds the secret alone",
+                    found.endpoint_id,
+                    found.tenant_id,
+                )
+        return ended

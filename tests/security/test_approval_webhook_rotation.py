@@ -9,11 +9,13 @@ named current on `directory`) nor by reading the former secret out of a row in i
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 from approval_harness import Receiver, StartApproval
 from test_approval_login_endpoints import BOB, COLUMNS, GROUPS, WaitFor, attacker, bearer, callback, chat_endpoint, pending  # noqa: F401
 
@@ -91,3 +93,33 @@ async def test_a_leaked_secret_is_refused_at_once_and_the_login_cannot_put_it_ba
     thief = await callback(h, http, record, leaked)
     assert (thief.status_code, thief.json()["detail"]["code"]) == (401, "bad_signature")
     assert (await h.repo.get(record.approval_id)).status == "pending"  # type: ignore[union-attr]
+
+
+async def test_once_the_overlap_has_passed_the_row_written_with_the_new_secret_alone_stays_trusted(
+    start_approval: StartApproval,
+    http: httpx.AsyncClient,
+    wait_for: WaitFor,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The sweep rewrites a row past its overlap (upgrade21 F3: a rollback read the overlap's form as the secret): on the
+    real database and bus, the rewritten row is pinned as a rotation's is, so the endpoint is not refused, and its
+    messages verify with the new secret alone."""
+    (groups := tmp_path / "groups.yaml").write_text(GROUPS)
+    async with Receiver.listening(failures=0) as chat:
+        h = await start_approval(groups_file=groups)
+        old, _ = await chat_endpoint(h, http, chat.url)
+        admin = await h.token("ops@acme.example", ["admin"])
+        rotated = await http.post(f"{h.url}/api/v1/webhooks/endpoints/chat/rotate", json={"overlap_s": 1}, headers=bearer(admin))
+        assert rotated.status_code == 200, rotated.text
+        new = rotated.json()["secret"]
+        caplog.set_level(logging.INFO, logger="services.approval.service")
+        await wait_for(lambda: "overlap ended" in caplog.text, what="the sweep ending the overlap")
+        shown = (await http.get(f"{h.url}/api/v1/webhooks/endpoints/chat", headers=bearer(admin))).json()
+        assert shown["refused"] is None, shown
+        assert shown["secret_fingerprint"] == webhooks.secret_fingerprint(new)
+        await pending(h, wait_for)
+        await wait_for(lambda: chat.got, what="a message after the overlap")
+        webhooks.verify(new, *chat.got[-1], now=time.time(), tolerance_s=300)
+        assert len(chat.got[-1][0]["webhook-signature"].split(" ")) == 1  # the new secret alone signs it
+        assert old != new

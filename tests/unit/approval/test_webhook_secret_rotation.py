@@ -206,3 +206,29 @@ def test_the_operators_file_rotates_an_endpoint_with_an_overlap(tmp_path: Path) 
     path.write_text(f"endpoints:\n{entry}, former_secret: '{OLD}'}}\n")
     with pytest.raises(ValueError, match="go together"):
         load_endpoints(path)
+
+
+async def test_after_the_overlap_the_row_holds_the_secret_alone_as_an_older_release_reads_it(world: World) -> None:  # noqa: F811
+    """The upgrade probe (upgrade21 F3): rolled back to release 19 after an overlap, the approval service read the row's
+    sealed form (both secrets, JSON) as the secret itself and signed every message with it: the chat tool, on the new
+    secret, dropped them all, and nothing was logged. Once the overlap has passed, the sweep writes the secret alone."""
+    from services.approval._endpoint_rows import sealed_text
+
+    tokens = await _chat(world)
+    rotated = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"overlap_s": 120}, headers=bearer(tokens["ops"]))
+    new = rotated.json()["secret"]
+    await world.service.sweep()  # during: both secrets kept
+    during = await world.repo.endpoint("acme", "chat")
+    assert during is not None
+    assert during.former_secret == OLD
+
+    world.clock.now += timedelta(seconds=121)
+    assert (await world.service.sweep())["overlaps_ended"] == 1
+    after = await world.repo.endpoint("acme", "chat")
+    assert after is not None
+    assert (after.secret, after.former_secret, after.former_until, after.former_approvers) == (new, None, None, ())
+    assert sealed_text(after) == new  # what a release before 20 opens as the endpoint's secret: the one the chat tool has
+    assert after.approvers == (ALICE, BOB)
+    assert (await world.service.sweep())["overlaps_ended"] == 0  # written once
+    headers, body = await _message(world, 1)
+    assert _receiver_accepts(new, headers, body)
