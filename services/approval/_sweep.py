@@ -22,8 +22,7 @@ class Sweeping(Reads, Announcing):
     """One round of expiry, escalation and republishing (and the queue's gauges, `_reads`)."""
 
     async def sweep(self) -> dict[str, int]:
-        """Expire overdue requests, escalate waiting ones, end secret overlaps past, republish what the outbox still holds,
-        write unwritten revocations."""
+        """Expire overdue requests, escalate waiting ones, end overlaps past, republish the outbox, write unwritten revocations."""
         now = self.clock()
         counts = {"expired": 0, "escalated": 0, "republished": 0, "overlaps_ended": await self._end_overlaps(now)}
         for record in await self.repo.overdue(now):
