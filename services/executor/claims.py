@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -26,7 +27,25 @@ from asyncpg.pool import PoolConnectionProxy
 from servicekit import NO_FLUSH
 from services.executor.domain import CallError, ClaimRecord
 
-__all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore"]
+__all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore", "WithOutcome"]
+
+
+@dataclass(frozen=True)
+class WithOutcome:
+    """A write of the action's that goes into the statement recording its outcome (`ClaimSession.finish`), as a CTE.
+
+    Attributes:
+        sql: A data-modifying statement (`INSERT …`) whose parameters are numbered from `{first}` on
+            (`"$" + str(first + i)`, made by `at`).
+        args: Its parameters, in order.
+    """
+
+    sql: str
+    args: tuple[Any, ...]
+
+    def at(self, first: int) -> str:
+        """The statement with its parameters numbered from `first`."""
+        return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + first - 1}", self.sql)
 
 
 class ClaimSession(Protocol):
@@ -64,6 +83,14 @@ class ClaimSession(Protocol):
         """Record the outcome of `done` and its `result_event`, the one to publish; the action never runs again.
 
         The event replaces whatever the row held: an unfinished action has none but one its database login wrote.
+        The writes handed to `with_outcome` since the session began go into the same statement, so in the same transaction.
+        """
+        ...
+
+    def with_outcome(self, write: WithOutcome) -> None:
+        """Make `write` part of the statement that records the outcome (`finish`): durable with it, and one transaction fewer.
+
+        Only for a session with a connection: an in-memory store keeps what it is given at once.
         """
         ...
 
@@ -139,10 +166,14 @@ class _PgSession(ClaimSession):
         self._action_id = action_id
         self._owner = owner
         self._prefix = prefix
+        self._with_outcome: list[WithOutcome] = []
 
     @property
     def connection(self) -> asyncpg.Connection | PoolConnectionProxy:
         return self._conn
+
+    def with_outcome(self, write: WithOutcome) -> None:
+        self._with_outcome.append(write)
 
     async def get(self) -> ClaimRecord | None:
         row = await self._conn.fetchrow("SELECT * FROM executor.actions WHERE action_id = $1", self._action_id)
@@ -179,8 +210,17 @@ class _PgSession(ClaimSession):
         )
 
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
+        # The writes that ride on the outcome (the undo plan) are CTEs of its statement: one transaction, one flush.
+        writes: list[str] = []
+        args: list[Any] = []
+        first = 9  # after the outcome's own eight parameters
+        for n, write in enumerate(self._with_outcome):
+            writes.append(f"w{n} AS ({write.at(first)})")
+            args.extend(write.args)
+            first += len(write.args)
+        head = f"WITH {', '.join(writes)} " if writes else ""
         await self._conn.execute(
-            "UPDATE executor.actions SET status = $2, result = $3::jsonb, error = $4::jsonb, attempts = $5, duration_ms = $6, "
+            f"{head}UPDATE executor.actions SET status = $2, result = $3::jsonb, error = $4::jsonb, attempts = $5, duration_ms = $6, "
             "cost_usd = $7, result_event = $8, finished_at = now(), updated_at = now() WHERE action_id = $1",
             self._action_id,
             done.status,
@@ -190,7 +230,9 @@ class _PgSession(ClaimSession):
             done.duration_ms,
             done.cost_usd,
             done.result_event,
+            *args,
         )
+        self._with_outcome.clear()
         return done
 
 
@@ -281,6 +323,9 @@ class _MemorySession(ClaimSession):
     async def finish(self, done: ClaimRecord) -> ClaimRecord:
         self._store.records[self._action_id] = done
         return done
+
+    def with_outcome(self, write: WithOutcome) -> None:
+        raise TypeError("in-memory claims run no SQL: an in-memory store keeps what it is given at once")
 
 
 class InMemoryClaimStore(ClaimStore):

@@ -26,7 +26,7 @@ from schemas import UndoPlan
 from servicekit import UNFLUSHED, SigningKey
 from servicekit.authority import Principal
 from servicekit.row_proofs import KeyHolders, Proof, RowSeal
-from services.executor.claims import ClaimSession
+from services.executor.claims import ClaimSession, WithOutcome
 
 __all__ = ["InMemoryUndoStore", "PgUndoStore", "UndoKey", "UndoSeals", "UndoStore", "undo_seals"]
 
@@ -89,7 +89,8 @@ class UndoStore(Protocol):
     async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
         """Keep the plan computed when the call succeeded.
 
-        Durable once the claim's next write is (`finish`, before the result is published): the caller makes one.
+        Given the claim (`held`), the plan is written with the outcome (`ClaimSession.finish`, before the result is
+        published) in one statement: the caller makes that write.
         """
         ...
 
@@ -180,22 +181,20 @@ class PgUndoStore(UndoStore):
         return None if kept is None else dict(kept)
 
     async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
-        """See UndoStore."""
+        """See UndoStore: with the claim's connection, the plan is written by the statement that records the outcome."""
         text = plan.model_dump_json(exclude_none=True)
         proof: Proof = self._seals.plan.sign(_claims(key.action_id, key.tenant_id, key.task_id, key.tool, "plan", json.loads(text)))
-        await self._on(held).execute(
+        sql = (
             "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, plan, planned_at, plan_key_id, plan_signature)"
-            f" SELECT $1, $2, $3, $4, $5::jsonb, now(), $6, $7 FROM {UNFLUSHED}"  # the claim's `finish`, flushed, follows
+            " VALUES ($1, $2, $3, $4, $5::jsonb, now(), $6, $7)"
             " ON CONFLICT (action_id) DO UPDATE SET plan = EXCLUDED.plan, planned_at = now(),"
-            " plan_key_id = EXCLUDED.plan_key_id, plan_signature = EXCLUDED.plan_signature",
-            key.action_id,
-            key.tenant_id,
-            key.task_id,
-            key.tool,
-            text,
-            proof.key_id,
-            proof.signature,
+            " plan_key_id = EXCLUDED.plan_key_id, plan_signature = EXCLUDED.plan_signature"
         )
+        args = (key.action_id, key.tenant_id, key.task_id, key.tool, text, proof.key_id, proof.signature)
+        if held is not None and held.connection is not None:
+            held.with_outcome(WithOutcome(sql, args))  # one transaction with the outcome, flushed before the result is published
+            return
+        await self._pool.execute(sql, *args)
 
     async def plan(self, action_id: str) -> UndoPlan | None:
         """See UndoStore."""

@@ -71,21 +71,30 @@ async def test_an_undoable_action_takes_one_connection_and_its_tools_one_stateme
     await counted.executor.handle(tag)
     [result] = counted.published
     assert (result.type, result.data.undo.args) == ("tidegate.action.succeeded", {"ticket_id": "T-1007", "tags": ["password"]})
-    # claim, the state kept before (read, then kept), running, the plan, the outcome, and one reset: one connection, one release
-    assert len(counted.claims.sent) == 7, counted.claims.sent
+    # claim, the state kept before (read, then kept), running, the outcome with the plan, and one reset: one connection,
+    # one release (the plan was a statement and a transaction of its own before 2026-12-07: 7 statements)
+    assert len(counted.claims.sent) == 6, counted.claims.sent
     assert sum("pg_advisory_unlock_all" in q for q in counted.claims.sent) == 1
     assert len(counted.tools.sent) == 2, counted.tools.sent  # the ticket read before (get_ticket), then tag_ticket
     # Only the running mark (before the call) and the outcome (before the result is published) wait for the disk: the
-    # claim and the undo's records are committed unflushed, and made durable by the flushed commit that follows each.
-    writes = [q for q in counted.claims.sent if q.lstrip().upper().startswith(("INSERT", "UPDATE"))]
+    # claim and the state kept before are committed unflushed, and made durable by the flushed commit that follows each;
+    # the plan is written by the outcome's own statement (a CTE), so it is durable with it, in the same transaction.
+    writes = [q for q in counted.claims.sent if q.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH"))]
     unflushed = [q for q in writes if "set_config('synchronous_commit', 'off', true)" in q]
-    assert [q.split()[0:3] for q in unflushed] == [["INSERT", "INTO", "executor.actions"], *[["INSERT", "INTO", "executor.undo_plans"]] * 2]
-    assert [q.split()[0:2] for q in writes if q not in unflushed] == [["UPDATE", "executor.actions"]] * 2
+    assert [q.split()[0:3] for q in unflushed] == [["INSERT", "INTO", "executor.actions"], ["INSERT", "INTO", "executor.undo_plans"]]
+    flushed = [q for q in writes if q not in unflushed]
+    assert [q.split()[0:2] for q in flushed[:1]] == [["UPDATE", "executor.actions"]]
+    assert flushed[1].startswith("WITH w0 AS (INSERT INTO executor.undo_plans")
+    assert "UPDATE executor.actions SET status" in flushed[1]
+    assert len(flushed) == 2
+    # what the outcome's statement kept is the plan the result carries, proven as the executor's
+    assert await counted.executor.undo.plan(tag.data.action_id) == result.data.undo
 
     note = authorize(tenant, "add_internal_note", {"ticket_id": "T-1007", "note": "checked"})
     counted.claims.sent.clear()
     counted.tools.sent.clear()
     await counted.executor.handle(note)
     assert counted.published[-1].data.undo.tool == "delete_internal_note"
-    assert len(counted.claims.sent) == 4, counted.claims.sent  # claim (running), the plan, the outcome, the reset
+    assert len(counted.claims.sent) == 3, counted.claims.sent  # claim (running), the outcome with the plan, the reset
+    assert await counted.executor.undo.plan(note.data.action_id) == counted.published[-1].data.undo
     assert len(counted.tools.sent) == 1, counted.tools.sent
