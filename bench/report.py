@@ -775,6 +775,22 @@ CUTS = (
     "4,042 / 3,837 / 4,025 → 3,984 / 3,967 / 3,793 thousand an action, within the ±3 % these runs move by (one "
     "round trip less in Python); what the cut saves is PostgreSQL's: a transaction, its commit and a statement's "
     "parse, bind and execution an action. In process on the local cluster, not `make bench`.",
+    "- **A released connection of the executor reset as a whole (2026-12-07).** The executor's pool reset every "
+    "connection it released with asyncpg's reset query, `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
+    "RESET ALL;`: four statements an action for PostgreSQL to parse and run (`RESET ALL` walks every setting), "
+    "where the executor's only session state is its claims' advisory locks (no cursor outside a transaction, no "
+    "`LISTEN`, only `SET LOCAL` and `set_config(…, true)`). Its pool now ends those alone "
+    '(`ServiceProcess.pool_of(..., session_state="advisory_locks")`: asyncpg still rolls back a transaction left '
+    "open and drops listeners, then `SELECT pg_advisory_unlock_all()`); "
+    "tests/integration/executor/test_action_round_trips.py holds the pool the wiring point builds to that one "
+    "statement, with a lock taken on it ended by the release, and tests/unit/foundation/test_pool_reset.py fails a "
+    "service with that reset whose code holds other session state. Counted as the cut above "
+    "(`bench.executor_bench`'s mix, 330 actions, `pg_stat_statements`): 8.33 → 5.33 statements an action (2,750 → "
+    "1,760), transactions unchanged (5.38: the four went in one round trip, one implicit transaction). The "
+    "executor's own instructions (as the cut above, callgrind, pairs alternated against it): 3,975 / 3,789 / 4,148 → "
+    "3,965 / 4,154 / 3,977 thousand an action, within what these runs move by: the cut is "
+    "PostgreSQL's, three statements an action it no longer parses and runs (the round trip stays). In process on "
+    "the local cluster, not `make bench`.",
 )
 
 

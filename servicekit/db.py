@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -17,6 +18,7 @@ __all__ = [
     "NO_FLUSH",
     "UNFLUSHED",
     "SchemaNotReady",
+    "SessionReset",
     "apply_migrations",
     "check_migrations",
     "connect",
@@ -60,15 +62,27 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """Release a connection as it is: asyncpg has already rolled back a transaction left open on it."""
 
 
-def unopened_pool(dsn: str, *, max_size: int = 10, min_size: int = 1, reset_session: bool = True) -> asyncpg.Pool:
+async def _unlock_advisory_locks(connection: asyncpg.Connection) -> None:
+    """Release a connection with its session advisory locks ended: asyncpg has already rolled back a transaction left open on it."""
+    await connection.execute("SELECT pg_advisory_unlock_all()")
+
+
+SessionReset = bool | Literal["advisory_locks"]
+"""What a pool resets on a connection it releases: all session state (True), nothing (False), or its session advisory locks."""
+
+
+def unopened_pool(dsn: str, *, max_size: int = 10, min_size: int = 1, reset_session: SessionReset = True) -> asyncpg.Pool:
     """A pool not connected yet: a service's repositories are built on it, its start-up opens it (`open_pool`).
 
     Call it inside the event loop that will use the pool (asyncpg binds a pool to the loop it was made in).
     By default asyncpg resets a released connection's session (advisory locks, cursors, `LISTEN`,
     settings) with one more round trip per use of the pool; with `reset_session=False`, for code that
-    leaves no session state behind (transaction-scoped locks and `SET LOCAL` only), it does not.
+    leaves no session state behind (transaction-scoped locks and `SET LOCAL` only), it does not; with
+    `"advisory_locks"`, for code whose only session state is session advisory locks, the round trip ends
+    those alone (one statement, `pg_advisory_unlock_all()`, where asyncpg's reset runs four: it adds
+    `CLOSE ALL; UNLISTEN *; RESET ALL`).
     """
-    reset = None if reset_session else _keep_session
+    reset = {True: None, False: _keep_session, "advisory_locks": _unlock_advisory_locks}[reset_session]
     return asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=60, reset=reset)
 
 

@@ -37,7 +37,7 @@ from servicekit.bus_history import BehindTheBus, HistoryNotReadable
 from servicekit.catalog import CatalogError
 from servicekit.clock import BrokerClock
 from servicekit.control import ControlState
-from servicekit.db import SchemaNotReady, check_migrations, discard_broken_connections, open_pool, unopened_pool
+from servicekit.db import SchemaNotReady, SessionReset, check_migrations, discard_broken_connections, open_pool, unopened_pool
 from servicekit.db_outage import DatabaseWatch, database_address, retry_level
 from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
@@ -185,12 +185,14 @@ class ServiceProcess:
         )
 
     @staticmethod
-    def pool_of(kit: KitSettings, name: str, max_size: int | None = None, *, session_state: bool = False) -> asyncpg.Pool:
+    def pool_of(kit: KitSettings, name: str, max_size: int | None = None, *, session_state: SessionReset = False) -> asyncpg.Pool:
         """The service's pool, not connected yet: build the repositories on it; `start` connects it.
 
         A service whose code holds session state on a pooled connection (a session advisory lock, a
         `SET` without `LOCAL`, `LISTEN`) passes `session_state=True`, so that asyncpg resets each
-        connection it releases; the others skip that round trip (tests/unit/foundation/test_pool_reset.py).
+        connection it releases; one whose only such state is session advisory locks passes
+        `session_state="advisory_locks"`, so that the reset ends those alone; the others skip that round trip
+        (tests/unit/foundation/test_pool_reset.py).
         """
         return unopened_pool(service_database_url(kit, name), max_size=max_size or kit.db_pool_max, reset_session=session_state)
 

@@ -97,7 +97,8 @@ def build(
     if deps is None:
         # Each call in flight holds its claim's connection and may borrow one more for the tool.
         size = max(kit.db_pool_max, 2 * settings.concurrency + 2)
-        pool = ServiceProcess.pool_of(kit, NAME, size, session_state=True)  # claims hold session advisory locks
+        # Claims hold session advisory locks, its only session state: a released connection ends them, in one statement.
+        pool = ServiceProcess.pool_of(kit, NAME, size, session_state="advisory_locks")
         owner = f"{socket.gethostname()}:{os.getpid()}"
         deps = ExecutorDeps(
             claims=PgClaimStore(pool, owner=owner, prefix=kit.topic_prefix),

@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from statements import Statements, counting_pool
 
 import schemas as s
 from servicekit import REPO_ROOT, EventOutlet, Keyring, KitSettings, ToolCatalog, apply_migrations
+from servicekit.db import open_pool
 from servicekit.row_proofs import ServiceKeys
 from servicekit.signing import SigningKey
+from services.executor import build
 from services.executor.claims import PgClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.executor import Executor
@@ -98,3 +101,27 @@ async def test_an_undoable_action_takes_one_connection_and_its_tools_one_stateme
     assert len(counted.claims.sent) == 3, counted.claims.sent  # claim (running), the outcome with the plan, the reset
     assert await counted.executor.undo.plan(note.data.action_id) == counted.published[-1].data.undo
     assert len(counted.tools.sent) == 1, counted.tools.sent
+
+
+async def test_the_executors_own_pool_ends_a_claims_lock_on_release_in_one_statement(kit: KitSettings) -> None:
+    """The pool the executor's wiring point builds: a released connection's only reset is `pg_advisory_unlock_all()`.
+
+    Its only session state is the claims' session advisory locks; asyncpg's reset also ran `CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release, three more statements an action for PostgreSQL to parse and run (before 2026-12-07).
+    """
+    process = build(kit)
+    assert process.pool is not None
+    await open_pool(process.pool, "the executor's database")
+    other = await asyncpg.connect(kit.database_url)
+    try:
+        sent: list[str] = []
+        async with process.pool.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+            assert await conn.fetchval("SELECT pg_try_advisory_lock(4242)")
+            assert not await other.fetchval("SELECT pg_try_advisory_lock(4242)")  # held by the claim's connection
+            sent.clear()
+        assert sent == ["SELECT pg_advisory_unlock_all()"]
+        assert await other.fetchval("SELECT pg_try_advisory_lock(4242)")  # the release ended it
+    finally:
+        await other.close()
+        await process.pool.close()

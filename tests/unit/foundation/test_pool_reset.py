@@ -23,9 +23,18 @@ def _holds_session_state(service: Path) -> list[str]:
     return found
 
 
+# Session state a reset of advisory locks alone (`session_state="advisory_locks"`) leaves behind: LISTEN, a SET without LOCAL.
+BEYOND_ADVISORY_LOCKS = re.compile(r"\bLISTEN\b|add_listener\(|[\"']\s*SET\s+(?!LOCAL\b)")
+
+
 def _asks_for_reset(service: Path) -> bool:
     app = service / "app.py"
-    return app.exists() and "session_state=True" in app.read_text()
+    return app.exists() and ("session_state=True" in app.read_text() or _resets_advisory_locks_only(service))
+
+
+def _resets_advisory_locks_only(service: Path) -> bool:
+    app = service / "app.py"
+    return app.exists() and 'session_state="advisory_locks"' in app.read_text()
 
 
 def test_every_service_that_holds_session_state_has_its_connections_reset() -> None:
@@ -47,3 +56,14 @@ def test_the_in_process_tools_keep_no_session_state_on_their_pool() -> None:
     """The executor releases the tools' connections without a reset (`ToolContext.pool`): no tool may leave session state on one."""
     holding = {folder: _holds_session_state(REPO_ROOT / folder) for folder in ("systems", "connectors")}
     assert not any(holding.values()), f"a tool holds session state on ToolContext.pool, which is never reset: {holding}"
+
+
+def test_a_service_whose_reset_ends_only_advisory_locks_holds_no_other_session_state() -> None:
+    """`session_state="advisory_locks"` skips `CLOSE ALL; UNLISTEN *; RESET ALL`: its code may hold no LISTEN, no session SET."""
+    services = [p for p in sorted(SERVICES.iterdir()) if _resets_advisory_locks_only(p)]
+    assert [p.name for p in services] == ["executor"]
+    beyond = {p.name: [line for line in _holds_session_state(p) if BEYOND_ADVISORY_LOCKS.search(line)] for p in services}
+    assert not any(beyond.values()), f"pass session_state=True instead: a released connection would keep this state: {beyond}"
+    assert BEYOND_ADVISORY_LOCKS.search('await conn.execute("SET statement_timeout = 0")')
+    assert BEYOND_ADVISORY_LOCKS.search('await conn.execute("LISTEN tidegate")')
+    assert not BEYOND_ADVISORY_LOCKS.search('await conn.execute("SELECT pg_advisory_lock($1)", key)')
