@@ -34,6 +34,7 @@ __all__ = [
     "ActionResultData",
     "ActionSucceeded",
     "ActionUnknown",
+    "ApprovalCredential",
     "ApprovalData",
     "ApprovalExpired",
     "ApprovalGranted",
@@ -253,6 +254,33 @@ class ActionDecided(Envelope):
 # --- approvals ---------------------------------------------------------------------------------
 
 
+class ApprovalCredential(Contract):
+    """The credential that proved who a vote's approver is, by its id: never the secret, nor a hash of it."""
+
+    kind: Literal["api_token", "link", "callback"] = Field(
+        description="`api_token`: the approver's own API token (the approval page signs in with it too); `link`: a one-time link a "
+        "webhook message carried; `callback`: a decision a chat tool posted back, signed with a webhook endpoint's secret."
+    )
+    id: str = Field(
+        min_length=1,
+        description="`api_token`: the token's id (`tidegate approvals token list`); `link`: the link's id (its claims' `link_id`, "
+        "spent once in `approval.spent_links`); `callback`: the webhook endpoint's id.",
+        examples=["tok_c7acc6ca9114"],
+    )
+    issued_by: str | None = Field(
+        default=None,
+        description="Who issued it, by the key that signed it: `api_token`, the key that signed the token's row (an operator's for "
+        "`tidegate approvals token create` or `rotate`, the approval service's for a rotation its holder made over the API); "
+        "`link`, the approval service key that signed the link. Null for `callback` (the endpoint's secret is the tenant's).",
+        examples=["operator-3f2a9c1d7e4b"],
+    )
+    issued_at: datetime | None = Field(default=None, description="`api_token`: when the token was made (null for the others).")
+    operator: bool = Field(default=False, description="`api_token`: an operator token (every tenant), not an approver's own.")
+    message_id: str | None = Field(
+        default=None, description="`callback`: the Standard Webhooks message id the chat tool posted (each is taken once)."
+    )
+
+
 class ApprovalVote(Contract):
     """One approver's vote on a request, as the approval service recorded it: who, what, why, when, and whether it still counts."""
 
@@ -281,6 +309,10 @@ class ApprovalVote(Contract):
         default=None,
         description="Who replaced this vote by approving another call (their vote says why); null while it counts.",
         examples=["carol@acme.example"],
+    )
+    credential: ApprovalCredential | None = Field(
+        default=None,
+        description="Which credential proved the approver (signed with the vote); null in votes recorded before Tidegate recorded it.",
     )
 
 

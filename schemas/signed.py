@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schemas.events import ActionAuthorizedData, ApprovalData
+from schemas.events import ActionAuthorizedData, ApprovalData, ApprovalVote
 from schemas.serialization import canonical_json, digest
 
 __all__ = ["action_digest", "approval_message", "authorization_message"]
@@ -48,8 +48,9 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
     """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
 
-    A follow-up's `resolution`, a decision's `review_reason`, a grant's `approver_groups` and a decision's `votes` are signed
-    too; each is left out when empty, so the messages of the other decisions are the bytes they always were.
+    A follow-up's `resolution`, a decision's `review_reason`, a grant's `approver_groups` and a decision's `votes` (each with
+    the credential that proved its approver) are signed too; each is left out when empty, so the messages of the other
+    decisions are the bytes they always were.
     """
     message: dict[str, Any] = {
         "type": event_type,
@@ -74,5 +75,13 @@ def approval_message(event_type: str, data: ApprovalData) -> bytes:
     if data.approver_groups:  # left out when empty, as `resolution`: older messages keep their bytes
         message["approver_groups"] = {a: sorted(g) for a, g in data.approver_groups.items()}
     if data.votes:  # each approver's vote with their comment and reason; left out when empty, as `approver_groups`
-        message["votes"] = [v.model_dump(mode="json") for v in data.votes]
+        message["votes"] = [_vote(v) for v in data.votes]
     return canonical_json(message)
+
+
+def _vote(vote: ApprovalVote) -> dict[str, Any]:
+    """A vote as signed: its `credential` left out when null, so a vote recorded before it keeps the bytes it was signed with."""
+    signed = vote.model_dump(mode="json")
+    if signed.get("credential") is None:
+        signed.pop("credential", None)
+    return signed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from schemas import ApprovalCredential
 from servicekit.approver_groups import counts
 from servicekit.people import same_person
 from services.approval._approval_record import ApprovalRecord, Frozen, Via
@@ -21,6 +22,8 @@ class Approver(Frozen):
     groups: frozenset[str] = frozenset()
     via: Via = "token"
     operator: bool = False
+    credential: ApprovalCredential | None = None
+    """Which credential proved them (an id, never the secret): signed into their vote (`ApprovalVote.credential`)."""
 
     def may_see(self, tenant_id: str) -> bool:
         """Approvers see their own tenant's queue only; an operator token (made by the operator CLI) sees every tenant's."""

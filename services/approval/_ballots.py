@@ -20,7 +20,7 @@ __all__ = ["ballot_claims", "proven_approvals", "sort_approvals", "with_ballot"]
 
 def ballot_claims(record: ApprovalRecord, approver: str) -> dict[str, Any]:
     """What the signature of `approver`'s counted approval of `record` covers."""
-    return {
+    claims: dict[str, Any] = {
         "approval_id": record.approval_id,
         "action_id": record.action_id,
         "tenant_id": record.tenant_id,
@@ -31,6 +31,14 @@ def ballot_claims(record: ApprovalRecord, approver: str) -> dict[str, Any]:
         "groups": sorted(record.approver_groups.get(approver, [])),
         "via": record.approved_via.get(approver, "token"),
     }
+    # The credential their vote names (left out when none, so a ballot signed before votes named one keeps its bytes): the
+    # database login could otherwise swap it for another token's id before the grant signs the votes.
+    credential = next(
+        (v.credential for v in reversed(record.votes) if v.counted and v.decision == "approve" and v.approver == approver), None
+    )
+    if credential is not None:
+        claims["credential"] = credential.model_dump(mode="json")
+    return claims
 
 
 def proven_approvals(seal: RowSeal | None, record: ApprovalRecord) -> ApprovalRecord:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schemas import ApprovalCredential
 from services.approval import domain
 from services.approval._people import Session
 from services.approval._voting import Voting
@@ -62,7 +63,10 @@ class Callbacks(Voting, WebhookEndpoints):
         if record is None or endpoint.tenant_id not in ("*", record.tenant_id):
             return domain.not_found(decision.approval_id)
         groups = await self.repo.groups_of(decision.approver, record.tenant_id)
-        who = Approver(approver=decision.approver, tenant_id=record.tenant_id, groups=frozenset(groups), via="callback")
+        credential = ApprovalCredential(kind="callback", id=endpoint.endpoint_id, message_id=msg_id)
+        who = Approver(
+            approver=decision.approver, tenant_id=record.tenant_id, groups=frozenset(groups), via="callback", credential=credential
+        )
         vote = Vote(
             decision="approve" if decision.decision == "approve" else "reject",
             comment=decision.comment,

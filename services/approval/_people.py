@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from schemas import ApprovalCredential
 from services.approval import auth, domain
 from services.approval._groups_counted import counted_groups, disagreement
 from services.approval._service_base import ServiceBase, log
@@ -50,14 +51,20 @@ class People(ServiceBase):
             groups = await self.repo.groups_of(claims.approver, claims.tenant_id)
             if not groups:  # revoked or expired since the message went out: the link dies with the person's tokens
                 raise AuthError("the link's approver holds no live token in its tenant any more")
-            who = Approver(approver=claims.approver, tenant_id=claims.tenant_id, groups=frozenset(groups), via="link")
+            proof = ApprovalCredential(kind="link", id=claims.link_id, issued_by=auth.link_signer(self.key, credential, retired))
+            who = Approver(approver=claims.approver, tenant_id=claims.tenant_id, groups=frozenset(groups), via="link", credential=proof)
             return Session(who, claims)
         info = await self.repo.token(auth.hash_token(credential))
         # The store judges a token's life at the database's clock; it is judged at this service's too (the later of its
         # host's and the broker's): a database whose clock is behind kept an expired token valid that much longer.
         if info is None or (info.expires_at is not None and info.expires_at <= self.clock()):
             raise AuthError("unknown, revoked or expired token")
-        who = Approver(approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups), operator=info.operator)
+        proof = ApprovalCredential(
+            kind="api_token", id=info.token_id, issued_by=info.key_id, issued_at=info.created_at, operator=info.operator
+        )
+        who = Approver(
+            approver=info.approver, tenant_id=info.tenant_id, groups=frozenset(info.groups), operator=info.operator, credential=proof
+        )
         lifetime = info.expires_at - info.created_at if info.expires_at is not None else None
         return Session(who, token_id=info.token_id, token_lifetime=lifetime)
 

@@ -195,6 +195,7 @@ def _votes_after(record: ApprovalRecord, who: Approver, vote: Vote, now: datetim
         comment=vote.comment,
         review_reason=reason,
         edited_args=vote.edited_args if vote.decision == "approve" else None,
+        credential=who.credential,
     )
     return [*kept, cast]
 

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servicekit import SigningKey
-from servicekit.signing import b64url, unb64url
+from servicekit.signing import b64url, key_id_of, unb64url
 
-__all__ = ["LINK_PREFIX", "TOKEN_PREFIX", "LinkClaims", "LinkError", "hash_token", "issue_link", "new_token", "verify_link"]
+__all__ = ["LINK_PREFIX", "TOKEN_PREFIX", "LinkClaims", "LinkError", "hash_token", "issue_link", "link_signer", "new_token", "verify_link"]
 
 TOKEN_PREFIX = "tga_"
 LINK_PREFIX = "tgl."
@@ -100,6 +100,15 @@ def verify_link(
     if (now or datetime.now(UTC)).timestamp() >= claims.exp:
         raise LinkError("the link has expired")
     return claims
+
+
+def link_signer(key: SigningKey, token: str, retired: Sequence[Ed25519PublicKey] = ()) -> str | None:
+    """The id of the approval service key that signed a link `verify_link` accepted (the current key's, or a retired one's)."""
+    _, body, signature = token.split(".")
+    payload, signed = unb64url(body), unb64url(signature)
+    if _verifies(key.private.public_key(), signed, _LINK_DOMAIN + payload):
+        return key.key_id
+    return next((key_id_of(key.name, public) for public in retired if _verifies(public, signed, _LINK_DOMAIN + payload)), None)
 
 
 def _verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:

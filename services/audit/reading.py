@@ -259,6 +259,17 @@ class ApprovalStep(_Frozen):
     review_reason: str | None = Field(
         default=None, description="Why the approver rejected or edited the call: a code of the tenant's taxonomy (`wrong_recipient`)."
     )
+    credentials: dict[str, s.ApprovalCredential | None] = Field(
+        default_factory=dict,
+        description="A decision's approvers (those it counts, or who decided) → the credential their signed vote names: its kind, id "
+        "and issuer (null: a vote recorded before Tidegate named it). Empty for a request, an expiry and a decision without votes.",
+    )
+
+
+def _credentials(d: s.ApprovalData) -> dict[str, s.ApprovalCredential | None]:
+    """Who a decision names → the credential of their counted vote (the last one), as the signed votes say."""
+    named = set(d.approvers) | ({d.approver} if d.approver else set())
+    return {v.approver: v.credential for v in d.votes if v.counted and v.approver in named}
 
 
 class ToolCall(_Frozen):
@@ -501,7 +512,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                         approvers=d.approvers, comment=d.comment, decided_at=d.decided_at, edited_args=d.edited_args,
                         reasons=d.reasons, resolution=d.resolution, requested_by=d.requested_by, expires_at=d.expires_at,
                         source=event.source, task_requested_by=d.task_requested_by, action_digest=d.action_digest,
-                        review_reason=d.review_reason,
+                        review_reason=d.review_reason, credentials=_credentials(d),
                     )
                 )  # fmt: skip
             case s.ActionAuthorized():

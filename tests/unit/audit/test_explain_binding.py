@@ -113,3 +113,27 @@ async def test_a_rejection_says_the_approvers_reason_code() -> None:
     md = await _explained(("actions.proposed", _proposed()), ("approvals", s.ApprovalRejected.build(data, source="tidegate/approval")))
     assert "rejected by bob@acme.example at" in md
     assert "“prompt injection” (reason: `wrong_recipient`)" in md, md
+
+
+async def test_explain_says_which_credential_proved_each_approver() -> None:
+    """The auditor's "how do we know it was bob?" (auditor F3): the token by id and who issued it, from the signed vote."""
+    credential = s.ApprovalCredential(
+        kind="api_token", id="tok_c7acc6ca9114", issued_by="operator-3f2a9c1d7e4b", issued_at=T0 - timedelta(days=3)
+    )
+    vote = s.ApprovalVote(approver="bob@acme.example", decision="approve", at=T0, credential=credential)
+    granted = _granted(_digest(ARGS))
+    granted = granted.model_copy(update={"data": granted.data.model_copy(update={"votes": [vote]})})
+    md = await _explained(("actions.proposed", _proposed()), ("approvals", granted), ("actions.authorized", _authorized(ARGS)))
+    assert "**Authenticated** bob@acme.example: API token `tok_c7acc6ca9114`, issued by key `operator-3f2a9c1d7e4b` at " in md, md
+    link = s.ApprovalCredential(kind="link", id="Zk3x", issued_by="approval-0123456789ab")
+    older = vote.model_copy(update={"credential": None})
+    for v, said in ((vote.model_copy(update={"credential": link}), "one-time link `Zk3x`, issued by key `approval-0123456789ab`"),
+                    (older, "credential not recorded")):  # fmt: skip
+        g = _granted(_digest(ARGS))
+        g = g.model_copy(update={"data": g.data.model_copy(update={"votes": [v]})})
+        assert f"**Authenticated** bob@acme.example: {said}" in await _explained(("approvals", g)), said
+
+
+async def test_a_decision_without_votes_shows_no_credential_line() -> None:
+    md = await _explained(("actions.proposed", _proposed()), ("approvals", _granted(_digest(ARGS))))
+    assert "Authenticated" not in md
