@@ -776,6 +776,11 @@ class AuditCheckpointData(Contract):
     rows: int = Field(ge=0, description="Rows in the log when taken.")
     key_id: str
     signature: str
+    taken_at: datetime | None = Field(
+        default=None,
+        description="When it was taken, as signed (v2: the signature covers it and the scope, the topic prefix); null in "
+        "checkpoints published before Tidegate 21, whose v1 signature covers neither (the envelope's `time` stands in).",
+    )
 
 
 class AuditCheckpoint(Envelope):

@@ -41,13 +41,30 @@ COLUMNS = (
     "event_time", "duplicate", "recorded_at", "prev_hash", "hash",
 )  # fmt: skip
 BYTES, TIMES = {"key", "value"}, {"kafka_ts", "event_time", "recorded_at"}
-SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"
+SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"  # checkpoints taken before Tidegate 21: id, heads, rows
+SIGNING_CONTEXT_V2 = b"tidegate.audit.checkpoint.v2\n"  # since: id, heads, rows, scope and taken_at
 GENESIS = bytes(32)
 
 
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the bytes of every digest and signature (the file holds no floats where it matters)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def checkpoint_messages(cp: dict[str, Any]) -> list[bytes]:
+    """What a checkpoint's signature may cover: v2 (its scope and taken_at too, UTC to the microsecond with `Z`), or v1."""
+    taken_at = datetime.fromisoformat(cp["taken_at"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v1 = {"checkpoint_id": cp["checkpoint_id"], "heads": cp["heads"], "rows": cp["rows"]}
+    return [SIGNING_CONTEXT_V2 + canonical_json(v1 | {"scope": cp["scope"], "taken_at": taken_at}), SIGNING_CONTEXT + canonical_json(v1)]
+
+
+def verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` is `public`'s over `message`."""
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def field(name: str, value: Any) -> bytes:
@@ -110,14 +127,11 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
     expected = previous["checkpoint_id"] + 1 if previous else 1
     for cp in ([previous] if previous else []) + checkpoints:
         public = keys.get(cp["key_id"])
-        message = SIGNING_CONTEXT + canonical_json({"checkpoint_id": cp["checkpoint_id"], "heads": cp["heads"], "rows": cp["rows"]})
         signature = base64.urlsafe_b64decode(cp["signature"] + "=" * (-len(cp["signature"]) % 4))
         if public is None:
             problems.append(f"checkpoint {cp['checkpoint_id']}: signed by {cp['key_id']}, a key not trusted here (not checked)")
             continue
-        try:
-            public.verify(signature, message)
-        except InvalidSignature:
+        if not any(verifies(public, signature, message) for message in checkpoint_messages(cp)):
             problems.append(f"checkpoint {cp['checkpoint_id']}: its signature is not valid for {cp['key_id']}")
     for cp in checkpoints:
         if cp["checkpoint_id"] != expected:

@@ -8,7 +8,7 @@ kept in the database and published on `audit.checkpoints`, so a copy lives outsi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +29,9 @@ __all__ = [
     "sign_checkpoint",
     "signature_valid",
     "signed_message",
+    "signed_message_v2",
+    "signed_time",
+    "signed_version",
     "split_chain_name",
     "to_event",
 ]
@@ -37,6 +40,9 @@ CHECKPOINT_TOPIC = "audit.checkpoints"
 """Catalog name of the topic checkpoints are published on."""
 
 SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"
+"""What checkpoints taken before Tidegate 21 signed: id, heads and rows (not the time they were taken, nor the scope)."""
+SIGNING_CONTEXT_V2 = b"tidegate.audit.checkpoint.v2\n"
+"""What a checkpoint signs since: id, heads, rows, its scope and the time it was taken (`signed_message_v2`)."""
 
 
 class Checkpoint(BaseModel):
@@ -107,8 +113,19 @@ def heads_document(heads: Mapping[tuple[str, int], Head]) -> dict[str, dict[str,
 
 
 def signed_message(checkpoint_id: int, heads: Mapping[str, Any], rows: int) -> bytes:
-    """The exact bytes a checkpoint signature covers."""
+    """The exact bytes a v1 checkpoint signature covers (checkpoints taken before Tidegate 21; none is signed so now)."""
     return SIGNING_CONTEXT + canonical_json({"checkpoint_id": checkpoint_id, "heads": heads, "rows": rows})
+
+
+def signed_time(taken_at: datetime) -> str:
+    """`taken_at` as a v2 checkpoint signs it: UTC, microseconds, `Z` (`2026-12-07T00:01:02.345678Z`)."""
+    return taken_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def signed_message_v2(checkpoint_id: int, heads: Mapping[str, Any], rows: int, scope: str, taken_at: datetime) -> bytes:
+    """The exact bytes a v2 checkpoint signature covers: v1's, its scope (the topic prefix) and the time it was taken."""
+    doc = {"checkpoint_id": checkpoint_id, "heads": heads, "rows": rows, "scope": scope, "taken_at": signed_time(taken_at)}
+    return SIGNING_CONTEXT_V2 + canonical_json(doc)
 
 
 def sign_checkpoint(
@@ -124,13 +141,24 @@ def sign_checkpoint(
         heads=doc,
         rows=rows,
         key_id=key.key_id,
-        signature=key.sign(signed_message(checkpoint_id, doc, rows)),
+        signature=key.sign(signed_message_v2(checkpoint_id, doc, rows, scope, taken_at)),
     )
 
 
+def signed_version(keyring: Keyring, cp: Checkpoint) -> int | None:
+    """Which message `cp`'s signature by a trusted audit key is valid for: 2, 1 (taken before Tidegate 21), or None.
+
+    A signature binds one message: the service signs v2 only, so a v1 signature exists only for a checkpoint taken
+    before the upgrade, and its `taken_at` and `scope` are as the database or the file says (not proven).
+    """
+    if keyring.verify(cp.key_id, signed_message_v2(cp.checkpoint_id, cp.heads, cp.rows, cp.scope, cp.taken_at), cp.signature):
+        return 2
+    return 1 if keyring.verify(cp.key_id, signed_message(cp.checkpoint_id, cp.heads, cp.rows), cp.signature) else None
+
+
 def signature_valid(keyring: Keyring, cp: Checkpoint) -> bool:
-    """Whether `cp` carries a valid signature by a trusted audit key over its id, heads and rows."""
-    return keyring.verify(cp.key_id, signed_message(cp.checkpoint_id, cp.heads, cp.rows), cp.signature)
+    """Whether `cp` carries a valid signature by a trusted audit key: over its id, heads, rows, scope and time (v2), or v1."""
+    return signed_version(keyring, cp) is not None
 
 
 def checkpoint_needed(heads: Mapping[tuple[str, int], Head], latest: Checkpoint | None, checkpoint_topic: str) -> bool:
@@ -164,6 +192,7 @@ def rows_past(heads: Mapping[tuple[str, int], Head], signed: Mapping[str, Mappin
 def to_event(cp: Checkpoint) -> AuditCheckpoint:
     """The `audit.checkpoint` event that publishes `cp`."""
     data = AuditCheckpointData(
-        tenant_id="*", checkpoint_id=cp.checkpoint_id, heads=cp.heads, rows=cp.rows, key_id=cp.key_id, signature=cp.signature
-    )
+        tenant_id="*", checkpoint_id=cp.checkpoint_id, heads=cp.heads, rows=cp.rows, key_id=cp.key_id, signature=cp.signature,
+        taken_at=cp.taken_at,
+    )  # fmt: skip
     return AuditCheckpoint.build(data, source="tidegate/audit")

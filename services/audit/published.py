@@ -85,5 +85,11 @@ def _checkpoint_of(value: bytes | None, prefix: str) -> Checkpoint | None:
         return None
     d = event.data
     return Checkpoint(
-        scope=prefix, checkpoint_id=d.checkpoint_id, taken_at=event.time, heads=d.heads, rows=d.rows, key_id=d.key_id, signature=d.signature
+        scope=prefix,
+        checkpoint_id=d.checkpoint_id,
+        taken_at=d.taken_at or event.time,
+        heads=d.heads,
+        rows=d.rows,
+        key_id=d.key_id,
+        signature=d.signature,
     )

@@ -33,7 +33,7 @@ class Published:
     async def publish(self, event: Any) -> None:
         d = event.data
         self.checkpoints.append(
-            Checkpoint(scope=PREFIX, checkpoint_id=d.checkpoint_id, taken_at=event.time, heads=d.heads, rows=d.rows,
+            Checkpoint(scope=PREFIX, checkpoint_id=d.checkpoint_id, taken_at=d.taken_at or event.time, heads=d.heads, rows=d.rows,
                        key_id=d.key_id, signature=d.signature)
         )  # fmt: skip
 
