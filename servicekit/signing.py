@@ -377,26 +377,37 @@ def _loaded(name: str, pem: bytes, private: Ed25519PrivateKey) -> _Loaded:
 class Keyring:
     """Public keys trusted for verification, by key id; only keys of the expected name count."""
 
-    def __init__(self, keys: dict[str, Ed25519PublicKey]) -> None:
+    def __init__(self, keys: dict[str, Ed25519PublicKey], retired: dict[str, float] | None = None) -> None:
         self._keys = keys
+        self._retired = dict(retired or {})
 
     @classmethod
     def load(cls, keys_dir: Path, name: str) -> Keyring:
-        """`<name>.pub` and every `<name>.<hash>.pub` in `keys_dir` (current key and rotated ones)."""
+        """`<name>.pub` and every `<name>.<hash>.pub` in `keys_dir` (current key and rotated ones, with when each was retired)."""
         keys: dict[str, Ed25519PublicKey] = {}
+        retired: dict[str, float] = {}
         for pub_path in sorted([keys_dir / f"{name}.pub", *keys_dir.glob(f"{name}.*.pub")]):
             loaded = load_public(pub_path) if pub_path.exists() else None
             if loaded is not None:
                 keys[_key_id(name, loaded)] = loaded
-        return cls(keys)
+                if (when := retired_at(pub_path)) is not None:
+                    retired[_key_id(name, loaded)] = when
+        return cls(keys, retired)
 
     def knows(self, key_id: str) -> bool:
         """Whether `key_id` is a trusted key."""
         return key_id in self._keys
 
-    def with_keys(self, extra: dict[str, Ed25519PublicKey]) -> Keyring:
-        """This keyring and `extra` (keys trusted on other grounds, such as a fingerprint given out of band); its own keys win."""
-        return Keyring({**extra, **self._keys})
+    def retired_at(self, key_id: str) -> float | None:
+        """When `key_id` was retired (epoch seconds), or None: the current key, or one whose retirement this keyring was not told."""
+        return self._retired.get(key_id)
+
+    def with_keys(self, extra: dict[str, Ed25519PublicKey], retired: dict[str, float] | None = None) -> Keyring:
+        """This keyring and `extra` (keys trusted on other grounds, such as a fingerprint given out of band); its own keys win.
+
+        `retired`: when those of `extra` were retired; a retirement this keyring knows of wins too.
+        """
+        return Keyring({**extra, **self._keys}, {**(retired or {}), **self._retired})
 
     def verify(self, key_id: str, message: bytes, signature: str) -> bool:
         """True only if `key_id` is trusted and `signature` is its valid signature of `message`."""

@@ -27,7 +27,7 @@ import hashlib
 import json
 import struct
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ BYTES, TIMES = {"key", "value"}, {"kafka_ts", "event_time", "recorded_at"}
 SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"  # checkpoints taken before Tidegate 21: id, heads, rows
 SIGNING_CONTEXT_V2 = b"tidegate.audit.checkpoint.v2\n"  # since: id, heads, rows, scope and taken_at
 GENESIS = bytes(32)
+RETIRED_SLACK = timedelta(seconds=60)  # a retired audit key's checkpoints are taken until a minute after its retirement
 
 
 def canonical_json(value: Any) -> bytes:
@@ -56,6 +57,16 @@ def checkpoint_messages(cp: dict[str, Any]) -> list[bytes]:
     taken_at = datetime.fromisoformat(cp["taken_at"]).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     v1 = {"checkpoint_id": cp["checkpoint_id"], "heads": cp["heads"], "rows": cp["rows"]}
     return [SIGNING_CONTEXT_V2 + canonical_json(v1 | {"scope": cp["scope"], "taken_at": taken_at}), SIGNING_CONTEXT + canonical_json(v1)]
+
+
+def after_retirement(cp: dict[str, Any], retired_at: str | None) -> str | None:
+    """Why a checkpoint its key signed after that key's retirement (and a minute's slack) is refused; None: it was not."""
+    if retired_at is None:
+        return None
+    taken, retired = datetime.fromisoformat(cp["taken_at"]), datetime.fromisoformat(retired_at)
+    if taken <= retired + RETIRED_SLACK:
+        return None
+    return f"signed by {cp['key_id']} at {cp['taken_at']}, after that key was retired at {retired_at} (a leaked key?)"
 
 
 def verifies(public: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
@@ -122,6 +133,8 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
     if header.get("restores"):
         problems.append("the file spans a database restore: check it with `tidegate audit verify --archive`")
     keys = trusted_keys(header, fingerprints, pem_files)
+    retired = {k["key_id"]: k["retired_at"] for k in header.get("keys") or [] if k.get("retired_at")}
+    first_v2 = None
     previous = header.get("previous")
     checkpoints = header["checkpoints"]
     expected = previous["checkpoint_id"] + 1 if previous else 1
@@ -131,8 +144,16 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
         if public is None:
             problems.append(f"checkpoint {cp['checkpoint_id']}: signed by {cp['key_id']}, a key not trusted here (not checked)")
             continue
-        if not any(verifies(public, signature, message) for message in checkpoint_messages(cp)):
+        version = next((2 - n for n, m in enumerate(checkpoint_messages(cp)) if verifies(public, signature, m)), None)
+        if version is None:
             problems.append(f"checkpoint {cp['checkpoint_id']}: its signature is not valid for {cp['key_id']}")
+            continue
+        late = after_retirement(cp, retired.get(cp["key_id"]))
+        if late:
+            problems.append(f"checkpoint {cp['checkpoint_id']}: {late}")
+        if version == 1 and first_v2 is not None:
+            problems.append(f"checkpoint {cp['checkpoint_id']}: signed v1 (its time not signed) after checkpoint {first_v2} was signed v2")
+        first_v2 = cp["checkpoint_id"] if version == 2 and first_v2 is None else first_v2
     for cp in checkpoints:
         if cp["checkpoint_id"] != expected:
             problems.append(f"checkpoints {expected}..{cp['checkpoint_id'] - 1} are missing")

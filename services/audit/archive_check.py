@@ -114,9 +114,11 @@ def _check_one(
         header, rows = read_archive(path)
     except ArchiveError as exc:
         return None, None, [_file_break(path, str(exc))], []
-    keyring = keyring.with_keys({
-        k.key_id: public for k in header.keys if k.sha256 in trust and k.key_id.startswith("audit-") and (public := k.public()) is not None
-    })  # fmt: skip
+    carried = [k for k in header.keys if k.sha256 in trust and k.key_id.startswith("audit-")]
+    keyring = keyring.with_keys(
+        {k.key_id: public for k in carried if (public := k.public()) is not None},
+        {k.key_id: k.retired_at.timestamp() for k in carried if k.retired_at is not None},  # a retired key is judged at its time
+    )
     breaks: list[Break] = []
     previous = header.previous
     if previous is not None and not signature_valid(keyring, previous) and keyring.knows(previous.key_id):

@@ -8,12 +8,22 @@ database holds and what was recorded again after it (`check_superseded`).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from servicekit import Keyring
 from services.audit.chain import Head
 from services.audit.chain_check import Break, ChainChecker
-from services.audit.checkpoints import Checkpoint, Prune, Restore, signature_valid, split_chain_name
+from services.audit.checkpoints import (
+    RETIRED_SLACK_S,
+    Checkpoint,
+    Prune,
+    Restore,
+    signature_valid,
+    signed_after_retirement,
+    signed_version,
+    split_chain_name,
+)
 
 __all__ = [
     "anchor_heads",
@@ -65,12 +75,35 @@ def unverified_signature(keyring: Keyring, cp: Checkpoint) -> str:
     A key this machine does not hold is not evidence of a forgery: the auditor is told which key to get, not that the log was
     tampered with (an auditor with only the current `audit.pub` read every checkpoint of an older export as forged).
     """
+    late = signed_after_retirement(keyring, cp) if signed_version(keyring, cp) is not None else None
+    if late is not None:
+        return late
     if keyring.knows(cp.key_id):
         return f"signature is not valid for a trusted audit key ({cp.key_id})"
     return (
         f"signature is not valid for a trusted audit key ({cp.key_id}): no audit key trusted here has that id, so it could "
         "not be checked (not shown forged, not shown genuine); trust that key: put the deployment's audit public keys "
         "(audit.pub and every retired audit.<hash>.pub) in TIDEGATE_KEYS_DIR"
+    )
+
+
+def downgraded(cp: Checkpoint, first_v2: int) -> str:
+    """Why a v1 checkpoint after a v2 one is refused.
+
+    Its time and scope are not signed, so whoever holds a retired key could backdate one past `signed_after_retirement`.
+    """
+    return (
+        f"signed the pre-Tidegate-21 way (v1: its time not signed) by {cp.key_id}, after checkpoint {first_v2} was signed v2: the "
+        "audit service signs v2 only since, so this is a signature made with its key elsewhere (a leaked or retired key?)"
+    )
+
+
+def backdated(cp: Checkpoint, before_id: int, before: datetime) -> str:
+    """Why a checkpoint whose signed time is before an earlier checkpoint's is refused."""
+    return (
+        f"signs the time {cp.taken_at.astimezone(UTC).isoformat(timespec='seconds')}, before checkpoint {before_id}'s "
+        f"{before.astimezone(UTC).isoformat(timespec='seconds')}: checkpoints are taken in order, so this one was signed with its "
+        f"key ({cp.key_id}) elsewhere and backdated (a leaked or retired key?)"
     )
 
 
@@ -91,6 +124,8 @@ def check_checkpoints(
     breaks: list[Break] = []
     previous: dict[str, int] = {}
     expected_id = first_id
+    first_v2: int | None = None
+    last_signed: tuple[int, datetime] | None = None  # the latest v2 checkpoint so far, and the time it signs
     resumed = {r.checkpoint_id: r.superseded_from for r in restores}
     for cp in checkpoints:
         if resumed.get(cp.checkpoint_id) == expected_id:
@@ -108,6 +143,15 @@ def check_checkpoints(
         if not signature_valid(keyring, cp):
             breaks.append(Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=unverified_signature(keyring, cp)))
             continue
+        version = signed_version(keyring, cp)
+        if version == 1 and first_v2 is not None:  # the service signs v2 only: a v1 after one is a key's, not the service's
+            breaks.append(checkpoint_break(cp, downgraded(cp, first_v2)))
+            continue
+        first_v2 = cp.checkpoint_id if version == 2 and first_v2 is None else first_v2
+        if version == 2 and last_signed is not None and cp.taken_at < last_signed[1] - timedelta(seconds=RETIRED_SLACK_S):
+            breaks.append(checkpoint_break(cp, backdated(cp, *last_signed)))  # else a retired key backdates past its retirement
+            continue
+        last_signed = (cp.checkpoint_id, cp.taken_at) if version == 2 else last_signed
         if cp.rows != sum(int(h["seq"]) for h in cp.heads.values()):
             breaks.append(checkpoint_break(cp, "row count does not match its heads"))
         for name, head in sorted(cp.heads.items()):

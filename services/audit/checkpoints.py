@@ -19,6 +19,7 @@ from services.audit.chain import Head
 
 __all__ = [
     "CHECKPOINT_TOPIC",
+    "RETIRED_SLACK_S",
     "Checkpoint",
     "Prune",
     "Restore",
@@ -28,6 +29,7 @@ __all__ = [
     "rows_past",
     "sign_checkpoint",
     "signature_valid",
+    "signed_after_retirement",
     "signed_message",
     "signed_message_v2",
     "signed_time",
@@ -43,6 +45,9 @@ SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"
 """What checkpoints taken before Tidegate 21 signed: id, heads and rows (not the time they were taken, nor the scope)."""
 SIGNING_CONTEXT_V2 = b"tidegate.audit.checkpoint.v2\n"
 """What a checkpoint signs since: id, heads, rows, its scope and the time it was taken (`signed_message_v2`)."""
+RETIRED_SLACK_S = 60.0
+"""How long after its retirement a checkpoint an audit key signed is still taken: a running service reads its key file
+every second (`servicekit.signing.RECHECK_S`), and the rotating host's clock and the service's may be apart."""
 
 
 class Checkpoint(BaseModel):
@@ -156,9 +161,29 @@ def signed_version(keyring: Keyring, cp: Checkpoint) -> int | None:
     return 1 if keyring.verify(cp.key_id, signed_message(cp.checkpoint_id, cp.heads, cp.rows), cp.signature) else None
 
 
+def signed_after_retirement(keyring: Keyring, cp: Checkpoint) -> str | None:
+    """Why `cp` is refused though its signature holds: its key had been retired when it was taken (None: it had not).
+
+    A retired key signs nothing new, so a checkpoint it signed after its retirement is a leaked key's. Judged at the
+    checkpoint's `taken_at`, which a v2 signature covers (a v1 checkpoint's is as stored: not proven), allowing
+    `RETIRED_SLACK_S` for a running audit service to see the rotation and for clocks apart.
+    """
+    retired = keyring.retired_at(cp.key_id)
+    if retired is None or cp.taken_at.timestamp() <= retired + RETIRED_SLACK_S:
+        return None
+    when = datetime.fromtimestamp(retired, UTC).isoformat(timespec="seconds")
+    return (
+        f"signed by {cp.key_id} at {cp.taken_at.astimezone(UTC).isoformat(timespec='seconds')} (the time it signs), after that key "
+        f"was retired at {when}: a retired key signs nothing new (a leaked key?); find who holds it"
+    )
+
+
 def signature_valid(keyring: Keyring, cp: Checkpoint) -> bool:
-    """Whether `cp` carries a valid signature by a trusted audit key: over its id, heads, rows, scope and time (v2), or v1."""
-    return signed_version(keyring, cp) is not None
+    """Whether `cp` carries a valid signature by a trusted audit key, made while that key was not retired.
+
+    Over its id, heads, rows, scope and time (v2), or v1; `signed_after_retirement` judges the key's retirement.
+    """
+    return signed_version(keyring, cp) is not None and signed_after_retirement(keyring, cp) is None
 
 
 def checkpoint_needed(heads: Mapping[tuple[str, int], Head], latest: Checkpoint | None, checkpoint_topic: str) -> bool:
