@@ -10,7 +10,11 @@ down, in one file to read before running it. It checks what `tidegate audit veri
 3. every row's hash is recomputed from its columns, and each links to the row before it (the chain's first to the head
    the starting checkpoint signed, or 32 zero bytes);
 4. every head each checkpoint signed is a row of the file, with that hash (a cut file is named);
-5. each policy pack the file carries hashes to its version.
+5. each policy pack the file carries hashes to its version;
+6. the header is as the audit key attested it (`attestation`): the signature of a trusted key over a SHA-256 of each
+   part of the header, so a key added, a key's `retired_at` dropped or a pack swapped after the file was written is
+   named; a file without an attestation (written before Tidegate 22, or one whose attestation was removed) is said to
+   be not attested: the retirement times and packs it carries are then not proven.
 
 Restores (ids a database restore skipped) are not followed here: such a file is named, and `tidegate audit verify
 --archive` checks it. Exit 0 when the file checks out, 1 when anything does not, 2 when it cannot be read.
@@ -44,6 +48,8 @@ BYTES, TIMES = {"key", "value"}, {"kafka_ts", "event_time", "recorded_at"}
 SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"  # checkpoints taken before Tidegate 21: id, heads, rows
 SIGNING_CONTEXT_V2 = b"tidegate.audit.checkpoint.v2\n"  # since: id, heads, rows, scope and taken_at
 GENESIS = bytes(32)
+HEADER_CONTEXT = b"tidegate.audit.archive.header.v1\n"  # a header's attestation: this, then {"key_id", "parts"}
+ITEMS = {"keys": "key_id", "policies": "version"}  # header members attested item by item, each named by this field
 RETIRED_SLACK = timedelta(seconds=60)  # a retired audit key's checkpoints are taken until a minute after its retirement
 
 
@@ -122,6 +128,47 @@ def trusted_keys(header: dict[str, Any], fingerprints: set[str], pem_files: list
     return keys
 
 
+def header_parts(header: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """SHA-256 (hex) of the canonical JSON of each part of the header but `attestation`; and the parts named twice."""
+    parts: dict[str, str] = {}
+    twice: list[str] = []
+    for name, value in header.items():
+        if name == "attestation":
+            continue
+        split = name in ITEMS and isinstance(value, list) and all(isinstance(item, dict) for item in value)
+        for part, item in [(f"{name}/{item.get(ITEMS[name])}", item) for item in value] if split else [(name, value)]:
+            if part in parts:
+                twice.append(part)
+            parts[part] = hashlib.sha256(canonical_json(item)).hexdigest()
+    return parts, twice
+
+
+def check_attestation(header: dict[str, Any], keys: dict[str, Ed25519PublicKey], retired: dict[str, str]) -> list[str]:
+    """What is wrong with the header against its attestation (a header without one: nothing; `main` says it is not attested)."""
+    att = header.get("attestation")
+    if att is None:
+        return []
+    public = keys.get(att["key_id"])
+    if public is None:
+        return [f"its header is attested by {att['key_id']}, a key not trusted here (not checked)"]
+    message = HEADER_CONTEXT + canonical_json({"key_id": att["key_id"], "parts": att["parts"]})
+    signature = base64.urlsafe_b64decode(att["signature"] + "=" * (-len(att["signature"]) % 4))
+    if not verifies(public, signature, message):
+        return [f"its header's attestation is not a valid signature of {att['key_id']}: the attestation was edited"]
+    problems = []
+    when = retired.get(att["key_id"])
+    if when and datetime.fromisoformat(header["created_at"]) > datetime.fromisoformat(when) + RETIRED_SLACK:
+        problems.append(f"its header is attested by {att['key_id']} at {header['created_at']}, after that key was retired at {when}")
+    parts, twice = header_parts(header)
+    problems += [f"its header carries {part} twice" for part in sorted(set(twice))]
+    changed = f"its header was changed after {att['key_id']} attested it: "
+    problems += [changed + f"{part} was added" for part in sorted(parts.keys() - att["parts"].keys())]
+    problems += [changed + f"{part} was removed" for part in sorted(att["parts"].keys() - parts.keys())]
+    both = parts.keys() & att["parts"].keys()
+    problems += [changed + f"{part} is not as attested" for part in sorted(p for p in both if parts[p] != att["parts"][p])]
+    return problems
+
+
 def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[str]:
     """Every problem found in the file (none: it checks out)."""
     with gzip.open(path, "rb") as f:
@@ -134,6 +181,7 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
         problems.append("the file spans a database restore: check it with `tidegate audit verify --archive`")
     keys = trusted_keys(header, fingerprints, pem_files)
     retired = {k["key_id"]: k["retired_at"] for k in header.get("keys") or [] if k.get("retired_at")}
+    problems += check_attestation(header, keys, retired)
     first_v2 = None
     previous = header.get("previous")
     checkpoints = header["checkpoints"]
@@ -207,8 +255,18 @@ def main() -> int:
     for problem in problems:
         label = "NOT VERIFIED" if "a key not trusted here" in problem else "BROKEN"
         print(f"{label}: {problem}", file=sys.stderr)
+    with gzip.open(args.archive, "rb") as f:
+        attestation = json.loads(f.readline()).get("attestation")
+    if attestation is None:
+        print(
+            "header NOT attested (written before Tidegate 22, or its attestation was removed): the retirement times of the keys "
+            "it carries and its policy packs are not proven",
+            file=sys.stderr,
+        )
     if not problems:
         print(f"intact: {args.archive} checks out: every row's hash and link, every checkpoint's signature and head")
+        if attestation is not None:
+            print(f"header attested by {attestation['key_id']}: its keys, their retirement times and its policy packs as written")
     return 1 if problems else 0
 
 

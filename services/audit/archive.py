@@ -11,6 +11,12 @@ names its fingerprint, learnt out of band (`verify --archive FILE --trust-key SH
 carries the policy packs the deployment decided with (`ArchivePolicy`: each version's Cedar files and settings), so
 "under which policy" is answered from the file: a pack's version is the SHA-256 of its text, which the decisions name
 under their signatures, so a carried pack proves itself (`pack_version`).
+
+The header is attested (`ArchiveAttestation`): the audit key that signs checkpoints signs a digest of each of its
+parts (every top-level member, each carried key and each carried pack on its own), so a header rewritten after it was
+written (a key's `retired_at` dropped, a key added, a pack swapped) is refused, naming the part changed. Without that,
+the carried keys' retirement times and packs would be whatever the last person to rewrite the file chose. A file
+written before headers were attested reads as not attested (`header_attestation`).
 """
 
 from __future__ import annotations
@@ -26,22 +32,28 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from schemas import digest
-from servicekit.signing import key_id_of, load_public, retired_at
+from schemas import canonical_json, digest
+from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, retired_at
 from services.audit.checkpoints import Checkpoint, Restore
 from services.audit.records import COLUMNS, LogRow
 
 __all__ = [
     "FORMAT",
+    "HEADER_CONTEXT",
+    "ArchiveAttestation",
     "ArchiveError",
     "ArchiveHeader",
     "ArchiveKey",
     "ArchivePolicy",
     "ArchiveWriter",
+    "attest",
+    "attestation_message",
     "audit_keys_of",
     "file_sha256",
+    "header_attestation",
+    "header_parts",
     "pack_version",
     "read_archive",
     "row_from_json",
@@ -52,6 +64,9 @@ FORMAT: Literal["tidegate.audit.archive"] = "tidegate.audit.archive"
 _BYTES = frozenset({"key", "value"})
 _HASHES = frozenset({"prev_hash", "hash"})
 _TIMES = frozenset({"kafka_ts", "event_time", "recorded_at"})
+HEADER_CONTEXT = b"tidegate.audit.archive.header.v1\n"
+"""What a header's attestation signs: this, then the canonical JSON of {"key_id", "parts"} (`attestation_message`)."""
+_ITEMS = {"keys": "key_id", "policies": "version"}  # list members attested item by item, each named by this field
 
 
 class ArchiveError(ValueError):
@@ -117,6 +132,43 @@ class ArchivePolicy(BaseModel):
         return pack_version(self.files, self.settings) == self.version
 
 
+class ArchiveAttestation(BaseModel):
+    """The audit key's signature over the header: a SHA-256 of each part (`header_parts`), signed (`attestation_message`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str = Field(description="The audit key that signed it (the one signing checkpoints when the file was written).")
+    parts: dict[str, str] = Field(
+        description="SHA-256 (hex) of the canonical JSON of each part of the header: every top-level member but this one, "
+        "`keys` and `policies` item by item (`keys/<key_id>`, `policies/<version>`)."
+    )
+    signature: str = Field(description="Ed25519 signature of `attestation_message(key_id, parts)`, base64url.")
+
+
+def header_parts(doc: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The attested parts of a header's JSON object (all but `attestation`), each to its canonical JSON's SHA-256; parts named twice."""
+    parts: dict[str, str] = {}
+    twice: list[str] = []
+    for name, value in doc.items():
+        if name == "attestation":
+            continue
+        items = (
+            [(f"{name}/{item.get(_ITEMS[name])}", item) for item in value]
+            if name in _ITEMS and isinstance(value, list) and all(isinstance(item, dict) for item in value)
+            else [(name, value)]
+        )
+        for part, item in items:
+            if part in parts:
+                twice.append(part)
+            parts[part] = hashlib.sha256(canonical_json(item)).hexdigest()
+    return parts, twice
+
+
+def attestation_message(key_id: str, parts: dict[str, str]) -> bytes:
+    """The exact bytes a header's attestation signs."""
+    return HEADER_CONTEXT + canonical_json({"key_id": key_id, "parts": parts})
+
+
 class ArchiveHeader(BaseModel):
     """The first line of an archive: what it holds and the signed checkpoints that prove it."""
 
@@ -143,6 +195,67 @@ class ArchiveHeader(BaseModel):
         description="Every policy pack the deployment's policy services decided with, when it was written (`tidegate audit "
         "policy VERSION --archive FILE` reads one); each must hash to its version.",
     )
+    attestation: ArchiveAttestation | None = Field(
+        default=None, description="The audit key's signature over every other part of this header; None in a file written before."
+    )
+    _doc: dict[str, Any] | None = PrivateAttr(default=None)  # the header line as read: what the attestation is checked against
+
+    def document(self) -> dict[str, Any]:
+        """The header's JSON object: as read from its file, else as written."""
+        return self._doc if self._doc is not None else self.model_dump(mode="json")
+
+
+def attest(header: ArchiveHeader, key: SigningKey) -> ArchiveHeader:
+    """`header` with its attestation by `key` (which signs checkpoints: the audit key)."""
+    key_id = key.key_id
+    parts, _ = header_parts(header.model_copy(update={"attestation": None}).model_dump(mode="json"))
+    signed = ArchiveAttestation(key_id=key_id, parts=parts, signature=key.sign(attestation_message(key_id, parts)))
+    return header.model_copy(update={"attestation": signed})
+
+
+def _named(part: str) -> str:
+    kind, _, name = part.partition("/")
+    return {"keys": f"audit key {name}", "policies": f"policy pack {name}"}.get(kind, part) if name else part
+
+
+def header_attestation(header: ArchiveHeader, keyring: Keyring, slack_s: float = 60.0) -> tuple[str, list[str]]:
+    """Whether the header is as the audit key attested it: (`attested`, `unattested`, `untrusted`, or `broken`; what is wrong).
+
+    `untrusted`: signed by a key `keyring` does not trust (not checked). `broken`: the attestation does not verify, the
+    header was changed after it was signed (each part named: added, removed, changed), or its key had been retired
+    before the file was written (by more than `slack_s`).
+    """
+    att = header.attestation
+    if att is None:
+        return "unattested", []
+    if not keyring.knows(att.key_id):
+        return "untrusted", [f"its header is attested by {att.key_id}, an audit key not trusted here (not checked)"]
+    if not keyring.verify(att.key_id, attestation_message(att.key_id, att.parts), att.signature):
+        return "broken", [f"its header's attestation is not a valid signature of {att.key_id}: the attestation was edited"]
+    problems: list[str] = []
+    retired = keyring.retired_at(att.key_id)
+    if retired is not None and header.created_at.timestamp() > retired + slack_s:
+        when = datetime.fromtimestamp(retired, UTC)
+        problems.append(
+            f"its header is attested by {att.key_id} at {header.created_at:%Y-%m-%d %H:%M:%S} UTC, after that key was retired "
+            f"at {when:%Y-%m-%d %H:%M:%S} UTC (a leaked key?)"
+        )
+    parts, twice = header_parts(header.document())
+    problems += [f"its header carries {_named(p)} twice" for p in sorted(set(twice))]
+    for part in sorted(parts.keys() - att.parts.keys()):
+        problems.append(f"its header was changed after {att.key_id} attested it: {_named(part)} was added")
+    for part in sorted(att.parts.keys() - parts.keys()):
+        problems.append(f"its header was changed after {att.key_id} attested it: {_named(part)} was removed")
+    docs = {f"keys/{k.get('key_id')}": k for k in header.document().get("keys") or [] if isinstance(k, dict)}
+    for part in sorted(p for p in parts.keys() & att.parts.keys() if parts[p] != att.parts[p]):
+        problem = f"its header was changed after {att.key_id} attested it: {_named(part)} is not as attested"
+        if part.startswith("keys/"):
+            none = " (it now carries no retirement time: one dropped?)" if docs.get(part, {}).get("retired_at") is None else ""
+            problem += f" (its public key, fingerprint or retirement time was changed){none}"
+        elif part.startswith("policies/"):
+            problem += " (its text, settings or provenance was changed)"
+        problems.append(problem)
+    return ("broken" if problems else "attested"), problems
 
 
 def row_to_json(row: LogRow) -> dict[str, Any]:
@@ -253,9 +366,13 @@ def read_archive(path: Path) -> tuple[ArchiveHeader, Iterator[tuple[int, LogRow]
     except StopIteration:
         raise ArchiveError(f"{path}: empty: not an audit archive") from None
     try:
-        header = ArchiveHeader.model_validate_json(first)
+        doc = json.loads(first)
+        header = ArchiveHeader.model_validate(doc)
+        header._doc = doc if isinstance(doc, dict) else None
     except ValidationError as exc:
         raise ArchiveError(f"{path}: line 1 is not an audit archive's header: {exc.errors()[0]['msg']}") from exc
+    except ValueError as exc:  # not JSON
+        raise ArchiveError(f"{path}: line 1 is not an audit archive's header: {exc}") from exc
 
     def rows() -> Iterator[tuple[int, LogRow]]:
         for number, line in lines:

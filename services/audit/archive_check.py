@@ -11,6 +11,10 @@ SHA-256 of the raw public key, learnt out of band) among the keys the file carri
 file merely carries is never trusted: anyone who rewrites the file can put his own there. A checkpoint signed by a key
 trusted neither way is named as not checked (which key, its fingerprint when the file carries it, how to trust it),
 not as forged.
+
+The header is checked against its attestation (`header_attestation`), with the same keys: a header changed after the
+audit key signed it is broken, each changed part named; a file written before headers were attested reads as not
+attested (its carried keys' retirement times and packs are not proven), and so does one whose attestation was removed.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
-from services.audit.archive import ArchiveError, ArchiveHeader, file_sha256, read_archive
+from services.audit.archive import ArchiveError, ArchiveHeader, file_sha256, header_attestation, read_archive
 from services.audit.chain_check import Break, ChainChecker
 from services.audit.checkpoint_check import anchor_heads, check_checkpoints, unverified_signature
 from services.audit.checkpoints import Checkpoint, Prune, chain_name, signature_valid, split_chain_name
@@ -45,6 +49,11 @@ class ArchiveSummary(BaseModel):
     chains: int
     policies: list[str] = []
     """The versions of the policy packs it carries (each checked: it hashes to its version)."""
+    header: str = "unattested"
+    """Its header's attestation: `attested` (by `attested_by`), `unattested` (a file written before, or one whose
+    attestation was removed: its carried keys' retirement times and packs are not proven), `untrusted` (signed by a key
+    not trusted here: not checked) or `broken` (changed after it was signed: in `breaks`)."""
+    attested_by: str | None = None
 
 
 class ArchiveReport(BaseModel):
@@ -157,6 +166,9 @@ def _check_one(
     ]  # a key not trusted here is said once, in `unchecked`
     if count != header.rows:
         breaks.append(_file_break(path, f"holds {count} rows, its header says {header.rows}"))
+    state, problems = header_attestation(header, keyring)
+    untrusted_header = [_file_break(path, p + ": trust its key (--trust-key) to check it") for p in problems if state == "untrusted"]
+    breaks += [_file_break(path, p) for p in problems if state == "broken"]
     breaks += [
         _file_break(path, f"the policy pack it carries as {p.version} does not hash to that version: its text was edited")
         for p in header.policies
@@ -165,9 +177,10 @@ def _check_one(
     summary = ArchiveSummary(
         path=str(path), sha256=sha256, scope=header.scope, after_checkpoint=previous.checkpoint_id if previous else None,
         through_checkpoint=header.checkpoint.checkpoint_id, rows=count, chains=len(checkers),
-        policies=[p.version for p in header.policies],
+        policies=[p.version for p in header.policies], header=state,
+        attested_by=header.attestation.key_id if header.attestation is not None else None,
     )  # fmt: skip
-    return summary, header, breaks, _untrusted(path, header, keyring)
+    return summary, header, breaks, [*_untrusted(path, header, keyring), *untrusted_header]
 
 
 def _same(a: Checkpoint | None, b: Checkpoint | None) -> bool:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from servicekit import Keyring
-from services.audit.archive import ArchiveHeader, ArchiveKey, ArchivePolicy, ArchiveWriter
+from servicekit import Keyring, SigningKey
+from services.audit.archive import ArchiveHeader, ArchiveKey, ArchivePolicy, ArchiveWriter, attest
 from services.audit.chain_check import Break, ChainChecker
 from services.audit.checkpoint_check import anchor_heads, check_checkpoints, prune_anchor
 from services.audit.checkpoints import Checkpoint, signature_valid, split_chain_name
@@ -52,6 +52,8 @@ class Archived(BaseModel):
     """The versions of the policy packs the file carries."""
     policies_left_out: list[str] = []
     """Versions whose stored text does not hash to them (edited where they are kept): not carried."""
+    attested_by: str | None = None
+    """The audit key that signed the header (its keys, packs and checkpoints); None: not attested (no audit private key given)."""
 
 
 async def checkpoint_before(log: AuditLog, prefix: str, before: datetime) -> Checkpoint | None:
@@ -76,6 +78,7 @@ async def archive_log(
     keys: Sequence[ArchiveKey] = (),
     policies: Sequence[ArchivePolicy] = (),
     progress: Callable[[int, int], None] = lambda done, total: None,
+    attest_with: SigningKey | None = None,
 ) -> Archived:
     """Write every row after the last prune's anchor through checkpoint `through`'s heads to `path`, checking each chain.
 
@@ -83,7 +86,8 @@ async def archive_log(
     same file, checked offline the same way; no prune takes it, since it does not start at the last prune's anchor).
     `keys`: the audit's public keys, carried in the header (`audit_keys_of` the deployment's keys folder). `policies`:
     the policy packs decided with (`policy.policy_versions`), carried too; one whose text does not hash to its version
-    (edited in the database) is left out and named in `Archived.policies_left_out`.
+    (edited in the database) is left out and named in `Archived.policies_left_out`. `attest_with`: the audit's private
+    key, which signs the header (`attest`); None writes a header not attested (`Archived.attested_by` None).
 
     Raises:
         LookupError: `through` (or `after`) is not a checkpoint of `prefix`, or is not after the last prune.
@@ -118,6 +122,8 @@ async def archive_log(
         rows=sum(h.seq - (anchors[tp].seq if tp in anchors else 0) for tp, h in heads.items()), keys=list(keys),
         policies=[p for p in policies if p.genuine],
     )  # fmt: skip
+    if attest_with is not None:
+        header = attest(header, attest_with)
     wanted: dict[tuple[str, int], set[int]] = {}
     for cp in between:
         for name, signed in cp.heads.items():
@@ -152,4 +158,5 @@ async def archive_log(
         path=str(path), sha256=sha256, checkpoint_id=through, previous_checkpoint_id=previous.checkpoint_id if previous else None,
         rows=written, chains=len(heads), prunable_rows=prunable, keys=list(keys),
         policies=[p.version for p in header.policies], policies_left_out=[p.version for p in policies if not p.genuine],
+        attested_by=header.attestation.key_id if header.attestation is not None else None,
     )  # fmt: skip

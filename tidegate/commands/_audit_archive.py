@@ -12,7 +12,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from servicekit import Keyring
+from servicekit import Keyring, SigningKey
 from services.audit import (
     Archived,
     ArchiveError,
@@ -59,6 +59,15 @@ def print_archives(report: ArchiveReport) -> None:
             f"archive {shown(a.path)}: {a.rows} rows in {a.chains} chain(s), {start} through checkpoint {a.through_checkpoint} "
             f"(sha256 {a.sha256})"
         )
+        if a.header == "attested":
+            console.print(f"  header attested by {a.attested_by}: its carried keys, their retirement times and its packs are as written")
+        elif a.header == "unattested":
+            err_console.print(
+                "  [bold yellow]header not attested[/] (written before Tidegate attested headers, or its attestation was removed): "
+                "the retirement times of the keys it carries and its policy packs are not proven; check retired keys against "
+                "the deployment's keys folder",
+                soft_wrap=True,
+            )
     if report.ok:
         console.print(f"[bold green]intact:[/] {len(report.archives)} archive(s) check out, each chain and checkpoint, in sequence")
         return
@@ -89,6 +98,17 @@ async def policy_packs(log: PostgresAuditLog) -> list[ArchivePolicy]:
     ]
 
 
+def audit_signer(keys_dir: Path) -> SigningKey | None:
+    """The audit's private key, to attest a file's header; None (the file is written not attested) where it is not kept."""
+    if not (keys_dir / "audit" / "audit.key").is_file():
+        return None
+    try:
+        return SigningKey.load_or_create(keys_dir, "audit")
+    except (OSError, ValueError, PermissionError) as exc:
+        err_console.print(f"[bold red]warning:[/] cannot load the audit key to attest the header: {exc}", soft_wrap=True)
+        return None
+
+
 async def _write(
     log: PostgresAuditLog, kit: Any, out: Path, *, through: int, after: int | None = None, doing: str, quiet: bool
 ) -> Archived:
@@ -101,6 +121,7 @@ async def _write(
             return await archive_log(
                 log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through, after=after,
                 keys=audit_keys_of(kit.keys_dir), policies=await policy_packs(log), progress=lambda n, total: progress("rows", n, total),
+                attest_with=audit_signer(kit.keys_dir),
             )  # fmt: skip
         except LookupError as exc:
             raise ConnectionError(str(exc)) from None
@@ -123,6 +144,15 @@ def _print_written(done: Archived, checked: str) -> None:
         err_console.print(
             f"[bold red]warning:[/] the policy pack stored as {version} (policy.policy_versions) does not hash to that version: "
             "its text was edited in the database; left out of the file (decisions naming it cannot be matched to its text)",
+            soft_wrap=True,
+        )
+    if done.attested_by is not None:
+        console.print(f"header attested by {done.attested_by} (its keys, their retirement times and the policy packs)")
+    else:
+        err_console.print(
+            "[bold red]warning:[/] the header is NOT attested: the audit's private key (KEYS_DIR/audit/audit.key) is not on this "
+            "machine, so the retirement times of the keys it carries and its policy packs are not proven to an auditor; "
+            "run this where the audit service's keys folder is",
             soft_wrap=True,
         )
     if done.keys:

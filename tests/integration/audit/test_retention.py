@@ -329,3 +329,32 @@ async def test_an_export_carries_the_policy_the_decisions_name_and_not_one_a_dba
     )  # fmt: skip
     assert offline.exit_code == 0, offline.output
     assert PackSource.from_dir(out).version == genuine.version
+
+
+async def test_an_export_is_attested_and_an_auditor_without_the_keys_folder_sees_its_header_rewritten(
+    two_checkpoints: KitSettings, tmp_path: Path
+) -> None:
+    """The operator exports on the deployment (the audit key there attests the header); the auditor rewrites nothing and
+    checks it with the fingerprints alone; a header rewritten to drop a key's retirement time is then named."""
+    kit = two_checkpoints
+    export = tmp_path / "evidence.jsonl.gz"
+    result = await _cli(kit, "archive", "--through-checkpoint", "2", "--out", str(export))
+    assert result.exit_code == 0, result.output
+    assert "header attested by audit-" in result.said
+    header, _ = read_archive(export)
+    assert header.attestation is not None
+    fingerprints = [a for k in header.keys for a in ("--trust-key", k.sha256)]
+    auditor = KitSettings(**{**kit.model_dump(), "keys_dir": tmp_path / "auditor-keys"})
+    (tmp_path / "auditor-keys").mkdir()
+    nowhere = "postgresql://nobody@127.0.0.1:1/none"
+    result = await _cli(auditor, "verify", "--archive", str(export), *fingerprints, database_url=nowhere)
+    assert result.exit_code == 0, result.output
+    assert "header attested by" in result.said
+    lines = gzip.decompress(export.read_bytes()).splitlines()
+    doc = json.loads(lines[0])
+    doc["keys"][0]["retired_at"] = "2020-01-01T00:00:00Z"  # a forger's edit of what the file says of a key
+    rewritten = tmp_path / "rewritten.jsonl.gz"
+    rewritten.write_bytes(gzip.compress(b"\n".join([json.dumps(doc).encode(), *lines[1:]]) + b"\n"))
+    result = await _cli(auditor, "verify", "--archive", str(rewritten), *fingerprints, database_url=nowhere)
+    assert result.exit_code == 1, result.output
+    assert f"audit key {doc['keys'][0]['key_id']} is not as attested" in result.said
