@@ -236,10 +236,15 @@ def export(
         after = await checkpoint_before(log, kit.topic_prefix, start)
         checkpoints = await log.checkpoints(kit.topic_prefix)
         through = await checkpoint_after(log, kit.topic_prefix, end) if end is not None else (checkpoints[-1] if checkpoints else None)
+        if through is None and not checkpoints:
+            raise ConnectionError(
+                "no checkpoint is signed yet: the audit service signs one within its checkpoint interval after it records "
+                "a row (`tidegate audit verify` says so); run the export again then"
+            )
         if through is None:
             newest = f" (the newest is checkpoint {checkpoints[-1].checkpoint_id}, taken {checkpoints[-1].taken_at:%Y-%m-%d %H:%M:%S})"
             raise ConnectionError(
-                "no checkpoint signs the end of that window yet" + (newest if checkpoints else "") + ": the rows past the newest "
+                "no checkpoint signs the end of that window yet" + newest + ": the rows past the newest "
                 "checkpoint are signed by none; export through it (omit --until), or wait for the next"
             )
         after_id = after.checkpoint_id if after is not None else None
