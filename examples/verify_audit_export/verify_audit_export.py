@@ -17,7 +17,8 @@ down, in one file to read before running it. It checks what `tidegate audit veri
    be not attested: the retirement times and packs it carries are then not proven.
 
 Restores (ids a database restore skipped) are not followed here: such a file is named, and `tidegate audit verify
---archive` checks it. Exit 0 when the file checks out, 1 when anything does not, 2 when it cannot be read.
+--archive` checks it. Exit 0 when the file checks out, 1 when anything does not (with `--require-attested`, a header
+not attested too), 2 when it cannot be read.
 
 Run it:  python3 verify_audit_export.py evidence.jsonl.gz --trust-key <sha256 of the audit key, 64 hex digits>
 """
@@ -246,17 +247,20 @@ def main() -> int:
     parser.add_argument("archive", type=Path, help="The archive or export (gzip'd JSON lines).")
     parser.add_argument("--trust-key", action="append", default=[], metavar="SHA256", help="An audit key's fingerprint (repeat).")
     parser.add_argument("--key", action="append", default=[], type=Path, metavar="PEM", help="An audit public key file (repeat).")
+    parser.add_argument("--require-attested", action="store_true", help="A header not attested is a problem, not a note.")
     args = parser.parse_args()
     try:
         problems = verify(args.archive, {t.strip().lower() for t in args.trust_key}, args.key)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         print(f"{args.archive}: cannot be read as an audit archive: {exc}", file=sys.stderr)
         return 2
+    with gzip.open(args.archive, "rb") as f:
+        attestation = json.loads(f.readline()).get("attestation")
+    if attestation is None and args.require_attested:
+        problems.append("its header is not attested (written before Tidegate 22, or its attestation was removed): --require-attested")
     for problem in problems:
         label = "NOT VERIFIED" if "a key not trusted here" in problem else "BROKEN"
         print(f"{label}: {problem}", file=sys.stderr)
-    with gzip.open(args.archive, "rb") as f:
-        attestation = json.loads(f.readline()).get("attestation")
     if attestation is None:
         print(
             "header NOT attested (written before Tidegate 22, or its attestation was removed): the retirement times of the keys "

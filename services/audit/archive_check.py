@@ -194,11 +194,13 @@ def verify_archives(
     prunes: Sequence[Prune] | None = None,
     live_from: int | None = None,
     trust: Iterable[str] = (),
+    require_attested: bool = False,
 ) -> ArchiveReport:
     """Check each archive, then that they follow each other.
 
     With the live log's `prunes` (and `live_from`, the checkpoint it is kept from), each archive against its prune's sha256.
     `trust`: fingerprints (SHA-256 hex of the raw public key) of audit keys the files carry, trusted as `keyring`'s are.
+    `require_attested`: a file whose header is not attested (written before, or its attestation removed) is a break.
     """
     started = time.perf_counter()
     fingerprints = frozenset(t.strip().lower() for t in trust)
@@ -206,6 +208,13 @@ def verify_archives(
     unchecked = [b for _, _, _, _, untrusted in checked for b in untrusted]
     breaks = [*unchecked, *(b for _, _, _, found, _ in checked for b in found)]
     whole = sorted(((s, h) for _, s, h, _, _ in checked if s is not None and h is not None), key=lambda sh: sh[0].through_checkpoint)
+    if require_attested:
+        breaks += [
+            _file_break(Path(s.path), "its header is not attested (written before Tidegate 22, or its attestation was removed), "
+                        "and attested headers are required (--require-attested)")
+            for s, _ in whole
+            if s.header == "unattested"
+        ]  # fmt: skip
     scopes = {s.scope for s, _ in whole}
     if len(scopes) > 1:
         breaks.append(Break(topic="*", partition=-1, problem=f"the archives are of different deployments: {', '.join(sorted(scopes))}"))

@@ -36,14 +36,16 @@ __all__ = ["archive", "checked_archives", "export", "policy", "policy_packs", "p
 
 def checked_archives(paths: list[Path], keyring: Keyring, **live: Any) -> ArchiveReport:
     try:
-        return verify_archives(paths, keyring, trust=live.pop("trust", ()), **live)
+        return verify_archives(paths, keyring, trust=live.pop("trust", ()), require_attested=live.pop("require_attested", False), **live)
     except OSError as exc:
         fail(f"--archive: cannot read {exc.filename}: {exc.strerror}")
 
 
-def verify_archives_only(paths: list[Path], keyring: Keyring, *, as_json: bool, trust: list[str] | None = None) -> None:
+def verify_archives_only(
+    paths: list[Path], keyring: Keyring, *, as_json: bool, trust: list[str] | None = None, require_attested: bool = False
+) -> None:
     """Archives alone, offline: no database is read."""
-    report = checked_archives(paths, keyring, trust=trust or [])
+    report = checked_archives(paths, keyring, trust=trust or [], require_attested=require_attested)
     if as_json:
         console.print_json(report.model_dump_json())
     else:

@@ -116,16 +116,26 @@ def verify(
         help="With --archive: also trust the audit key the file carries with this fingerprint (sha256 of the raw public key, as "
         "`audit export` printed it; confirm it with the deployment's operator). Repeat for each key (one a rotation).",
     ),
+    require_attested: bool = typer.Option(
+        False,
+        "--require-attested",
+        help="With --archive: a file whose header the audit key did not attest (written before Tidegate 22, or its attestation "
+        "removed) is a break, not a note.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link or a missing record."""
     kit = settings()
     if trust_keys and not archives:
         fail("--trust-key trusts a key an archive file carries: give --archive FILE too")
+    if require_attested and not archives:
+        fail("--require-attested is about archive files' headers: give --archive FILE too")
     if bad := [t for t in trust_keys if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
         fail(f"--trust-key {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
     if archives and not with_log:
-        verify_archives_only(archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json, trust=trust_keys)
+        verify_archives_only(
+            archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json, trust=trust_keys, require_attested=require_attested
+        )
         return
 
     def waiting(newest: list[Missing]) -> None:
@@ -161,7 +171,9 @@ def verify(
             prunes = await log.prunes(kit.topic_prefix)
             live_from = report.kept_from if report.kept_from_reason == "pruned" else None
             nonlocal archived
-            archived = checked_archives(archives, keyring, prunes=prunes, live_from=live_from, trust=trust_keys)
+            archived = checked_archives(
+                archives, keyring, prunes=prunes, live_from=live_from, trust=trust_keys, require_attested=require_attested
+            )
         if not complete:
             return report, None
         found = await check_complete(

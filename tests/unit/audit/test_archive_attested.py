@@ -70,11 +70,11 @@ def _standalone(path: Path, fingerprints: list[str], cwd: Path) -> subprocess.Co
     return subprocess.run(args, capture_output=True, text=True, cwd=cwd, timeout=60, check=False)
 
 
-def _cli_verify(path: Path, fingerprints: list[str], tmp_path: Path, monkeypatch: Any) -> Any:
+def _cli_verify(path: Path, fingerprints: list[str], tmp_path: Path, monkeypatch: Any, *more: str) -> Any:
     """`tidegate audit verify --archive FILE --trust-key …` on the auditor's machine (an empty keys folder)."""
     monkeypatch.setenv("TIDEGATE_KEYS_DIR", str(tmp_path / "auditor-keys"))
     (tmp_path / "auditor-keys").mkdir(exist_ok=True)
-    args = ["audit", "verify", "--archive", str(path)] + [a for f in fingerprints for a in ("--trust-key", f)]
+    args = ["audit", "verify", "--archive", str(path), *more] + [a for f in fingerprints for a in ("--trust-key", f)]
     return CliRunner().invoke(app, args)
 
 
@@ -179,3 +179,23 @@ async def test_a_rewritten_header_is_named_by_the_cli(make: Any, tmp_path: Path,
     assert result.exit_code == 1, result.output
     assert "BROKEN" in result.output
     assert "was changed after" in result.output
+
+
+async def test_an_auditor_who_requires_attestation_refuses_a_file_whose_attestation_was_stripped(
+    make: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    path, fingerprints, _ = await _export(make, tmp_path)
+    stripped = _rewrite(path, lambda header: (header.pop("attestation"), _drop_retirement(header)))
+    report = verify_archives([stripped], _auditor(tmp_path), trust=fingerprints, require_attested=True)
+    assert not report.ok
+    assert any("not attested" in b.problem and "--require-attested" in b.problem for b in report.breaks), report.breaks
+    assert verify_archives([path], _auditor(tmp_path), trust=fingerprints, require_attested=True).ok
+    result = _cli_verify(stripped, [*fingerprints], tmp_path, monkeypatch, "--require-attested")
+    assert result.exit_code == 1, result.output
+    assert "--require-attested" in result.output
+    args = [sys.executable, "-I", str(VERIFIER), str(stripped), "--require-attested"] + [
+        a for t in fingerprints for a in ("--trust-key", t)
+    ]
+    ran = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    assert ran.returncode == 1
+    assert "not attested" in ran.stderr
