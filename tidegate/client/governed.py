@@ -38,7 +38,17 @@ from tidegate.client.served import call_function, without_call_parameter
 from tidegate.client.settings import RUN_DIR, ClientSettings
 from tidegate.client.transport import Delivery, KafkaTransport, TopicsMissing, Transport
 
-__all__ = ["CREDENTIALS_DIR", "SERVE_CONCURRENCY", "GovernanceError", "GovernedTool", "NotServed", "governed", "serve_tool", "tool_login"]
+__all__ = [
+    "CREDENTIALS_DIR",
+    "SERVE_CONCURRENCY",
+    "GovernanceError",
+    "GovernedTool",
+    "NotServed",
+    "governed",
+    "logins_dir",
+    "serve_tool",
+    "tool_login",
+]
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -47,6 +57,10 @@ R = TypeVar("R")
 # Where `tidegate infra up` writes the bus's logins, beside the run dir (`.tidegate`): `tool-<tool>.properties` is a tool's own.
 CREDENTIALS_DIR = RUN_DIR.parent / ".infra" / "kafka" / "credentials"
 _JAAS = re.compile(r'(username|password)="([^"]*)"')
+_MECHANISM = re.compile(r"^sasl\.mechanism=(\S+)\s*$", re.MULTILINE)
+# The mechanisms the bus accepts (servicekit.bus_auth.MECHANISMS; the client installs without servicekit): a rotation
+# (`tidegate infra rotate-login`) moves a login from one to the other and writes it in the file's `sasl.mechanism`.
+_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 
 SERVE_CONCURRENCY = 8
 """Calls of different actions one serve loop runs at once, by default: a slow call does not hold up a quick one."""
@@ -262,10 +276,16 @@ def tool_login(settings: ClientSettings, properties: Path) -> ClientSettings:
     found = dict(_JAAS.findall(text))
     if "username" not in found or "password" not in found:
         raise ValueError(f"{properties}: no username and password in sasl.jaas.config")
-    return settings.model_copy(update={"sasl_username": found["username"], "sasl_password": SecretStr(found["password"])})
+    # On the mechanism the file names: after a rotation moved the login to SCRAM-SHA-256 the broker refuses it on SCRAM-SHA-512.
+    named = _MECHANISM.search(text)
+    mechanism = named.group(1) if named else _MECHANISMS[0]
+    if mechanism not in _MECHANISMS:
+        raise ValueError(f"{properties}: sasl.mechanism={mechanism}: one of {', '.join(_MECHANISMS)}")
+    login = {"sasl_username": found["username"], "sasl_password": SecretStr(found["password"]), "sasl_mechanism": mechanism}
+    return settings.model_copy(update=login)
 
 
-def _tool_logins_dir() -> Path:
+def logins_dir() -> Path:
     """Where `infra up` wrote the bus's logins: the deployment's own folder where its shell sets it, as the services read it.
 
     `TIDEGATE_KAFKA_CREDENTIALS_DIR`, else `<TIDEGATE_INFRA_DIR>/kafka/credentials`, else `CREDENTIALS_DIR` (the checkout's):
@@ -281,7 +301,7 @@ def _tool_logins_dir() -> Path:
 
 def _own_login(settings: ClientSettings, tool: str) -> ClientSettings | None:
     """The tool's own login when the client logs in at all and `infra up` made one for the tool, else None (the client's)."""
-    properties = _tool_logins_dir() / f"tool-{tool}.properties"
+    properties = logins_dir() / f"tool-{tool}.properties"
     return tool_login(settings, properties) if settings.sasl_username and properties.is_file() else None
 
 

@@ -59,7 +59,11 @@ class ClientSettings(BaseSettings):
     mode: Literal["draft", "autonomous"] = Field(default="autonomous", description="Task mode asked for (a tenant may force draft).")
     sasl_username: str | None = Field(default=None, description="SASL/SCRAM user of the `agent` principal; plaintext when unset.")
     sasl_password: SecretStr | None = Field(default=None, description="SASL/SCRAM password.")
-    sasl_mechanism: str = Field(default="SCRAM-SHA-512", description="SASL mechanism.")
+    sasl_mechanism: str = Field(
+        default="SCRAM-SHA-512",
+        description="SASL mechanism: the `sasl.mechanism` of the login's properties file (`tidegate infra rotate-login` moves a "
+        "login between SCRAM-SHA-512 and SCRAM-SHA-256).",
+    )
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
         default=None, description="Kafka security protocol; defaults to SASL_PLAINTEXT when a SASL user is set."
     )

@@ -301,7 +301,15 @@ def _unreachable(settings: ClientSettings, exc: BaseException) -> str:
     options = settings.kafka_options()
     if settings.sasl_username:
         login = f"as SASL user {settings.sasl_username!r} ({options['security_protocol']}, {settings.sasl_mechanism})"
-        check = "Is the broker up, and TIDEGATE_CLIENT_SASL_PASSWORD that user's password?"
+        from tidegate.client.governed import logins_dir  # here: governed imports this module
+
+        login_file = logins_dir() / f"{settings.sasl_username}.properties"
+        check = (
+            "Is the broker up, TIDEGATE_CLIENT_SASL_PASSWORD that user's password, and TIDEGATE_CLIENT_SASL_MECHANISM its "
+            f"mechanism ({settings.sasl_mechanism} was tried)? The login's file says both (its `sasl.mechanism`: a rotation, "
+            "`tidegate infra rotate-login`, moves a login between SCRAM-SHA-512 and SCRAM-SHA-256): "
+            f"{login_file} where `tidegate infra up` wrote it"
+        )
     else:
         login = f"without a login ({options['security_protocol']}, TIDEGATE_CLIENT_SASL_USERNAME unset)"
         check = "Is the broker up? `tidegate infra up`'s requires a login: TIDEGATE_CLIENT_SASL_USERNAME=agent and its _SASL_PASSWORD."

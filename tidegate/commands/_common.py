@@ -121,7 +121,11 @@ def _kafka_hint(kit: KitSettings) -> str:
             f"no Kafka login in {folder}: a broker that requires one closes the connection as if it were down; "
             "TIDEGATE_KAFKA_CREDENTIALS_DIR, default <TIDEGATE_INFRA_DIR>/kafka/credentials, names the folder `infra up` wrote them in"
         )
-    return "is `tidegate infra up` running? the login: TIDEGATE_KAFKA_PRINCIPAL / _PASSWORD / _CREDENTIALS_DIR"
+    mechanism = kit.kafka_sasl_mechanism or "the `sasl.mechanism` of the principal's file, SCRAM-SHA-512 when it names none"
+    return (
+        f"is `tidegate infra up` running? the login: TIDEGATE_KAFKA_PRINCIPAL / _PASSWORD / _CREDENTIALS_DIR ({folder}); "
+        f"the mechanism tried: {mechanism} (TIDEGATE_KAFKA_SASL_MECHANISM; a rotation moves a login to the other)"
+    )
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -134,6 +134,8 @@ def client_settings(kit: KitSettings, tmp_path: Path) -> ClientSettings:
         topic_prefix=kit.topic_prefix,
         sasl_username=login.get("sasl_plain_username"),
         sasl_password=SecretStr(password) if password else None,
+        # admin.properties' `sasl.mechanism`: `tidegate infra rotate-login admin` moves admin to SCRAM-SHA-256 and back
+        **({"sasl_mechanism": login["sasl_mechanism"]} if "sasl_mechanism" in login else {}),
         signing_key_path=client_private_key(kit, "acme", CLIENT),
         tool_keys_dir=kit.keys_dir / "tools",
         service_keys_dir=kit.keys_dir,

@@ -19,7 +19,8 @@ def as_agent(settings: ClientSettings, kit: KitSettings) -> ClientSettings:
     """The client logged in as the bus's `agent` principal, as docs/integrations.md sets it up."""
     login = kafka_options(kit, "agent")
     assert login.get("sasl_plain_username") == "agent", "no credentials for agent: is the broker up with logins (infra up)?"
-    return settings.model_copy(update={"sasl_username": "agent", "sasl_password": SecretStr(login["sasl_plain_password"])})
+    password = SecretStr(login["sasl_plain_password"])
+    return settings.model_copy(update={"sasl_username": "agent", "sasl_password": password, "sasl_mechanism": login["sasl_mechanism"]})
 
 
 async def test_an_agent_logged_in_as_agent_gets_its_function_run_by_a_serve_loop_logged_in_as_the_tool(

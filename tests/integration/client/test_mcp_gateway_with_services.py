@@ -124,6 +124,7 @@ def _gateway_process(stack: Stack, client_settings: ClientSettings, **more: str)
         "TIDEGATE_CLIENT_STATE_DIR": str(client_settings.state_dir),
         **({"TIDEGATE_CLIENT_SASL_USERNAME": client_settings.sasl_username} if client_settings.sasl_username else {}),
         **({"TIDEGATE_CLIENT_SASL_PASSWORD": client_settings.sasl_password.get_secret_value()} if client_settings.sasl_password else {}),
+        "TIDEGATE_CLIENT_SASL_MECHANISM": client_settings.sasl_mechanism,  # admin's, which a rotation moves
         "TIDEGATE_MCP_TOOLS_DIR": str(stack.kit.tools_dir),
         **more,
     }

@@ -139,6 +139,24 @@ async def test_a_broker_not_reached_is_named_with_the_login_tried_and_nothing_is
     assert [p.stopped for p in FakeProducer.made] == [True]
 
 
+async def test_a_refused_login_names_the_mechanism_tried_and_the_login_file_that_names_the_right_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's script logs in as admin with admin.properties' password after `infra rotate-login admin` moved it to
+    SCRAM-SHA-256: the client tried SCRAM-SHA-512; the error says so, the setting that changes it, and the file to read."""
+    monkeypatch.setenv("TIDEGATE_KAFKA_CREDENTIALS_DIR", str(tmp_path))
+    monkeypatch.setattr(transport_module, "AIOKafkaProducer", FakeProducer)
+    settings = ClientSettings(sasl_username="admin", sasl_password=SecretStr("rotated"))
+    with pytest.raises(ConnectionError) as failed:
+        async with Tidegate(settings, transport=KafkaTransport(settings), trust=DeploymentKeys().trust()):
+            pass
+    said = str(failed.value)
+    assert "SCRAM-SHA-512 was tried" in said
+    assert "TIDEGATE_CLIENT_SASL_MECHANISM" in said
+    assert str(tmp_path / "admin.properties") in said
+    assert "rotated" not in said
+
+
 class StuckConsumer:
     """aiokafka's consumer still connecting when the client is stopped (an MCP client that hung up at once)."""
 

@@ -362,3 +362,18 @@ def test_a_tool_login_is_read_from_the_properties_file_infra_up_makes(tmp_path: 
     )
     with pytest.raises(ValueError, match="cannot read the bus login"):
         tool_login(ClientSettings(), tmp_path / "missing.properties")
+
+
+def test_a_tool_login_a_rotation_moved_to_scram_sha_256_logs_in_on_scram_sha_256(tmp_path: Path) -> None:
+    """`tidegate infra rotate-login tool-reorder_stock` wrote `sasl.mechanism=SCRAM-SHA-256`: on SCRAM-SHA-512 the broker refuses it."""
+    properties = tmp_path / "tool-reorder_stock.properties"
+    properties.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="tool-reorder_stock" password="n3w";\n'
+    )
+    login = tool_login(ClientSettings(sasl_username="agent"), properties)
+    assert login.kafka_options()["sasl_mechanism"] == "SCRAM-SHA-256"
+    properties.write_text(properties.read_text().replace("SCRAM-SHA-256", "PLAIN"))
+    with pytest.raises(ValueError, match=r"sasl\.mechanism=PLAIN: one of SCRAM-SHA-512, SCRAM-SHA-256"):
+        tool_login(ClientSettings(sasl_username="agent"), properties)
