@@ -17,10 +17,12 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -34,6 +36,7 @@ from servicekit.settings import KitSettings
 
 __all__ = [
     "DEFAULT_ROLE_PREFIX",
+    "PROVISION_LOCK",
     "CannotEndSessions",
     "Grant",
     "RotatedLogin",
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_ROLE_PREFIX = "tidegate_"
+log = logging.getLogger(__name__)
 Connection = asyncpg.Connection | PoolConnectionProxy
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -283,6 +287,35 @@ async def _grant(conn: Connection, spec: SchemaSpec, role: str) -> None:
         raise ValueError(f"schema {spec.name}: unknown grant {spec.grant!r}")
 
 
+# The advisory lock every provisioning holds, on the cluster's `postgres` database: advisory locks are per database, and
+# roles (CREATE/ALTER ROLE, GRANT … TO) are cluster-wide, so two migrations into two databases of one cluster each held
+# their own database's lock and raced on the same roles (`tuple concurrently updated`, one failed now and then).
+# Its own key: a migration into the `postgres` database itself then takes both locks without waiting for itself.
+PROVISION_LOCK = "tidegate.provision.cluster"
+CLUSTER_DATABASE = "postgres"
+
+
+@asynccontextmanager
+async def _cluster_lock(migrator_dsn: str) -> AsyncIterator[None]:
+    """Hold `PROVISION_LOCK` on the cluster's `postgres` database; without a connection there, nothing (said)."""
+    try:
+        conn = await asyncpg.connect(with_database(migrator_dsn, CLUSTER_DATABASE))
+    except (asyncpg.PostgresError, OSError) as exc:  # no such database, or no CONNECT on it: the per-database lock alone
+        log.warning(
+            "not serialised with other databases' migrations on this cluster (no connection to its %r database: %s): "
+            "two migrations into two databases at once may fail one (`tuple concurrently updated`); run it again",
+            CLUSTER_DATABASE,
+            exc,
+        )
+        yield
+        return
+    try:
+        await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", PROVISION_LOCK)
+        yield
+    finally:
+        await conn.close()  # the session's end releases its advisory lock
+
+
 async def provision(
     migrator_dsn: str, schemas: Sequence[SchemaSpec], credentials_dir: Path, *, role_prefix: str = DEFAULT_ROLE_PREFIX
 ) -> dict[str, list[str]]:
@@ -293,11 +326,18 @@ async def provision(
     """
     owner = owner_role(role_prefix)
     users = _unique(spec.user for spec in schemas)
+    async with _cluster_lock(migrator_dsn):  # roles are cluster-wide: provisionings of several databases, one after the other
+        return await _provision(migrator_dsn, schemas, credentials_dir, owner, users, role_prefix)
+
+
+async def _provision(
+    migrator_dsn: str, schemas: Sequence[SchemaSpec], credentials_dir: Path, owner: str, users: list[str], role_prefix: str
+) -> dict[str, list[str]]:
     pool = await create_pool(migrator_dsn, max_size=2)
     applied: dict[str, list[str]] = {}
     try:
         async with pool.acquire() as conn:
-            # Roles are cluster-wide: serialise provisionings of several databases of one cluster.
+            # And on this database (the one lock there is when the cluster's `postgres` database is not reachable).
             await conn.execute("SELECT pg_advisory_lock(hashtextextended('tidegate.provision', 0))")
             try:
                 migrator = await conn.fetchval("SELECT current_user")
