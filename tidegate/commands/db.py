@@ -119,9 +119,13 @@ def rotate(
     if leaked:
         console.print(f"done: {len(rotated)} login(s) rotated; no session opened with a former password remains")
     else:
+        # Who uses what now: no service logs in as the operator's role (the CLI and `db migrate` do, from its passfile).
+        users = (["the services use theirs at their next connection"] if chosen else []) + (
+            [f"the operator's commands read theirs from {cfg.database_passfile} (no service logs in as the operator)"] if operator else []
+        )
         console.print(
-            f"done: {len(rotated)} login(s) rotated; the services use the new password at their next connection, "
-            "sessions already open keep the old one until they close (after a leak: --leaked)"
+            f"done: {len(rotated)} login(s) rotated; {' and '.join(users)}; sessions already open keep the old password until "
+            "they close (after a leak: --leaked)"
         )
 
 

@@ -72,3 +72,27 @@ def test_no_service_or_an_unknown_one_is_refused_before_anything_changes(monkeyp
     assert unknown.exit_code == 2
     assert "no database login executr" in unknown.output
     assert calls == []
+
+
+def test_the_operators_rotation_says_who_reads_the_new_password_and_not_that_services_use_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No service logs in as the operator's role: its new password is read from the passfile by the operator's commands."""
+    passfile = tmp_path / "tidegate.pgpass"
+    passfile.write_text("*:*:*:tidegate:old\n")
+    monkeypatch.setenv("TIDEGATE_DATABASE_PASSFILE", str(passfile))
+    monkeypatch.delenv("TIDEGATE_DATABASE_URL", raising=False)
+    calls = _stub(monkeypatch, tmp_path, RotatedLogin("tidegate_policy", 0, old_password_refused=True, sessions_left=0))
+
+    async def rotate_operator(dsn: str, file: Path, *, end_sessions: bool = False) -> RotatedLogin:
+        return RotatedLogin("tidegate", 0, old_password_refused=True, sessions_left=0)
+
+    monkeypatch.setattr(servicekit.dbroles, "rotate_operator", rotate_operator)
+    alone = _run("--operator")
+    assert alone.exit_code == 0, alone.output
+    assert calls == []
+    assert f"the operator's commands read theirs from {passfile} (no service logs in as the operator)" in alone.output
+    assert "the services use" not in alone.output
+    both = _run("policy", "--operator")
+    assert both.exit_code == 0, both.output
+    assert "the services use theirs at their next connection and the operator's commands read theirs" in both.output
