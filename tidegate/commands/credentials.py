@@ -7,6 +7,7 @@ PostgreSQL login), so a restore that does not keep the files' times starts their
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -32,9 +33,9 @@ EXIT_DUE = 1
 class Credential:
     """One secret of the deployment kept on this machine: what it is, where, when it was last set, what rotates it."""
 
-    kind: str  # signing key, operator key, tool key, client key, kafka login, postgres login, sealing key
+    kind: str  # signing key, operator key, tool key, client key, kafka login, postgres login, sealing key, approver token
     name: str
-    path: Path
+    path: Path | str  # the file, or where in the database (an approver token: `approval.approver_tokens`)
     set_at: float  # epoch seconds: the file's modification time
     rotate: str  # the command that rotates it, or what to do when there is none
     note: str = ""  # e.g. a rotation under way
@@ -92,6 +93,58 @@ def credentials_of(kit: KitSettings) -> list[Credential]:
     return found
 
 
+@dataclass(frozen=True)
+class InDatabase:
+    """The approval service's credentials the operator's login reads in the database, no secret opened.
+
+    `tokens`: each live approver token (only its hash is stored: its id, creation and expiry are what is read). `endpoints`:
+    how many webhook endpoints are enabled; their secrets are sealed and their rows do not date a rotation, so no age is
+    told for them. `unread`: why the database was not read (the files' credentials are listed all the same).
+    """
+
+    tokens: list[Credential]
+    endpoints: int = 0
+    unread: str = ""
+
+
+TOKENS = "approval.approver_tokens"
+
+
+async def _read_database(kit: KitSettings) -> InDatabase:
+    import asyncpg
+
+    conn = await asyncpg.connect(kit.operator_database_url, timeout=10)
+    try:
+        rows = await conn.fetch(
+            f"SELECT token_id, approver, tenant_id, operator, created_at, expires_at FROM {TOKENS} "
+            "WHERE revoked_at IS NULL AND expires_at > now() ORDER BY created_at, token_id"
+        )
+        endpoints = await conn.fetchval("SELECT count(*) FROM approval.webhook_endpoints WHERE enabled")
+    finally:
+        await conn.close()
+    tokens = [
+        Credential(
+            "approver token",
+            r["token_id"],
+            TOKENS,
+            r["created_at"].timestamp(),
+            f"tidegate approvals token rotate {r['token_id']}",
+            f"{r['approver']} of {'every tenant (operator)' if r['operator'] else r['tenant_id']}, "
+            f"expires {r['expires_at']:%Y-%m-%d %H:%M}",
+        )
+        for r in rows
+    ]
+    return InDatabase(tokens, int(endpoints or 0))
+
+
+def in_database(kit: KitSettings) -> InDatabase:
+    """What `_read_database` finds, or why nothing was read (a database not reached, a schema not migrated): never silent."""
+    try:
+        return asyncio.run(_read_database(kit))
+    except Exception as exc:  # any failure to read: the files' credentials are still listed, and this is said
+        return InDatabase([], 0, f"{type(exc).__name__}: {exc}")
+
+
 def _mcp_token() -> list[Credential]:
     """The HTTP MCP gateway's bearer token made on first run (in the client's state folder), if this machine holds one."""
     from tidegate.client import ClientSettings
@@ -112,12 +165,15 @@ def credentials(
     """Every credential this machine holds for the deployment: its age, whether it is due, and the command that rotates it.
 
     Signing keys (services, operator, tools, clients), sealing keys, Kafka logins and PostgreSQL logins, each as old as
-    the file that holds it (each rotation writes it anew). Exit 0 when none is older than --max-age-days, 1 when one is
+    the file that holds it (each rotation writes it anew); from the database, each live approver token, as old as its
+    creation (and, on stderr, how many webhook endpoints are enabled: their secrets' age is not recorded).
+    Exit 0 when none is older than --max-age-days, 1 when one is
     (for a cron job or a monitor), listing it with the command that rotates it.
     """
     kit = settings()
     now = time.time()
-    found = credentials_of(kit)
+    database = in_database(kit)
+    found = credentials_of(kit) + database.tokens
     due = [c for c in found if c.age_days(now) > max_age_days]
     if as_json:
         for c in found:
@@ -134,5 +190,23 @@ def credentials(
             typer.echo(line + (f"   ({c.note})" if c.note else ""))
         told = ": rotate each with the command beside it" if due else ""
         typer.echo(f"{len(due)} of {len(found)} older than {max_age_days:g} days{told}")
+    _say_database(database)
     if due:
         raise typer.Exit(EXIT_DUE)
+
+
+def _say_database(database: InDatabase) -> None:
+    """The webhook endpoints' secrets (counted, not dated), or why the database was not read: on stderr, after the list."""
+    if database.unread:
+        said = (
+            "approver tokens and webhook endpoints not listed: the database was not read as the operator "
+            f"(TIDEGATE_DATABASE_URL, TIDEGATE_DATABASE_PASSFILE): {database.unread}"
+        )
+    elif database.endpoints:
+        said = (
+            f"{database.endpoints} webhook endpoint(s) enabled: their secrets' age is not recorded (sealed, a rotation is not "
+            "dated); rotate each with `POST /api/v1/webhooks/endpoints/{id}/rotate?tenant_id=` (docs/approval.md)"
+        )
+    else:
+        return
+    typer.echo(said, err=True)

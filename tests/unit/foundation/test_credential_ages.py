@@ -18,9 +18,16 @@ from typer.testing import CliRunner
 from servicekit import KitSettings
 from servicekit.dbroles import credentials_file
 from tidegate.cli import app
+from tidegate.commands import credentials as credentials_module
 
 runner = CliRunner()
 DAY_S = 86_400
+
+
+@pytest.fixture(autouse=True)
+def _no_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test reaches no PostgreSQL: the approval service's tokens are read there (tests/unit/ops/test_credentials_in_database.py)."""
+    monkeypatch.setattr(credentials_module, "in_database", lambda kit: credentials_module.InDatabase([]))
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def no_client_folders(old_state: tuple[Path, Path], monkeypatch: pytest.MonkeyPa
     return old_state
 
 
-def test_the_mcp_gateway_keeps_the_token_its_clients_hold(no_client_folders: tuple[Path, Path]) -> None:
+def test_the_mcp_gateway_keeps_the_token_its_clients_hold(no_client_folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The upgrade probe (upgrade21 F1): run from the new checkout, the gateway made a new token in that checkout's empty
     `.tidegate/client` (every MCP client refused, 401), `mcp rotate-token` said there was no token yet, and `tidegate
     credentials` no longer listed the one the old checkout's gateway had handed out."""
@@ -128,6 +128,9 @@ def test_the_mcp_gateway_keeps_the_token_its_clients_hold(no_client_folders: tup
     rotated = CliRunner().invoke(app, ["mcp", "rotate-token"], env={"COLUMNS": "300"})
     assert rotated.exit_code == 0, rotated.output
     assert former_token_file(held).read_text().strip() == "the-token-every-client-holds-0123"  # still accepted until --finish
+    from tidegate.commands import credentials as credentials_module
+
+    monkeypatch.setattr(credentials_module, "in_database", lambda kit: credentials_module.InDatabase([]))  # no PostgreSQL here
     listed = CliRunner().invoke(app, ["credentials", "--json"], env={"COLUMNS": "300"})
     assert any(json.loads(line).get("name") == "mcp-gateway" for line in listed.output.splitlines() if line.startswith("{")), listed.output
 

@@ -1,0 +1,57 @@
+"""`tidegate credentials` lists the approval service's approver tokens and says what it cannot date (upgrade21 F7).
+
+The database is stubbed here (the real read: tests/integration/approval/test_credentials_lists_tokens.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from servicekit import KitSettings
+from tidegate.cli import app
+from tidegate.commands import credentials as credentials_module
+from tidegate.commands.credentials import TOKENS, Credential, InDatabase
+
+DAY_S = 86_400
+
+
+@pytest.fixture(autouse=True)
+def _empty_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDEGATE_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIDEGATE_INFRA_DIR", str(tmp_path / "infra"))
+    monkeypatch.setenv("TIDEGATE_CLIENT_STATE_DIR", str(tmp_path / "client"))
+
+
+def _database(found: InDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(credentials_module, "in_database", lambda kit: found)
+
+
+def test_an_old_approver_token_is_due_with_the_command_that_rotates_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    old = Credential("approver token", "tok_old", TOKENS, time.time() - 120 * DAY_S, "tidegate approvals token rotate tok_old", "x")
+    _database(InDatabase([old], endpoints=2), monkeypatch)
+    listed = CliRunner().invoke(app, ["credentials", "--max-age-days", "90"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 1, listed.output
+    line = next(line for line in listed.stdout.splitlines() if "tok_old" in line)
+    assert line.startswith("DUE  approver token")
+    assert "rotate: tidegate approvals token rotate tok_old" in line
+    assert "2 webhook endpoint(s) enabled: their secrets' age is not recorded" in listed.stderr
+    assert "/api/v1/webhooks/endpoints/{id}/rotate" in listed.stderr
+    as_json = CliRunner().invoke(app, ["credentials", "--json"])
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]  # stdout: JSON lines alone
+    assert [r["name"] for r in rows if r["kind"] == "approver token"] == ["tok_old"]
+
+
+def test_a_database_not_read_is_said_and_the_files_are_still_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def unreachable(kit: KitSettings) -> InDatabase:
+        raise OSError("Connect call failed ('127.0.0.1', 1)")
+
+    monkeypatch.setattr(credentials_module, "_read_database", unreachable)
+    listed = CliRunner().invoke(app, ["credentials"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    assert "approver tokens and webhook endpoints not listed: the database was not read" in listed.stderr
+    assert "Connect call failed" in listed.stderr
