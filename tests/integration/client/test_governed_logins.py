@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from conftest import Stack
 from pydantic import SecretStr
 
-from servicekit import KitSettings, SigningKey, kafka_options
+from servicekit import ADMIN, KitSettings, SigningKey, kafka_options
+from servicekit.bus_admin import alter_scram, unknowable_password
+from servicekit.bus_rotation import start_rotation
 from tidegate.client import ClientSettings, Tidegate, governed
 from tidegate.client.governed import NotServed
 
@@ -67,3 +72,39 @@ async def test_a_function_served_under_the_name_of_a_catalog_tool_the_executor_r
 
         with pytest.raises(NotServed, match=r"tools\.issue_refund\.requests is not on the broker: .*kind `topic`.*executor itself"):
             await asyncio.wait_for(issue_refund("cus_1", 5.0, "O-1"), 20)
+
+
+async def test_a_tool_login_rotated_to_scram_sha_256_still_serves(
+    stack: Stack, client_settings: ClientSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tidegate infra rotate-login tool-update_inventory` gave the tool a new password on SCRAM-SHA-256 (its file says so).
+
+    The serve loop took the user and password from the file but logged in on SCRAM-SHA-512, where the broker holds the
+    former password: refused, `NotServed`. Rotated here in a copy of the logins folder, and put back after: the SCRAM-SHA-256
+    credential retired (never deleted), the SCRAM-SHA-512 one untouched.
+    """
+    principal = "tool-update_inventory"
+    folder = tmp_path / "credentials"
+    shutil.copytree(stack.kit.kafka_credentials_dir, folder)
+    monkeypatch.setenv("TIDEGATE_KAFKA_CREDENTIALS_DIR", str(folder))  # where the serve loop reads `tool-<tool>.properties`
+    SigningKey.load_or_create(stack.kit.keys_dir / "tools", "update_inventory")
+    rotated = await start_rotation(stack.kit.kafka_bootstrap, folder, principal)
+    try:
+        assert rotated.mechanism == "SCRAM-SHA-256"
+        ran: list[str] = []
+        async with Tidegate(as_agent(client_settings, stack.kit)) as tg:
+
+            @governed("update_inventory", client=tg)
+            def update_inventory(sku: str, delta: int, reason: str = "") -> dict[str, Any]:
+                ran.append(sku)
+                return {"sku": sku, "on_hand": 10 + delta}
+
+            assert await update_inventory("KB-200", 1) == {"sku": "KB-200", "on_hand": 11}
+        assert ran == ["KB-200"]
+    finally:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kit.kafka_bootstrap, **kafka_options(stack.kit, ADMIN))
+        await admin.start()
+        try:
+            await alter_scram(admin, {principal: ("SCRAM-SHA-256", unknowable_password())})
+        finally:
+            await admin.close()
