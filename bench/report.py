@@ -791,6 +791,26 @@ CUTS = (
     "3,965 / 4,154 / 3,977 thousand an action, within what these runs move by: the cut is "
     "PostgreSQL's, three statements an action it no longer parses and runs (the round trip stays). In process on "
     "the local cluster, not `make bench`.",
+    "- **The state kept before a call, a transaction of its own (2026-12-07).** A call whose undo reads the state "
+    "before it (`tag_ticket`: the ticket's tags) kept that state (`executor.undo_plans.before`) in a statement of "
+    "its own, committed unflushed just before the flushed `UPDATE` that marks its first attempt `running`: two "
+    "transactions, two statements, where one does. The state is now written by the `running` mark's own statement, "
+    "as a CTE (`ClaimSession.with_running`, `PgUndoStore.keep_prior_state_running`; the upsert's `RETURNING` row "
+    "comes back through the mark's statement and is checked against the executor's seal as before, so the first "
+    "state read still wins and a forged one is still refused): state and mark are one flushed transaction, so the "
+    "state is on disk before the call as the claim is, never later than before; a crash before the mark loses a "
+    "state read for a call not made, and the next delivery reads it again, as one before the unflushed commit's "
+    "flush did (tests/integration/executor/test_action_round_trips.py counts each statement an action sends, 6 → 5 "
+    "for `tag_ticket`, holds the state kept to the mark's flushed statement, and reads it back as the executor's "
+    "own). Counted as the cuts above (`bench.executor_bench`'s mix, 330 actions, 110 of them `tag_ticket`, "
+    "`pg_stat_statements` on the bench's own database; `PYTHONPATH=$PWD .venv/bin/python count.py 100`, a wrapper "
+    "of `bench.executor_bench.run` outside the project, run twice after and twice before, the same counts each "
+    "time): 5.33 → 5.00 statements an action (1,760 → 1,650: one fewer for each `tag_ticket`), so 5.33 → 5.00 "
+    "transactions (each statement its own); the bench's own figure, which counts only the transactions the backends"
+    " have reported to `pg_stat_database` by its end, 5.38 → 5.13; WAL about the same (the two writes' 1,133 "
+    "records, 167 KB → 1,132, 168 KB). What the cut saves is PostgreSQL's: a transaction, its commit and a "
+    "statement's parse, bind and execution for each call that reads the state before it. In process on the local "
+    "cluster, not `make bench`.",
 )
 
 

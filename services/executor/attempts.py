@@ -102,7 +102,7 @@ class Attempts:
         if step.recovering:
             log.warning("action %s was interrupted mid-call; calling %s again with the same idempotency key", data.action_id, spec.name)
         attempts, started, extra_cost = record.attempts, time.monotonic(), 0.0
-        before = await self.undo.prior_state(session, spec, data, recovering=step.recovering)
+        before = await self.undo.prior_state(session, spec, data, recovering=step.recovering)  # kept by the first `running`
         # A process that stopped between two attempts left the last error and when the next may be made (`waiting`).
         error: ToolError | None = _kept_error(record) if record.status == "waiting" else None
         maybe: ToolError | None = error if error is not None and error.maybe_applied else None  # then later attempts cannot undo it
@@ -140,7 +140,7 @@ class Attempts:
                 done = outcome(record, spec, "succeeded", answer.result, None, attempts, started, extra_cost)
 
                 async def undo(on: ClaimSession, result: Any = answer.result) -> UndoPlan | None:
-                    return await self.undo.plan(on, spec, data, result, before)
+                    return await self.undo.plan(on, spec, data, result, before())
 
                 return await self.record(session, Held(done, undo))
             log.info("action %s attempt %d of %s failed: %s: %s", data.action_id, attempts, spec.name, error.type, error.message)

@@ -27,12 +27,15 @@ from asyncpg.pool import PoolConnectionProxy
 from servicekit import NO_FLUSH
 from services.executor.domain import CallError, ClaimRecord
 
-__all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore", "WithOutcome"]
+__all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore", "Returned", "WithOutcome"]
 
 
 @dataclass(frozen=True)
 class WithOutcome:
-    """A write of the action's that goes into the statement recording its outcome (`ClaimSession.finish`), as a CTE.
+    """A write of the action's that goes into another of its statements as a CTE.
+
+    The statement recording its outcome (`ClaimSession.finish`), or the next one marking an attempt running
+    (`ClaimSession.with_running`).
 
     Attributes:
         sql: A data-modifying statement (`INSERT …`) whose parameters are numbered from `{first}` on
@@ -46,6 +49,19 @@ class WithOutcome:
     def at(self, first: int) -> str:
         """The statement with its parameters numbered from `first`."""
         return re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + first - 1}", self.sql)
+
+
+@dataclass
+class Returned:
+    """The row a write handed to `ClaimSession.with_running` returned (`RETURNING`), once the `running` mark has gone through.
+
+    Attributes:
+        ran: Whether the statement carrying the write has run (and committed).
+        row: The write's row, its columns by name (None when it returned none, or before it ran).
+    """
+
+    ran: bool = False
+    row: dict[str, Any] | None = None
 
 
 class ClaimSession(Protocol):
@@ -68,7 +84,19 @@ class ClaimSession(Protocol):
         ...
 
     async def running(self, attempts: int) -> None:
-        """Mark that attempt number `attempts` is about to call the tool."""
+        """Mark that attempt number `attempts` is about to call the tool (flushed: durable before the call).
+
+        The write handed to `with_running` since the last mark goes into the same statement, so in the same transaction.
+        """
+        ...
+
+    def with_running(self, write: WithOutcome) -> Returned:
+        """Make `write` (one, returning at most one row) part of the next `running` statement: durable with it, and one transaction fewer.
+
+        It is so durable before the call. What it returned is in the `Returned` once that statement has gone through.
+
+        Only for a session with a connection: an in-memory store keeps what it is given at once.
+        """
         ...
 
     async def waiting(self, attempts: int, error: CallError, retry_at: datetime) -> None:
@@ -167,6 +195,7 @@ class _PgSession(ClaimSession):
         self._owner = owner
         self._prefix = prefix
         self._with_outcome: list[WithOutcome] = []
+        self._with_running: tuple[WithOutcome, Returned] | None = None
 
     @property
     def connection(self) -> asyncpg.Connection | PoolConnectionProxy:
@@ -174,6 +203,13 @@ class _PgSession(ClaimSession):
 
     def with_outcome(self, write: WithOutcome) -> None:
         self._with_outcome.append(write)
+
+    def with_running(self, write: WithOutcome) -> Returned:
+        if self._with_running is not None:
+            raise RuntimeError(f"action {self._action_id}: one write at most rides on a running mark")
+        returned = Returned()
+        self._with_running = (write, returned)
+        return returned
 
     async def get(self) -> ClaimRecord | None:
         row = await self._conn.fetchrow("SELECT * FROM executor.actions WHERE action_id = $1", self._action_id)
@@ -191,13 +227,24 @@ class _PgSession(ClaimSession):
         return _record(row)
 
     async def running(self, attempts: int) -> None:
-        await self._conn.execute(
+        mark = (
             "UPDATE executor.actions SET status = 'running', attempts = $2, owner = $3, "
-            "started_at = coalesce(started_at, now()), updated_at = now() WHERE action_id = $1",
+            "started_at = coalesce(started_at, now()), updated_at = now() WHERE action_id = $1"
+        )
+        if self._with_running is None:
+            await self._conn.execute(mark, self._action_id, attempts, self._owner)
+            return
+        # The write that rides on the mark (the state kept before the call) is a CTE of its statement: one flushed transaction.
+        write, returned = self._with_running
+        row = await self._conn.fetchval(
+            f"WITH w0 AS ({write.at(4)}), mark AS ({mark}) SELECT to_jsonb(w0)::text FROM w0",
             self._action_id,
             attempts,
             self._owner,
+            *write.args,
         )
+        self._with_running = None
+        returned.ran, returned.row = True, None if row is None else json.loads(row)
 
     async def waiting(self, attempts: int, error: CallError, retry_at: datetime) -> None:
         await self._conn.execute(
@@ -325,6 +372,9 @@ class _MemorySession(ClaimSession):
         return done
 
     def with_outcome(self, write: WithOutcome) -> None:
+        raise TypeError("in-memory claims run no SQL: an in-memory store keeps what it is given at once")
+
+    def with_running(self, write: WithOutcome) -> Returned:
         raise TypeError("in-memory claims run no SQL: an in-memory store keeps what it is given at once")
 
 

@@ -16,6 +16,7 @@ table="undo_plans"}`) and never used, so the call's undo is `unavailable` rather
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +29,7 @@ from servicekit.authority import Principal
 from servicekit.row_proofs import KeyHolders, Proof, RowSeal
 from services.executor.claims import ClaimSession, WithOutcome
 
-__all__ = ["InMemoryUndoStore", "PgUndoStore", "UndoKey", "UndoSeals", "UndoStore", "undo_seals"]
+__all__ = ["InMemoryUndoStore", "KeptLater", "PgUndoStore", "UndoKey", "UndoSeals", "UndoStore", "undo_seals"]
 
 _REFUSED = (
     "its undo is unavailable (a person corrects the system of record by hand); the executor's database login may have been "
@@ -72,6 +73,10 @@ def _claims(action_id: str, tenant_id: str, task_id: str, tool: str, part: str, 
     return {"action_id": action_id, "tenant_id": tenant_id, "task_id": task_id, "tool": tool, part: value}
 
 
+KeptLater = Callable[[], dict[str, Any] | None]
+"""The state kept before a call, to be asked once the claim's `running` mark that keeps it has gone through (None before)."""
+
+
 class UndoStore(Protocol):
     """Prior states and undo plans by action id."""
 
@@ -83,6 +88,15 @@ class UndoStore(Protocol):
         """Keep `before` unless a state is kept already; return the one kept (the first read wins), None when it is refused.
 
         Durable once the claim's next write is (`running`, before the call): the caller makes one.
+        """
+        ...
+
+    async def keep_prior_state_running(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession) -> KeptLater:
+        """Keep `before` as `keep_prior_state` does, written by the statement marking the claim's next attempt `running`.
+
+        That mark (`ClaimSession.with_running`) is flushed before the call: one transaction with it, and one fewer.
+
+        Returns how to ask for the state kept (the first read wins; None when refused) once that mark has gone through.
         """
         ...
 
@@ -114,6 +128,11 @@ class InMemoryUndoStore(UndoStore):
         """See UndoStore."""
         return self.befores.setdefault(key.action_id, before)
 
+    async def keep_prior_state_running(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession) -> KeptLater:
+        """See UndoStore: kept at once."""
+        kept = await self.keep_prior_state(key, before)
+        return lambda: kept
+
     async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
         """See UndoStore."""
         self.plans[key.action_id] = plan
@@ -135,7 +154,7 @@ class PgUndoStore(UndoStore):
         conn = held.connection if held is not None else None
         return self._pool if conn is None else conn
 
-    def _proven(self, seal: RowSeal, part: str, row: asyncpg.Record) -> Any:
+    def _proven(self, seal: RowSeal, part: str, row: asyncpg.Record | Mapping[str, Any]) -> Any:
         """The part of `row` (decoded) when its proof holds, else None: refused, logged and counted."""
         value = json.loads(row[part])
         claims = _claims(row["action_id"], row["tenant_id"], row["task_id"], row["tool"], part, value)
@@ -157,28 +176,38 @@ class PgUndoStore(UndoStore):
         before = None if row is None else self._proven(self._seals.before, "before", row)
         return None if before is None else dict(before)
 
-    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession | None = None) -> dict[str, Any] | None:
-        """See UndoStore."""
+    def _keep_before(self, key: UndoKey, before: dict[str, Any], source: str) -> WithOutcome:
+        """The upsert that keeps `before` unless a state is kept already (the first read wins), selecting its row from `source`."""
         proof = self._seals.before.sign(_claims(key.action_id, key.tenant_id, key.task_id, key.tool, "before", before))
         first = "executor.undo_plans.before IS NULL"  # the first read wins: a state kept already, and its proof, stay
-        row = await self._on(held).fetchrow(
-            "INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before, before_key_id, before_signature)"
-            f" SELECT $1, $2, $3, $4, $5::jsonb, $6, $7 FROM {UNFLUSHED}"  # the claim's `running`, flushed, follows before the call
+        sql = (
+            f"INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before, before_key_id, before_signature) {source}"
             " ON CONFLICT (action_id) DO UPDATE SET before = coalesce(executor.undo_plans.before, EXCLUDED.before),"
             f" before_key_id = CASE WHEN {first} THEN EXCLUDED.before_key_id ELSE executor.undo_plans.before_key_id END,"
             f" before_signature = CASE WHEN {first} THEN EXCLUDED.before_signature ELSE executor.undo_plans.before_signature END"
-            " RETURNING action_id, tenant_id, task_id, tool, before::text AS before, before_key_id, before_signature",
-            key.action_id,
-            key.tenant_id,
-            key.task_id,
-            key.tool,
-            json.dumps(before),
-            proof.key_id,
-            proof.signature,
+            " RETURNING action_id, tenant_id, task_id, tool, before::text AS before, before_key_id, before_signature"
         )
-        assert row is not None  # an upsert returns its row
-        kept = self._proven(self._seals.before, "before", row)
+        return WithOutcome(sql, (key.action_id, key.tenant_id, key.task_id, key.tool, json.dumps(before), proof.key_id, proof.signature))
+
+    def _kept(self, row: asyncpg.Record | Mapping[str, Any] | None) -> dict[str, Any] | None:
+        kept = None if row is None else self._proven(self._seals.before, "before", row)
         return None if kept is None else dict(kept)
+
+    async def keep_prior_state(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession | None = None) -> dict[str, Any] | None:
+        """See UndoStore."""
+        # committed unflushed: the claim's `running`, flushed, follows before the call
+        keep = self._keep_before(key, before, f"SELECT $1, $2, $3, $4, $5::jsonb, $6, $7 FROM {UNFLUSHED}")
+        row = await self._on(held).fetchrow(keep.sql, *keep.args)
+        assert row is not None  # an upsert returns its row
+        return self._kept(row)
+
+    async def keep_prior_state_running(self, key: UndoKey, before: dict[str, Any], *, held: ClaimSession) -> KeptLater:
+        """See UndoStore: on the claim's connection, a CTE of its next `running` mark (flushed, so no `UNFLUSHED` here)."""
+        if held.connection is None:
+            kept = await self.keep_prior_state(key, before, held=held)
+            return lambda: kept
+        returned = held.with_running(self._keep_before(key, before, "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"))
+        return lambda: self._kept(returned.row) if returned.ran else None
 
     async def keep_plan(self, key: UndoKey, plan: UndoPlan, *, held: ClaimSession | None = None) -> None:
         """See UndoStore: with the claim's connection, the plan is written by the statement that records the outcome."""

@@ -17,7 +17,7 @@ from servicekit.toolcontract import ToolContext, ToolError
 from servicekit.undo import UndoUnavailable, before_args, plan_undo
 from services.executor.claims import ClaimSession
 from services.executor.tools import Invoker
-from services.executor.undo import UndoKey, UndoStore
+from services.executor.undo import KeptLater, UndoKey, UndoStore
 
 __all__ = ["ContextOf", "UndoRecording", "reads_prior_state"]
 
@@ -48,10 +48,10 @@ class UndoRecording:
     invokers: Invoker
     context: ContextOf
 
-    async def prior_state(
-        self, session: ClaimSession, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool
-    ) -> dict[str, Any] | None:
+    async def prior_state(self, session: ClaimSession, spec: ToolSpec, data: ActionAuthorizedData, *, recovering: bool) -> KeptLater:
         """The state the undo restores, read once before the first attempt (catalog `undo.before`) and kept.
+
+        Ask for it once the attempt is marked `running`: the mark's statement keeps it (`UndoStore.keep_prior_state_running`).
 
         After a crash the state kept before the first attempt is used: reading again could see the
         call's own effect. A read that fails, however (a tool error, a timeout, a bug or an answer of
@@ -59,11 +59,11 @@ class UndoRecording:
         allowed on its own terms.
         """
         if spec.undo is None or spec.undo.before is None:
-            return None
+            return _none
         kept = await self.store.prior_state(data.action_id, held=session)
         read = self.catalog.get(spec.undo.before.tool)
         if kept is not None or recovering or read is None:
-            return kept
+            return lambda: kept
         try:
             args = before_args(spec.undo, data.args)
             assert args is not None
@@ -79,8 +79,8 @@ class UndoRecording:
                 exc,
                 exc_info=not expected,
             )
-            return None
-        return await self.store.keep_prior_state(_undo_key(data), answer.result, held=session)
+            return _none
+        return await self.store.keep_prior_state_running(_undo_key(data), answer.result, held=session)
 
     async def plan(
         self,
@@ -96,6 +96,10 @@ class UndoRecording:
         plan = plan_undo(spec.undo, data.args, result, before)
         await self.store.keep_plan(_undo_key(data), plan, held=session)
         return plan
+
+
+def _none() -> None:
+    return None
 
 
 def _undo_key(data: ActionAuthorizedData) -> UndoKey:

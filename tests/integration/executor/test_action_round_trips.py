@@ -74,24 +74,31 @@ async def test_an_undoable_action_takes_one_connection_and_its_tools_one_stateme
     await counted.executor.handle(tag)
     [result] = counted.published
     assert (result.type, result.data.undo.args) == ("tidegate.action.succeeded", {"ticket_id": "T-1007", "tags": ["password"]})
-    # claim, the state kept before (read, then kept), running, the outcome with the plan, and one reset: one connection,
-    # one release (the plan was a statement and a transaction of its own before 2026-12-07: 7 statements)
-    assert len(counted.claims.sent) == 6, counted.claims.sent
+    # claim, the look for a state kept before, running with the state read kept, the outcome with the plan, and one
+    # reset: one connection, one release (7 statements before 2026-12-07, when the plan was a statement and a
+    # transaction of its own; 6 until the state kept before was one too)
+    assert len(counted.claims.sent) == 5, counted.claims.sent
     assert sum("pg_advisory_unlock_all" in q for q in counted.claims.sent) == 1
     assert len(counted.tools.sent) == 2, counted.tools.sent  # the ticket read before (get_ticket), then tag_ticket
     # Only the running mark (before the call) and the outcome (before the result is published) wait for the disk: the
-    # claim and the state kept before are committed unflushed, and made durable by the flushed commit that follows each;
-    # the plan is written by the outcome's own statement (a CTE), so it is durable with it, in the same transaction.
+    # claim is committed unflushed, and made durable by the flushed commit that follows it; the state kept before is
+    # written by the running mark's own statement and the plan by the outcome's (CTEs), each durable with it, in the
+    # same transaction: the state before the call is on disk before the call, as the claim is.
     writes = [q for q in counted.claims.sent if q.lstrip().upper().startswith(("INSERT", "UPDATE", "WITH"))]
     unflushed = [q for q in writes if "set_config('synchronous_commit', 'off', true)" in q]
-    assert [q.split()[0:3] for q in unflushed] == [["INSERT", "INTO", "executor.actions"], ["INSERT", "INTO", "executor.undo_plans"]]
+    assert [q.split()[0:3] for q in unflushed] == [["INSERT", "INTO", "executor.actions"]]
     flushed = [q for q in writes if q not in unflushed]
-    assert [q.split()[0:2] for q in flushed[:1]] == [["UPDATE", "executor.actions"]]
+    assert flushed[0].startswith("WITH w0 AS (INSERT INTO executor.undo_plans (action_id, tenant_id, task_id, tool, before,")
+    assert "UPDATE executor.actions SET status = 'running'" in flushed[0]
     assert flushed[1].startswith("WITH w0 AS (INSERT INTO executor.undo_plans")
     assert "UPDATE executor.actions SET status" in flushed[1]
     assert len(flushed) == 2
-    # what the outcome's statement kept is the plan the result carries, proven as the executor's
+    # what the outcome's statement kept is the plan the result carries, proven as the executor's, and what the running
+    # mark's kept is the state read before the call, proven as the executor's too
     assert await counted.executor.undo.plan(tag.data.action_id) == result.data.undo
+    kept = await counted.executor.undo.prior_state(tag.data.action_id)
+    assert kept is not None
+    assert "password" not in kept["tags"]
 
     note = authorize(tenant, "add_internal_note", {"ticket_id": "T-1007", "note": "checked"})
     counted.claims.sent.clear()
