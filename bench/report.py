@@ -811,6 +811,18 @@ CUTS = (
     "records, 167 KB → 1,132, 168 KB). What the cut saves is PostgreSQL's: a transaction, its commit and a "
     "statement's parse, bind and execution for each call that reads the state before it. In process on the local "
     "cluster, not `make bench`.",
+    "- **A refusal, claimed and then recorded (2026-12-07).** A new action refused before any call (unknown tool, "
+    "expired authorization, kill switch, args the catalog refuses) was claimed by one statement (`INSERT … "
+    "'claimed'`, unflushed) and its outcome recorded by a second (the flushed `UPDATE` with the signed result "
+    "event): two statements and two transactions where one does, since the refusal is decided before the claim. The"
+    " claim now records the refusal and its result event itself (`ClaimStore.claim(…, finished=…)`, the event "
+    "signed beforehand, inside the action's span so it keeps its trace): one flushed statement, before the event is"
+    " published, as the outcome's was; an action claimed before (a redelivery, another event with the same id) is "
+    "still answered from its record, and the event signed for nothing is dropped. "
+    "tests/integration/executor/test_action_round_trips.py counts what a kill-switch refusal and an expired "
+    "authorization send: 3 → 2 statements each (claim with its outcome, reset), the claim's flushed, the kept event"
+    " the one published. Not in `bench.executor_bench`'s mix (no refusals), so counted by that test only: a "
+    "refusal's transactions 2 → 1, statements 3 → 2. In process on the local cluster, not `make bench`.",
 )
 
 

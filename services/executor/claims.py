@@ -126,11 +126,13 @@ class ClaimSession(Protocol):
 class ClaimStore(Protocol):
     """The claims of every action id."""
 
-    def claim(self, record: ClaimRecord, *, running: bool = False) -> Any:
+    def claim(self, record: ClaimRecord, *, running: bool = False, finished: ClaimRecord | None = None) -> Any:
         """Async context manager: wait for exclusive hold of the record's action id and claim it unless it was claimed before.
 
         Yields the session and the action's record: `record` itself when claimed now, else the one kept.
         With `running`, a new claim is also marked as running its first attempt (as `running(1)` would).
+        With `finished` (the outcome of `record`, with its `result_event`: a refusal, nothing called), a new claim is
+        recorded as that outcome at once, as `finish` would, flushed; `finished` itself is then yielded.
         """
         ...
 
@@ -185,6 +187,19 @@ def _claim_values(record: ClaimRecord, owner: str, prefix: str) -> tuple[Any, ..
         record.action_digest,
         owner,
         prefix,
+    )
+
+
+def _outcome_values(done: ClaimRecord) -> tuple[Any, ...]:
+    """The values of an outcome's columns: status, result, error, attempts, duration_ms, cost_usd, result_event."""
+    return (
+        done.status,
+        json.dumps(done.result) if done.result is not None else None,
+        json.dumps(done.error.to_json()) if done.error is not None else None,
+        done.attempts,
+        done.duration_ms,
+        done.cost_usd,
+        done.result_event,
     )
 
 
@@ -270,13 +285,7 @@ class _PgSession(ClaimSession):
             f"{head}UPDATE executor.actions SET status = $2, result = $3::jsonb, error = $4::jsonb, attempts = $5, duration_ms = $6, "
             "cost_usd = $7, result_event = $8, finished_at = now(), updated_at = now() WHERE action_id = $1",
             self._action_id,
-            done.status,
-            json.dumps(done.result) if done.result is not None else None,
-            json.dumps(done.error.to_json()) if done.error is not None else None,
-            done.attempts,
-            done.duration_ms,
-            done.cost_usd,
-            done.result_event,
+            *_outcome_values(done),
             *args,
         )
         self._with_outcome.clear()
@@ -292,7 +301,9 @@ class PgClaimStore(ClaimStore):
         self._prefix = prefix  # the deployment's topic prefix: its rows are the only ones it settles at start
 
     @asynccontextmanager
-    async def claim(self, record: ClaimRecord, *, running: bool = False) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
+    async def claim(
+        self, record: ClaimRecord, *, running: bool = False, finished: ClaimRecord | None = None
+    ) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
         """Wait until nobody else holds the record's action id, hold it and claim it unless it was claimed before (`ClaimStore.claim`).
 
         One round trip when the action is new: the lock is taken by the row the INSERT reads, so
@@ -300,10 +311,26 @@ class PgClaimStore(ClaimStore):
         statement, whose snapshot is taken after the lock (the first one's was taken before it).
         A claim not marked `running` is committed without waiting for the disk (`servicekit.UNFLUSHED`):
         nothing is called before `running` or published before `finish`, both flushed, which make it
-        durable too; a crash before them loses a claim on which nothing happened.
+        durable too; a crash before them loses a claim on which nothing happened. A claim `finished` at once (a
+        refusal) is one flushed statement with its outcome and result event, as `finish` writes them.
         """
         async with self._pool.acquire() as conn:
             session = _PgSession(conn, record.action_id, self._owner, self._prefix)
+            if finished is not None:
+                claimed = await conn.fetchval(
+                    "INSERT INTO executor.actions (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, owner,"
+                    " topic_prefix, status, result, error, attempts, duration_ms, cost_usd, result_event, finished_at) "
+                    "SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $12, $13::jsonb, $14::jsonb, $15, $16, $17, $18, now()"
+                    " FROM (SELECT pg_advisory_lock($11)) AS held ON CONFLICT (action_id) DO NOTHING RETURNING true",
+                    *_claim_values(record, self._owner, self._prefix),
+                    _lock_key(record.action_id),
+                    *_outcome_values(finished),
+                )
+                kept = finished if claimed else await session.get()
+                if kept is None:  # the row was deleted between the conflict and the read: never claim twice
+                    raise RuntimeError(f"action {record.action_id} vanished while claimed")
+                yield session, kept
+                return
             claimed = await conn.fetchval(
                 "INSERT INTO executor.actions (action_id, event_id, tenant_id, task_id, step, tool, args, action_digest, owner,"
                 " topic_prefix, status, attempts, started_at) "
@@ -386,13 +413,16 @@ class InMemoryClaimStore(ClaimStore):
         self._locks: dict[str, asyncio.Lock] = {}
 
     @asynccontextmanager
-    async def claim(self, record: ClaimRecord, *, running: bool = False) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
+    async def claim(
+        self, record: ClaimRecord, *, running: bool = False, finished: ClaimRecord | None = None
+    ) -> AsyncIterator[tuple[ClaimSession, ClaimRecord]]:
         """Wait for the action's lock, hold it and claim the action unless it was claimed before (`ClaimStore.claim`)."""
         async with self.hold(record.action_id) as session:
             kept = self.records.get(record.action_id)
             if kept is None:
-                self.records[record.action_id] = replace(record, status="running", attempts=1) if running else record
-            yield session, kept or record
+                new = finished or (replace(record, status="running", attempts=1) if running else record)
+                self.records[record.action_id] = new
+            yield session, kept or finished or record
 
     @asynccontextmanager
     async def hold(self, action_id: str) -> AsyncIterator[ClaimSession]:

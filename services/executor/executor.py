@@ -23,7 +23,7 @@ from services.executor.claims import ClaimSession, ClaimStore
 from services.executor.credentials import CredentialStore
 from services.executor.domain import Call, ClaimRecord, Finish, check_authenticity, decide, end_of_interrupted
 from services.executor.kept_results import kept_result
-from services.executor.outcomes import call_error, settle
+from services.executor.outcomes import call_error, settle, with_result
 from services.executor.settings import DEFAULT_MAX_RESULT_BYTES
 from services.executor.tools import ToolAnswer, ToolInvokers
 from services.executor.undo import InMemoryUndoStore, UndoStore
@@ -140,7 +140,11 @@ class Executor:
         # A new action about to be called is claimed and marked running in one statement: nothing awaits between that and the call.
         run_now = isinstance(step, Call) and not reads_prior_state(spec)
         with span("executor execute", attributes={Attr.ACTION: data.action_id, Attr.TOOL: data.tool, Attr.TENANT: data.tenant_id}) as s:
-            async with self.claims.claim(new, running=run_now) as (session, record):
+            # A new action refused before any call (expired, kill switch, unknown tool, args) is claimed with its outcome
+            # and result event in one statement; signed here, in the span, so that the event kept carries its trace.
+            refusal_now = None if isinstance(step, Call) else _without_call(new, spec, step)
+            finished, made = (None, None) if refusal_now is None else with_result(refusal_now, self.out, self.max_result_bytes)
+            async with self.claims.claim(new, running=run_now, finished=finished) as (session, record):
                 if record.tenant_id != data.tenant_id:
                     # Action ids are global; another tenant's outcome is never theirs to see nor to repeat.
                     raise Reject(ReasonCode.AUTHORIZATION_REPLAYED, f"action id {data.action_id} was already used by another tenant")
@@ -149,7 +153,11 @@ class Executor:
                 differs = record.action_digest != data.authorization.action_digest
                 refused: Reject | None = None  # the authorization was refused just now: dead-letter it too
                 held = self.held.get(data.action_id)
-                if record.terminal:
+                if finished is not None and record is finished and made is not None:  # refused now, recorded by the claim
+                    await self.out.publish_many([made])
+                    if record.error is not None and record.error.refusal is not None:
+                        refused = Reject(record.error.refusal, record.error.message)
+                elif record.terminal:
                     self.held.pop(data.action_id, None)
                     log.info("action %s already %s: answering from the record", data.action_id, record.status)
                     await self.out.publish_many([kept_result(record.result_event, data, self.authority)])
@@ -212,10 +220,7 @@ class Executor:
 
     async def _finish_without_call(self, session: ClaimSession, record: ClaimRecord, spec: ToolSpec | None, step: Finish) -> ClaimRecord:
         """End the action as `step` says, calling nothing now; attempts an interrupted process made are priced, as they were made."""
-        error = call_error(step.error_type, step.message, dead=step.dead_letter)
-        cost = call_cost_usd(spec.cost_usd if spec is not None else 0.0, record.attempts)
-        done = replace(record, status=step.status, result=None, error=error, cost_usd=cost)
-        return await settle(session, done, self.out, self.max_result_bytes)
+        return await settle(session, _without_call(record, spec, step), self.out, self.max_result_bytes)
 
     async def _end_if_interrupted(self, session: ClaimSession, record: ClaimRecord) -> ClaimRecord:
         """End `record` if a dead process left it `running` and it must not be called again (`end_of_interrupted`), else keep it."""
@@ -298,3 +303,10 @@ def _new_record(event: ActionAuthorized) -> ClaimRecord:
         action_digest=data.authorization.action_digest,
         status="claimed",
     )
+
+
+def _without_call(record: ClaimRecord, spec: ToolSpec | None, step: Finish) -> ClaimRecord:
+    """`record` ended as `step` says, nothing called now; attempts an interrupted process made are priced, as they were made."""
+    error = call_error(step.error_type, step.message, dead=step.dead_letter)
+    cost = call_cost_usd(spec.cost_usd if spec is not None else 0.0, record.attempts)
+    return replace(record, status=step.status, result=None, error=error, cost_usd=cost)

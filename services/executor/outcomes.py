@@ -30,7 +30,7 @@ from services.executor.claims import ClaimSession
 from services.executor.domain import CallError, ClaimRecord
 from services.executor.results import bounded_error, result_stand_in, undo_stand_in
 
-__all__ = ["SOURCE", "call_error", "outcome", "settle"]
+__all__ = ["SOURCE", "call_error", "outcome", "settle", "with_result"]
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,16 @@ def outcome(
 
 async def settle(session: ClaimSession, done: ClaimRecord, out: Outlet, bound: int, undo: UndoPlan | None = None) -> ClaimRecord:
     """Record the outcome `done` and its result event (signed, within `bound` bytes) in one statement, then publish that event on `out`."""
-    made = _recorded_result(done, out, bound, undo)
-    done = await session.finish(replace(done, result_event=made.value.decode()))
+    done, made = with_result(done, out, bound, undo)
+    done = await session.finish(done)
     await out.publish_many([made])
     return done
+
+
+def with_result(done: ClaimRecord, out: Outlet, bound: int, undo: UndoPlan | None = None) -> tuple[ClaimRecord, Recorded]:
+    """The outcome `done` with its result event (signed, within `bound` bytes) to keep, and that event to publish once kept."""
+    made = _recorded_result(done, out, bound, undo)
+    return replace(done, result_event=made.value.decode()), made
 
 
 def _recorded_result(record: ClaimRecord, out: Outlet, bound: int, undo: UndoPlan | None) -> Recorded:

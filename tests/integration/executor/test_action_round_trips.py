@@ -12,7 +12,7 @@ import pytest
 from statements import Statements, counting_pool
 
 import schemas as s
-from servicekit import REPO_ROOT, EventOutlet, Keyring, KitSettings, ToolCatalog, apply_migrations
+from servicekit import REPO_ROOT, EventOutlet, Keyring, KitSettings, Reject, ToolCatalog, apply_migrations
 from servicekit.db import open_pool
 from servicekit.row_proofs import ServiceKeys
 from servicekit.signing import SigningKey
@@ -108,6 +108,45 @@ async def test_an_undoable_action_takes_one_connection_and_its_tools_one_stateme
     assert len(counted.claims.sent) == 3, counted.claims.sent  # claim (running), the outcome with the plan, the reset
     assert await counted.executor.undo.plan(note.data.action_id) == counted.published[-1].data.undo
     assert len(counted.tools.sent) == 1, counted.tools.sent
+
+
+async def test_a_refused_action_is_claimed_with_its_outcome_in_one_flushed_statement(
+    counted: Counted, tenant: str, authorize: Callable[..., s.ActionAuthorized]
+) -> None:
+    """An operator's kill switch and an expired authorization: nothing is called, the planner learns it failed.
+
+    The claim and the outcome were two statements (and two transactions) before 2026-12-07; the claim now records the
+    refusal and its result event itself, flushed before the result is published, which a redelivery is answered with.
+    """
+    counted.executor.killed = lambda tenant, tool: "incident 42: stop tagging" if tool == "tag_ticket" else None
+    stopped = authorize(tenant, "tag_ticket", {"ticket_id": "T-1007", "tags": ["stopped"]})
+    expired = authorize(tenant, "add_internal_note", {"ticket_id": "T-1007", "note": "late"}, ttl_s=-1)
+    for event, error, dead in ((stopped, "kill_switch", False), (expired, "authorization_expired", True)):
+        counted.claims.sent.clear()
+        counted.tools.sent.clear()
+        if dead:  # dead-lettered as well
+            with pytest.raises(Reject):
+                await counted.executor.handle(event)
+        else:
+            await counted.executor.handle(event)
+        result = counted.published[-1]
+        assert (result.type, result.data.action_id, result.data.error.type) == ("tidegate.action.failed", event.data.action_id, error)
+        assert result.data.attempts == 0
+        assert counted.tools.sent == []  # nothing called: not even the read before the call
+        # the claim with the outcome and its result event, and the reset that ends the claim's lock
+        assert len(counted.claims.sent) == 2, counted.claims.sent
+        [claim, reset] = counted.claims.sent
+        assert claim.startswith("INSERT INTO executor.actions")
+        assert "result_event" in claim
+        assert "synchronous_commit" not in claim  # flushed: the result is published after it is on disk
+        assert "pg_advisory_unlock_all" in reset
+        async with counted.executor.claims.hold(event.data.action_id) as session:  # what a redelivery is answered with
+            kept = await session.get()
+        assert kept is not None
+        assert (kept.status, kept.attempts) == ("failed", 0)
+        assert kept.result_event is not None
+        assert result.id in kept.result_event  # the very event published, kept by the claim's statement
+    counted.executor.killed = lambda tenant, tool: None
 
 
 async def test_the_executors_own_pool_ends_a_claims_lock_on_release_in_one_statement(kit: KitSettings) -> None:
