@@ -110,7 +110,10 @@ def build(kit: KitSettings | None = None, settings: PolicySettings | None = None
 
     # The groups whose records a decision waits for: a task's request (`policy.tasks`), an earlier read's result
     # (`policy.results`); after a broker restart either consumer may still be rejoining while the proposals' reads on.
-    tasks_unread, results_unread = (GroupUnread(consumer_of(topic), bus.topic(topic)) for topic in ("tasks", "actions.results"))
+    tasks_unread, results_unread = (
+        GroupUnread(consumer_of(topic), bus.topic(topic), held_fetch_s=bus.fetch_max_wait_ms / 1000)
+        for topic in ("tasks", "actions.results")
+    )
 
     async def held() -> bool:
         """A consumer retrying a handler, or a group a decision waits for not read to its end: what it waits for may still come."""
