@@ -42,6 +42,8 @@ async def test_a_2_mb_answer_is_kept_whole_and_its_result_event_carries_a_stand_
     """Before, the result event (2.4 MB) was refused by the producer (`MessageSizeTooLargeError`); the bus's retry found it
     already marked sent in the batch, so the offset was committed with no result and no dead letter: the planner waited forever.
     """
+    # The big answer is encoded, sent and read within the call's timeout: 1 s (the tool's usual) ran out on a loaded CI
+    # machine, and the retry with the same idempotency key (as it should) took the next answer in its place.
     answers = iter([(200, BIG), (201, {"tracking": "1Z1"})])
 
     async def api(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -49,7 +51,8 @@ async def test_a_2_mb_answer_is_kept_whole_and_its_result_event_carries_a_stand_
 
     stub = await http_stub(api)
     svc = build(
-        kit=kit.model_copy(update={"tools_dir": make_tools_dir(label_tool(f"{stub.url}/labels", tenant))}), environ=secret_env(tenant, "sk")
+        kit=kit.model_copy(update={"tools_dir": make_tools_dir(label_tool(f"{stub.url}/labels", tenant, timeout_s=20.0))}),
+        environ=secret_env(tenant, "sk"),
     )
     await svc.start()
     executors.append(svc)
