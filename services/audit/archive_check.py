@@ -161,7 +161,7 @@ def _check_one(
     unknown = {cp.checkpoint_id: cp for cp in header.checkpoints if not keyring.knows(cp.key_id)}
     breaks += [
         b
-        for b in check_checkpoints(header.checkpoints, checkers, keyring, header.restores, first_id=first_id)
+        for b in check_checkpoints(header.checkpoints, checkers, keyring, header.restores, first_id=first_id, after=previous)
         if b.checkpoint_id not in unknown or b.problem != unverified_signature(keyring, unknown[b.checkpoint_id])
     ]  # a key not trusted here is said once, in `unchecked`
     if count != header.rows:

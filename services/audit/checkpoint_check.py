@@ -115,17 +115,22 @@ def check_checkpoints(
     *,
     heads_from: int = 0,
     first_id: int = 1,
+    after: Checkpoint | None = None,
 ) -> list[Break]:
     """Each checkpoint must be validly signed, and every head it signed must still be in its chain.
 
     The ids run on without a gap from `first_id`, except the ones a restore superseded (`Restore`). The heads of
     checkpoints before `heads_from` (the anchor) are before what the chains hold: only their signatures and ids count.
+    `after`: the checkpoint these follow (an archive's `previous`, checked apart): the order of their signed times and
+    versions is judged from it, else a file starting after a v2 checkpoint took a v1 or backdated one made elsewhere.
     """
     breaks: list[Break] = []
     previous: dict[str, int] = {}
     expected_id = first_id
     first_v2: int | None = None
     last_signed: tuple[int, datetime] | None = None  # the latest v2 checkpoint so far, and the time it signs
+    if after is not None and signature_valid(keyring, after) and signed_version(keyring, after) == 2:
+        first_v2, last_signed = after.checkpoint_id, (after.checkpoint_id, after.taken_at)
     resumed = {r.checkpoint_id: r.superseded_from for r in restores}
     for cp in checkpoints:
         if resumed.get(cp.checkpoint_id) == expected_id:

@@ -146,7 +146,7 @@ async def archive_log(
                         progress(written, header.rows)
             checker.finish()
         breaks = [c.broken for c in checkers.values() if c.broken is not None]
-        breaks += check_checkpoints(between, checkers, keyring, restores, first_id=first_id)
+        breaks += check_checkpoints(between, checkers, keyring, restores, first_id=first_id, after=previous)
         if breaks or written != header.rows:
             raise ArchiveRefused(breaks or [Break(topic="*", partition=-1, checkpoint_id=through, problem="rows missing below the heads")])
         progress(written, header.rows)

@@ -1,0 +1,72 @@
+"""Whoever holds a leaked, retired audit key forges the checkpoints of an archive or export; the auditor checks it offline.
+
+`verify` judges a checkpoint by the checkpoints before it: a v1 one (its time not signed) after a v2 one, or a v2 one
+signing a time before an earlier checkpoint's, is a key's signature made elsewhere. An archive starts after a
+checkpoint (`previous`, the one the archive before ends at); the file's own checkpoints must be judged after that one
+too, by `tidegate audit verify --archive` and by the auditor's own verifier, or the forger puts his checkpoints in the
+file after a prune or in an export of a window, past the check.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from test_archive import PREFIX, _checkpointed
+from test_retired_key_checkpoints import _forged, _retire
+from test_standalone_verifier import _run
+
+from servicekit import Keyring, SigningKey
+from services.audit.archive import audit_keys_of
+from services.audit.archive_check import verify_archives
+from services.audit.handlers import Checkpointer
+from services.audit.repository import InMemoryAuditLog
+from services.audit.retention import archive_log
+from services.audit.verify import verify_log
+
+
+async def _tick(log: InMemoryAuditLog, key: SigningKey) -> None:
+    async def publish(event: Any) -> None:
+        return None
+
+    assert await Checkpointer(log, key, publish, PREFIX + "audit.checkpoints", 1.0, prefix=PREFIX).tick() is not None
+
+
+def _unaware(keys: Path) -> Keyring:
+    """The deployment's keys told no retirement: how the forger, holding the database, writes his file."""
+    return Keyring({k.key_id: public for k in audit_keys_of(keys) if (public := k.public()) is not None})
+
+
+async def test_a_v1_forgery_after_the_v2_checkpoint_an_export_starts_after_is_refused(make: Any, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    log = InMemoryAuditLog()
+    await _checkpointed(log, [make("tasks", b"{}", offset=i) for i in range(3)], keys)  # checkpoint 1, v2
+    (cp1,) = await log.checkpoints(PREFIX)
+    leaked = _retire(keys, cp1.taken_at + timedelta(minutes=1))
+    await log.append([make("tasks", b"{}", offset=i) for i in range(3, 6)])  # rows the forger wants signed
+    await _tick(log, leaked)
+    made = (await log.checkpoints(PREFIX))[-1]
+    # Signed v1 (its time not signed), stamped before the key's retirement: only its order gives it away.
+    forged = _forged(leaked, made, 2, cp1.taken_at + timedelta(seconds=30), v1=True)
+    carried = audit_keys_of(keys)
+    written = tmp_path / "written.jsonl.gz"
+    await archive_log(log, _unaware(keys), written, prefix=PREFIX, through=2, after=1, keys=carried)
+    log.stored_checkpoints[(PREFIX, 2)] = forged
+    live = await verify_log(log, Keyring.load(keys, "audit"), prefix=PREFIX)
+    assert any("signed the pre-Tidegate-21 way" in b.problem for b in live.breaks), live.breaks  # the live log refuses it
+
+    path = tmp_path / "export.jsonl.gz"  # the export of the window after checkpoint 1, its checkpoint 2 the forger's
+    lines = [json.loads(line) for line in gzip.decompress(written.read_bytes()).splitlines()]
+    lines[0]["checkpoint"] = lines[0]["checkpoints"][-1] = json.loads(forged.model_dump_json())
+    path.write_bytes(gzip.compress(b"\n".join(json.dumps(line).encode() for line in lines) + b"\n"))
+    report = verify_archives([path], Keyring({}), trust=[k.sha256 for k in carried])
+    assert not report.ok
+    (brk,) = [b for b in report.breaks if b.checkpoint_id == 2]
+    assert "signed the pre-Tidegate-21 way (v1: its time not signed)" in brk.problem
+    assert "after checkpoint 1 was signed v2" in brk.problem
+    own = _run(path, *(k.sha256 for k in carried), cwd=tmp_path)  # the auditor's own verifier agrees
+    assert own.returncode == 1
+    assert "checkpoint 2: signed v1" in own.stderr
