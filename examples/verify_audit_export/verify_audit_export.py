@@ -7,6 +7,8 @@ down, in one file to read before running it. It checks what `tidegate audit veri
    raw public key (`--trust-key`, learnt apart from the file: `tidegate audit export` prints it) or by its PEM file
    (`--key audit.pub`); a key the file carries is never trusted for being there;
 2. each checkpoint's ids run on from the one the file starts after, and its row count is the sum of its heads' seqs;
+   from the one the file starts after on, none signed by a retired key after its retirement, none signs a time before an
+   earlier one's (backdated), none is signed v1 after one signed v2;
 3. every row's hash is recomputed from its columns, and each links to the row before it (the chain's first to the head
    the starting checkpoint signed, or 32 zero bytes);
 4. every head each checkpoint signed is a row of the file, with that hash (a cut file is named);
@@ -184,6 +186,7 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
     retired = {k["key_id"]: k["retired_at"] for k in header.get("keys") or [] if k.get("retired_at")}
     problems += check_attestation(header, keys, retired)
     first_v2 = None
+    last_signed: tuple[int, datetime] | None = None  # the latest v2 checkpoint so far, and the time it signs
     previous = header.get("previous")
     checkpoints = header["checkpoints"]
     expected = previous["checkpoint_id"] + 1 if previous else 1
@@ -203,6 +206,15 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
         if version == 1 and first_v2 is not None:
             problems.append(f"checkpoint {cp['checkpoint_id']}: signed v1 (its time not signed) after checkpoint {first_v2} was signed v2")
         first_v2 = cp["checkpoint_id"] if version == 2 and first_v2 is None else first_v2
+        if version == 2:  # checkpoints are taken in order: one signing a time before an earlier one's was backdated
+            taken = datetime.fromisoformat(cp["taken_at"])
+            if last_signed is not None and taken < last_signed[1] - RETIRED_SLACK:
+                problems.append(
+                    f"checkpoint {cp['checkpoint_id']}: signs a time before checkpoint {last_signed[0]}'s ({cp['taken_at']}): "
+                    f"signed with its key ({cp['key_id']}) elsewhere and backdated (a leaked or retired key?)"
+                )
+            else:
+                last_signed = (cp["checkpoint_id"], taken)
     for cp in checkpoints:
         if cp["checkpoint_id"] != expected:
             problems.append(f"checkpoints {expected}..{cp['checkpoint_id'] - 1} are missing")

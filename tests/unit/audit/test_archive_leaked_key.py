@@ -22,6 +22,7 @@ from test_standalone_verifier import _run
 from servicekit import Keyring, SigningKey
 from services.audit.archive import audit_keys_of
 from services.audit.archive_check import verify_archives
+from services.audit.checkpoints import signed_message_v2
 from services.audit.handlers import Checkpointer
 from services.audit.repository import InMemoryAuditLog
 from services.audit.retention import archive_log
@@ -70,3 +71,39 @@ async def test_a_v1_forgery_after_the_v2_checkpoint_an_export_starts_after_is_re
     own = _run(path, *(k.sha256 for k in carried), cwd=tmp_path)  # the auditor's own verifier agrees
     assert own.returncode == 1
     assert "checkpoint 2: signed v1" in own.stderr
+
+
+async def test_a_v2_forgery_backdated_before_the_checkpoint_before_it_is_refused_by_the_auditors_verifier(
+    make: Any, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    log = InMemoryAuditLog()
+    await _checkpointed(log, [make("tasks", b"{}", offset=i) for i in range(3)], keys)
+    (cp1,) = await log.checkpoints(PREFIX)
+    leaked = _retire(keys, cp1.taken_at + timedelta(minutes=5))
+    new_key = SigningKey.load_or_create(keys, "audit")
+    await log.append([make("tasks", b"{}", offset=i) for i in range(3, 5)])
+    await _tick(log, new_key)  # checkpoint 2, genuine, by the current key (taken 20 minutes on)
+    made2 = (await log.checkpoints(PREFIX))[-1]
+    later = cp1.taken_at + timedelta(minutes=20)
+    message = signed_message_v2(2, made2.heads, made2.rows, made2.scope, later)
+    cp2 = made2.model_copy(update={"taken_at": later, "signature": new_key.sign(message)})
+    await log.append([make("tasks", b"{}", offset=i) for i in range(5, 7)])
+    await _tick(log, leaked)
+    made = (await log.checkpoints(PREFIX))[-1]
+    # Backdated to before the retirement, so before checkpoint 2's time too.
+    forged = _forged(leaked, made, 3, cp1.taken_at + timedelta(minutes=1))
+    carried = audit_keys_of(keys)
+    written = tmp_path / "written.jsonl.gz"
+    await archive_log(log, _unaware(keys), written, prefix=PREFIX, through=3, keys=carried)
+    path = tmp_path / "export.jsonl.gz"
+    lines = [json.loads(line) for line in gzip.decompress(written.read_bytes()).splitlines()]
+    lines[0]["checkpoints"][1] = json.loads(cp2.model_dump_json())
+    lines[0]["checkpoint"] = lines[0]["checkpoints"][2] = json.loads(forged.model_dump_json())
+    path.write_bytes(gzip.compress(b"\n".join(json.dumps(line).encode() for line in lines) + b"\n"))
+    report = verify_archives([path], Keyring({}), trust=[k.sha256 for k in carried])
+    assert [b.checkpoint_id for b in report.breaks] == [3], report.breaks  # Tidegate's verifier refuses it
+    assert "before checkpoint 2's" in report.breaks[0].problem
+    own = _run(path, *(k.sha256 for k in carried), cwd=tmp_path)
+    assert own.returncode == 1, own.stdout
+    assert "checkpoint 3: signs a time before checkpoint 2's" in own.stderr
