@@ -11,7 +11,8 @@ down, in one file to read before running it. It checks what `tidegate audit veri
    earlier one's (backdated), none is signed v1 after one signed v2;
 3. every row's hash is recomputed from its columns, and each links to the row before it (the chain's first to the head
    the starting checkpoint signed, or 32 zero bytes);
-4. every head each checkpoint signed is a row of the file, with that hash (a cut file is named);
+4. every head each checkpoint signed is a row of the file, with that hash (a cut file is named), and no row runs past
+   the heads of the checkpoint the file ends at (a row linked and hashed after them is signed by none);
 5. each policy pack the file carries hashes to its version;
 6. the header is as the audit key attested it (`attestation`): the signature of a trusted key over a SHA-256 of each
    part of the header, so a key added, a key's `retired_at` dropped or a pack swapped after the file was written is
@@ -240,6 +241,15 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
         hashes[chain, row["seq"]] = row["hash"]
     if len(lines) - 1 != header["rows"]:
         problems.append(f"holds {len(lines) - 1} rows, its header says {header['rows']}")
+    ends, last_id = {n: int(h["seq"]) for n, h in header["checkpoint"]["heads"].items()}, header["checkpoint"]["checkpoint_id"]
+    for chain, (seq, _) in sorted(last.items()):  # a row after the last signed head: anyone can link and hash one
+        if chain not in ends:
+            problems.append(f"{chain}: rows of a chain checkpoint {last_id} did not sign: signed by no checkpoint")
+        elif seq > ends[chain]:
+            problems.append(
+                f"{chain}: rows seq {ends[chain] + 1}..{seq} run past the head checkpoint {last_id} signed (seq {ends[chain]}): "
+                "signed by no checkpoint"
+            )
     starts = {n: int(h["seq"]) for n, h in (previous or {"heads": {}})["heads"].items()}
     for cp in checkpoints:
         for chain, head in cp["heads"].items():

@@ -114,6 +114,26 @@ def _untrusted(path: Path, header: ArchiveHeader, keyring: Keyring) -> list[Brea
     return out
 
 
+def _past_the_heads(path: Path, header: ArchiveHeader, checkers: dict[tuple[str, int], ChainChecker]) -> list[Break]:
+    """A break per chain whose rows run on past the head the file's last checkpoint signed: no checkpoint signed them.
+
+    The chain's hash is no secret: anyone can link a row after the last one and hash it. A file ends at the heads of
+    the checkpoint it names; a row after one is evidence of nothing, whatever the header's row count says.
+    """
+    out: list[Break] = []
+    for (topic, partition), head in sorted(anchor_heads(header.checkpoint).items()):
+        checker = checkers.get((topic, partition))
+        if checker is None or checker.broken is not None or checker.last_seq <= head.seq:
+            continue
+        problem = (
+            f"rows seq {head.seq + 1}..{checker.last_seq} run past the head checkpoint {header.checkpoint.checkpoint_id} signed "
+            f"(seq {head.seq}): signed by no checkpoint (added to the file after it was written?)"
+        )
+        at = header.checkpoint.checkpoint_id
+        out.append(Break(topic=topic, partition=partition, seq=head.seq + 1, checkpoint_id=at, problem=problem))
+    return out
+
+
 def _check_one(
     path: Path, keyring: Keyring, trust: frozenset[str] = frozenset()
 ) -> tuple[ArchiveSummary | None, ArchiveHeader | None, list[Break], list[Break]]:
@@ -157,6 +177,7 @@ def _check_one(
     except ArchiveError as exc:
         breaks.append(_file_break(path, str(exc)))
     breaks += [c.broken for c in checkers.values() if c.broken is not None]
+    breaks += _past_the_heads(path, header, checkers)
     first_id = previous.checkpoint_id + 1 if previous is not None else 1
     unknown = {cp.checkpoint_id: cp for cp in header.checkpoints if not keyring.knows(cp.key_id)}
     breaks += [

@@ -4,7 +4,8 @@
 signing a time before an earlier checkpoint's, is a key's signature made elsewhere. An archive starts after a
 checkpoint (`previous`, the one the archive before ends at); the file's own checkpoints must be judged after that one
 too, by `tidegate audit verify --archive` and by the auditor's own verifier, or the forger puts his checkpoints in the
-file after a prune or in an export of a window, past the check.
+file after a prune or in an export of a window, past the check. And rows past the heads the file's last checkpoint
+signed are signed by no checkpoint: a file carrying them is not intact, whatever its header says.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from test_retired_key_checkpoints import _forged, _retire
 from test_standalone_verifier import _run
 
 from servicekit import Keyring, SigningKey
-from services.audit.archive import audit_keys_of
+from services.audit.archive import audit_keys_of, row_from_json, row_to_json
 from services.audit.archive_check import verify_archives
 from services.audit.checkpoints import signed_message_v2
 from services.audit.handlers import Checkpointer
@@ -107,3 +108,34 @@ async def test_a_v2_forgery_backdated_before_the_checkpoint_before_it_is_refused
     own = _run(path, *(k.sha256 for k in carried), cwd=tmp_path)
     assert own.returncode == 1, own.stdout
     assert "checkpoint 3: signs a time before checkpoint 2's" in own.stderr
+
+
+def _append_row_past_the_head(path: Path, out: Path) -> None:
+    """A row linked after the last one of its chain, its hash recomputed, the header's row count raised, no attestation."""
+    lines = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+    header, last = lines[0], lines[-1]
+    row = row_from_json(last)
+    extra = row._replace(seq=row.seq + 1, kafka_offset=row.kafka_offset + 1, prev_hash=row.hash)
+    extra = extra._replace(hash=extra.expected_hash())
+    header["rows"] += 1
+    header.pop("attestation", None)
+    lines.append(row_to_json(extra))
+    out.write_bytes(gzip.compress(b"\n".join(json.dumps(line, separators=(",", ":")).encode() for line in lines) + b"\n"))
+
+
+async def test_a_row_past_the_heads_the_last_checkpoint_signed_is_not_intact(make: Any, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    log = InMemoryAuditLog()
+    await _checkpointed(log, [make("tasks", b"{}", offset=i) for i in range(3)], keys)
+    carried = audit_keys_of(keys)
+    path = tmp_path / "export.jsonl.gz"
+    await archive_log(log, Keyring.load(keys, "audit"), path, prefix=PREFIX, through=1, keys=carried)
+    assert verify_archives([path], Keyring({}), trust=[k.sha256 for k in carried]).ok
+    forged = tmp_path / "forged.jsonl.gz"
+    _append_row_past_the_head(path, forged)
+    report = verify_archives([forged], Keyring({}), trust=[k.sha256 for k in carried])
+    assert not report.ok
+    assert any("signed by no checkpoint" in b.problem for b in report.breaks), report.breaks
+    own = _run(forged, *(k.sha256 for k in carried), cwd=tmp_path)
+    assert own.returncode == 1, own.stdout
+    assert "signed by no checkpoint" in own.stderr
