@@ -402,6 +402,11 @@ class Keyring:
         """When `key_id` was retired (epoch seconds), or None: the current key, or one whose retirement this keyring was not told."""
         return self._retired.get(key_id)
 
+    def fingerprint(self, key_id: str) -> str | None:
+        """SHA-256 (hex) of the raw public key trusted as `key_id`, the fingerprint an operator hands out; None: not trusted."""
+        key = self._keys.get(key_id)
+        return None if key is None else hashlib.sha256(key.public_bytes_raw()).hexdigest()
+
     def with_keys(self, extra: dict[str, Ed25519PublicKey], retired: dict[str, float] | None = None) -> Keyring:
         """This keyring and `extra` (keys trusted on other grounds, such as a fingerprint given out of band); its own keys win.
 

@@ -17,7 +17,10 @@ down, in one file to read before running it. It checks what `tidegate audit veri
 6. the header is as the audit key attested it (`attestation`): the signature of a trusted key over a SHA-256 of each
    part of the header, so a key added, a key's `retired_at` dropped or a pack swapped after the file was written is
    named; a file without an attestation (written before Tidegate 22, or one whose attestation was removed) is said to
-   be not attested: the retirement times and packs it carries are then not proven.
+   be not attested: the retirement times and packs it carries are then not proven. An attestation proves the other
+   keys' retirement times, never its own key's (a retired key's holder drops its retirement and attests again with it):
+   with `--attested-by SHA256` (the key current when the file was written, learnt apart from the file) a header
+   attested by another key, or not attested, is a problem.
 
 Restores (ids a database restore skipped) are not followed here: such a file is named, and `tidegate audit verify
 --archive` checks it. Exit 0 when the file checks out, 1 when anything does not (with `--require-attested`, a header
@@ -147,14 +150,26 @@ def header_parts(header: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     return parts, twice
 
 
-def check_attestation(header: dict[str, Any], keys: dict[str, Ed25519PublicKey], retired: dict[str, str]) -> list[str]:
-    """What is wrong with the header against its attestation (a header without one: nothing; `main` says it is not attested)."""
+def check_attestation(
+    header: dict[str, Any], keys: dict[str, Ed25519PublicKey], retired: dict[str, str], attested_by: set[str]
+) -> list[str]:
+    """What is wrong with the header against its attestation (a header without one: nothing; `main` says it is not attested).
+
+    `attested_by`: fingerprints of the keys that may attest it (none: any trusted key). An attestation proves the other
+    keys' retirement times, never its own key's: whoever holds a retired key drops its `retired_at` and attests again.
+    """
     att = header.get("attestation")
     if att is None:
-        return []
+        return ["its header is not attested, and --attested-by asks for one attested by the key it names"] if attested_by else []
     public = keys.get(att["key_id"])
     if public is None:
         return [f"its header is attested by {att['key_id']}, a key not trusted here (not checked)"]
+    fingerprint = hashlib.sha256(public.public_bytes_raw()).hexdigest()
+    if attested_by and fingerprint not in attested_by:
+        return [
+            f"its header is attested by {att['key_id']} (sha256 {fingerprint}), not by a key --attested-by names: its keys' "
+            "retirement times are that key's word (a retired key's holder can drop its retirement and attest again)"
+        ]
     message = HEADER_CONTEXT + canonical_json({"key_id": att["key_id"], "parts": att["parts"]})
     signature = base64.urlsafe_b64decode(att["signature"] + "=" * (-len(att["signature"]) % 4))
     if not verifies(public, signature, message):
@@ -173,7 +188,7 @@ def check_attestation(header: dict[str, Any], keys: dict[str, Ed25519PublicKey],
     return problems
 
 
-def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[str]:
+def verify(path: Path, fingerprints: set[str], pem_files: list[Path], attested_by: frozenset[str] = frozenset()) -> list[str]:
     """Every problem found in the file (none: it checks out)."""
     with gzip.open(path, "rb") as f:
         lines = f.read().splitlines()
@@ -185,7 +200,7 @@ def verify(path: Path, fingerprints: set[str], pem_files: list[Path]) -> list[st
         problems.append("the file spans a database restore: check it with `tidegate audit verify --archive`")
     keys = trusted_keys(header, fingerprints, pem_files)
     retired = {k["key_id"]: k["retired_at"] for k in header.get("keys") or [] if k.get("retired_at")}
-    problems += check_attestation(header, keys, retired)
+    problems += check_attestation(header, keys, retired, set(attested_by))
     first_v2 = None
     last_signed: tuple[int, datetime] | None = None  # the latest v2 checkpoint so far, and the time it signs
     previous = header.get("previous")
@@ -270,9 +285,13 @@ def main() -> int:
     parser.add_argument("--trust-key", action="append", default=[], metavar="SHA256", help="An audit key's fingerprint (repeat).")
     parser.add_argument("--key", action="append", default=[], type=Path, metavar="PEM", help="An audit public key file (repeat).")
     parser.add_argument("--require-attested", action="store_true", help="A header not attested is a problem, not a note.")
+    parser.add_argument(
+        "--attested-by", action="append", default=[], metavar="SHA256", help="The key current when the file was written (repeat)."
+    )
     args = parser.parse_args()
+    named = frozenset(t.strip().lower() for t in args.attested_by)
     try:
-        problems = verify(args.archive, {t.strip().lower() for t in args.trust_key}, args.key)
+        problems = verify(args.archive, {t.strip().lower() for t in args.trust_key}, args.key, named)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         print(f"{args.archive}: cannot be read as an audit archive: {exc}", file=sys.stderr)
         return 2

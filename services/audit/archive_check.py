@@ -54,6 +54,8 @@ class ArchiveSummary(BaseModel):
     attestation was removed: its carried keys' retirement times and packs are not proven), `untrusted` (signed by a key
     not trusted here: not checked) or `broken` (changed after it was signed: in `breaks`)."""
     attested_by: str | None = None
+    attested_by_sha256: str | None = None
+    """The fingerprint of the key that attested its header (when that key is trusted here)."""
 
 
 class ArchiveReport(BaseModel):
@@ -200,8 +202,22 @@ def _check_one(
         through_checkpoint=header.checkpoint.checkpoint_id, rows=count, chains=len(checkers),
         policies=[p.version for p in header.policies], header=state,
         attested_by=header.attestation.key_id if header.attestation is not None else None,
+        attested_by_sha256=keyring.fingerprint(header.attestation.key_id) if header.attestation is not None else None,
     )  # fmt: skip
     return summary, header, breaks, [*_untrusted(path, header, keyring), *untrusted_header]
+
+
+def _not_named(summary: ArchiveSummary) -> Break:
+    """Why a header is not attested by a key `--attested-by` names."""
+    if summary.header == "unattested":
+        problem = "its header is not attested, and --attested-by asks for one attested by the key it names"
+    else:
+        problem = (
+            f"its header is attested by {summary.attested_by} (sha256 {summary.attested_by_sha256}), not by a key --attested-by "
+            "names: its keys' retirement times are that key's word (whoever holds a retired key can drop its retirement and "
+            "attest the header again with it); ask the deployment's operator which key was current when the file was written"
+        )
+    return _file_break(Path(summary.path), problem)
 
 
 def _same(a: Checkpoint | None, b: Checkpoint | None) -> bool:
@@ -216,12 +232,17 @@ def verify_archives(
     live_from: int | None = None,
     trust: Iterable[str] = (),
     require_attested: bool = False,
+    attested_by: Iterable[str] = (),
 ) -> ArchiveReport:
     """Check each archive, then that they follow each other.
 
     With the live log's `prunes` (and `live_from`, the checkpoint it is kept from), each archive against its prune's sha256.
     `trust`: fingerprints (SHA-256 hex of the raw public key) of audit keys the files carry, trusted as `keyring`'s are.
     `require_attested`: a file whose header is not attested (written before, or its attestation removed) is a break.
+    `attested_by`: fingerprints of the keys that may attest the headers (the audit key current when each file was
+    written, learnt out of band): a header attested by another trusted key, or not attested, is a break. An attestation
+    proves the other keys' retirement times, never its own key's: whoever holds a retired key can drop its
+    `retired_at` and attest the header again with that very key.
     """
     started = time.perf_counter()
     fingerprints = frozenset(t.strip().lower() for t in trust)
@@ -229,6 +250,8 @@ def verify_archives(
     unchecked = [b for _, _, _, _, untrusted in checked for b in untrusted]
     breaks = [*unchecked, *(b for _, _, _, found, _ in checked for b in found)]
     whole = sorted(((s, h) for _, s, h, _, _ in checked if s is not None and h is not None), key=lambda sh: sh[0].through_checkpoint)
+    if named := frozenset(f.strip().lower() for f in attested_by):
+        breaks += [_not_named(s) for s, _ in whole if s.header in ("attested", "unattested") and s.attested_by_sha256 not in named]
     if require_attested:
         breaks += [
             _file_break(Path(s.path), "its header is not attested (written before Tidegate 22, or its attestation was removed), "

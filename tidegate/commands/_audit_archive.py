@@ -36,16 +36,22 @@ __all__ = ["archive", "checked_archives", "export", "policy", "policy_packs", "p
 
 def checked_archives(paths: list[Path], keyring: Keyring, **live: Any) -> ArchiveReport:
     try:
-        return verify_archives(paths, keyring, trust=live.pop("trust", ()), require_attested=live.pop("require_attested", False), **live)
+        return verify_archives(paths, keyring, **live)
     except OSError as exc:
         fail(f"--archive: cannot read {exc.filename}: {exc.strerror}")
 
 
 def verify_archives_only(
-    paths: list[Path], keyring: Keyring, *, as_json: bool, trust: list[str] | None = None, require_attested: bool = False
+    paths: list[Path],
+    keyring: Keyring,
+    *,
+    as_json: bool,
+    trust: list[str] | None = None,
+    require_attested: bool = False,
+    attested_by: list[str] | None = None,
 ) -> None:
     """Archives alone, offline: no database is read."""
-    report = checked_archives(paths, keyring, trust=trust or [], require_attested=require_attested)
+    report = checked_archives(paths, keyring, trust=trust or [], require_attested=require_attested, attested_by=attested_by or [])
     if as_json:
         console.print_json(report.model_dump_json())
     else:
@@ -62,7 +68,8 @@ def print_archives(report: ArchiveReport) -> None:
             f"(sha256 {a.sha256})"
         )
         if a.header == "attested":
-            console.print(f"  header attested by {a.attested_by}: its carried keys, their retirement times and its packs are as written")
+            by = f" (sha256 {a.attested_by_sha256})" if a.attested_by_sha256 else ""
+            console.print(f"  header attested by {a.attested_by}{by}: its carried keys, their retirement times and packs are as written")
         elif a.header == "unattested":
             err_console.print(
                 "  [bold yellow]header not attested[/] (written before Tidegate attested headers, or its attestation was removed): "
@@ -149,7 +156,8 @@ def _print_written(done: Archived, checked: str) -> None:
             soft_wrap=True,
         )
     if done.attested_by is not None:
-        console.print(f"header attested by {done.attested_by} (its keys, their retirement times and the policy packs)")
+        by = next((f" (sha256 {k.sha256})" for k in done.keys if k.key_id == done.attested_by), "")
+        console.print(f"header attested by {done.attested_by}{by} (its keys, their retirement times and the policy packs)")
     else:
         err_console.print(
             "[bold red]warning:[/] the header is NOT attested: the audit's private key (KEYS_DIR/audit/audit.key) is not on this "
@@ -160,7 +168,8 @@ def _print_written(done: Archived, checked: str) -> None:
     if done.keys:
         console.print(
             "hand the auditor these fingerprints apart from the file: with them, `tidegate audit verify --archive FILE "
-            "--trust-key SHA256` checks it on a machine without this deployment's keys, after any rotation"
+            "--trust-key SHA256` checks it on a machine without this deployment's keys, after any rotation, and "
+            "`--attested-by SHA256` (the current key's) proves the retirement times it carries"
         )
 
 

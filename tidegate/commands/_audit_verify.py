@@ -122,6 +122,14 @@ def verify(
         help="With --archive: a file whose header the audit key did not attest (written before Tidegate 22, or its attestation "
         "removed) is a break, not a note.",
     ),
+    attested_by: list[str] = typer.Option(
+        [],
+        "--attested-by",
+        metavar="SHA256",
+        help="With --archive: the fingerprint of the audit key current when the file was written (`audit export` printed it); a "
+        "header attested by another key, or not attested, is a break: an attestation proves the retirement of the other "
+        "keys, never its own key's. Repeat for files written under different keys.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Recompute every hash chain of the deployment and check its signed checkpoints; exit 1 on a broken link or a missing record."""
@@ -130,12 +138,16 @@ def verify(
         fail("--trust-key trusts a key an archive file carries: give --archive FILE too")
     if require_attested and not archives:
         fail("--require-attested is about archive files' headers: give --archive FILE too")
-    if bad := [t for t in trust_keys if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
-        fail(f"--trust-key {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
+    if attested_by and not archives:
+        fail("--attested-by is about archive files' headers: give --archive FILE too")
+    for option, given in (("--trust-key", trust_keys), ("--attested-by", attested_by)):
+        if bad := [t for t in given if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
+            fail(f"{option} {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
     if archives and not with_log:
         verify_archives_only(
-            archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json, trust=trust_keys, require_attested=require_attested
-        )
+            archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json, trust=trust_keys, require_attested=require_attested,
+            attested_by=attested_by,
+        )  # fmt: skip
         return
 
     def waiting(newest: list[Missing]) -> None:
@@ -172,8 +184,9 @@ def verify(
             live_from = report.kept_from if report.kept_from_reason == "pruned" else None
             nonlocal archived
             archived = checked_archives(
-                archives, keyring, prunes=prunes, live_from=live_from, trust=trust_keys, require_attested=require_attested
-            )
+                archives, keyring, prunes=prunes, live_from=live_from, trust=trust_keys, require_attested=require_attested,
+                attested_by=attested_by,
+            )  # fmt: skip
         if not complete:
             return report, None
         found = await check_complete(

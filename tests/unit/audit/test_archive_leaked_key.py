@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from test_archive import PREFIX, _checkpointed
+from test_archive_attested import _cli_verify
 from test_retired_key_checkpoints import _forged, _retire
-from test_standalone_verifier import _run
+from test_standalone_verifier import VERIFIER, _run
 
 from servicekit import Keyring, SigningKey
-from services.audit.archive import audit_keys_of, row_from_json, row_to_json
+from services.audit.archive import ArchiveHeader, attest, audit_keys_of, row_from_json, row_to_json
 from services.audit.archive_check import verify_archives
-from services.audit.checkpoints import signed_message_v2
+from services.audit.checkpoints import Checkpoint, signed_message_v2
 from services.audit.handlers import Checkpointer
 from services.audit.repository import InMemoryAuditLog
 from services.audit.retention import archive_log
@@ -35,6 +38,15 @@ async def _tick(log: InMemoryAuditLog, key: SigningKey) -> None:
         return None
 
     assert await Checkpointer(log, key, publish, PREFIX + "audit.checkpoints", 1.0, prefix=PREFIX).tick() is not None
+
+
+async def _rotated(make: Any, keys: Path, retired_after: timedelta) -> tuple[InMemoryAuditLog, Checkpoint, SigningKey, SigningKey]:
+    """A log whose checkpoint 1 the first audit key signed, then that key retired `retired_after` it: (log, cp1, leaked, current)."""
+    log = InMemoryAuditLog()
+    await _checkpointed(log, [make("tasks", b"{}", offset=i) for i in range(3)], keys)
+    (cp1,) = await log.checkpoints(PREFIX)
+    leaked = _retire(keys, cp1.taken_at + retired_after)
+    return log, cp1, leaked, SigningKey.load_or_create(keys, "audit")
 
 
 def _unaware(keys: Path) -> Keyring:
@@ -78,11 +90,7 @@ async def test_a_v2_forgery_backdated_before_the_checkpoint_before_it_is_refused
     make: Any, tmp_path: Path
 ) -> None:
     keys = tmp_path / "keys"
-    log = InMemoryAuditLog()
-    await _checkpointed(log, [make("tasks", b"{}", offset=i) for i in range(3)], keys)
-    (cp1,) = await log.checkpoints(PREFIX)
-    leaked = _retire(keys, cp1.taken_at + timedelta(minutes=5))
-    new_key = SigningKey.load_or_create(keys, "audit")
+    log, cp1, leaked, new_key = await _rotated(make, keys, timedelta(minutes=5))
     await log.append([make("tasks", b"{}", offset=i) for i in range(3, 5)])
     await _tick(log, new_key)  # checkpoint 2, genuine, by the current key (taken 20 minutes on)
     made2 = (await log.checkpoints(PREFIX))[-1]
@@ -139,3 +147,47 @@ async def test_a_row_past_the_heads_the_last_checkpoint_signed_is_not_intact(mak
     own = _run(forged, *(k.sha256 for k in carried), cwd=tmp_path)
     assert own.returncode == 1, own.stdout
     assert "signed by no checkpoint" in own.stderr
+
+
+async def test_a_header_attested_again_by_the_leaked_retired_key_is_refused_when_the_auditor_names_the_attesting_key(
+    make: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The retired key's holder drops its `retired_at` and attests the header again with that key itself."""
+    keys = tmp_path / "keys"
+    log, cp1, leaked, current = await _rotated(make, keys, timedelta(minutes=1))
+    await log.append([make("tasks", b"{}", offset=i) for i in range(3, 6)])
+    await _tick(log, leaked)
+    made = (await log.checkpoints(PREFIX))[-1]
+    log.stored_checkpoints[(PREFIX, 2)] = _forged(leaked, made, 2, cp1.taken_at + timedelta(minutes=10))  # after its retirement
+    carried = audit_keys_of(keys)
+    trusted = [k.sha256 for k in carried]
+    (attesting,) = [k.sha256 for k in carried if k.retired_at is None]  # the current key, as `audit export` printed it
+    path = tmp_path / "export.jsonl.gz"
+    await archive_log(log, _unaware(keys), path, prefix=PREFIX, through=2, keys=carried, attest_with=current)
+    genuine = tmp_path / "genuine.jsonl.gz"  # the window before the forgery, as the deployment exported it
+    await archive_log(log, Keyring.load(keys, "audit"), genuine, prefix=PREFIX, through=1, keys=carried, attest_with=current)
+    refused = verify_archives([path], Keyring({}), trust=trusted, attested_by=[attesting])
+    assert any("after that key was retired at" in b.problem for b in refused.breaks), refused.breaks
+
+    lines = [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
+    header = ArchiveHeader.model_validate(lines[0])
+    unretired = [k.model_copy(update={"retired_at": None}) for k in header.keys]  # the retirement dropped
+    lines[0] = json.loads(attest(header.model_copy(update={"keys": unretired, "attestation": None}), leaked).model_dump_json())
+    rewritten = tmp_path / "rewritten.jsonl.gz"
+    rewritten.write_bytes(gzip.compress(b"\n".join(json.dumps(line).encode() for line in lines) + b"\n"))
+    report = verify_archives([rewritten], Keyring({}), trust=trusted, attested_by=[attesting])
+    assert report.archives[0].attested_by == leaked.key_id
+    (brk,) = report.breaks
+    assert f"its header is attested by {leaked.key_id}" in brk.problem
+    assert "not by a key --attested-by names" in brk.problem
+    args = [a for t in trusted for a in ("--trust-key", t)] + ["--attested-by", attesting]
+    own = subprocess.run([sys.executable, "-I", str(VERIFIER), str(rewritten), *args], capture_output=True, text=True, check=False)
+    assert own.returncode == 1, own.stdout
+    assert f"its header is attested by {leaked.key_id}" in own.stderr
+    assert "not by a key --attested-by names" in own.stderr
+    cli = _cli_verify(rewritten, trusted, tmp_path, monkeypatch, "--attested-by", attesting)
+    assert cli.exit_code == 1, cli.output
+    assert "not by a key --attested-by names" in " ".join(cli.output.split())
+    genuine = _cli_verify(path.with_name("genuine.jsonl.gz"), trusted, tmp_path, monkeypatch, "--attested-by", attesting)
+    assert genuine.exit_code == 0, genuine.output
+    assert f"header attested by {current.key_id} (sha256 {attesting})" in " ".join(genuine.output.split())
