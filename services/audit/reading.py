@@ -346,14 +346,20 @@ class ActionStory(_Frozen):
     binding: str | None = Field(default=None, description="`bound` said for a person: which call, whose grant, which digest.")
 
 
-def _binding(a: dict[str, Any], tenant_id: str, tool: str) -> tuple[bool, str]:
+def _binding(a: dict[str, Any], authorized: tuple[str, str], proposal: tuple[str, str] | None) -> tuple[bool, str]:
     """Whether the authorization's digest is the call that was allowed or granted, and how that reads (auditor3 F4).
 
     "What exactly ran" is the authorized call (the executor runs nothing else); what a human approved is the grant's
-    digest, of the proposed call, and the approver's edit when there was one. Recomputed here from the signed values.
+    digest, of the proposed call, and the approver's edit when there was one. Recomputed here from the signed values:
+    the proposal's own tenant, tool and args (`proposal`), never the authorization's, which are what is being checked.
     """
     auth: s.Authorization = a["authorization"]
+    if proposal is None:
+        return False, f"the log holds no proposal of this action: authorized for {authorized[1]}, a call nobody proposed here"
+    tenant_id, tool = proposal
     proposed = s.action_digest(tenant_id, tool, a.get("args") or {})
+    if authorized != proposal:
+        return False, f"the authorization is for {authorized[1]} of tenant {authorized[0]}, not the proposed {tool} of tenant {tenant_id}"
     if auth.via != "approval":
         if auth.action_digest == proposed:
             return True, f"the authorization is for exactly the call as proposed (digest {auth.action_digest[:16]}…)"
@@ -454,6 +460,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
 
     replies: dict[str, list[tuple[str, LateReply]]] = {}  # every reply of an outside tool service, by action: late ones are kept below
     authorized: dict[str, tuple[str, str]] = {}  # action id -> the tenant and tool its authorization names
+    proposals: dict[str, tuple[str, str]] = {}  # action id -> the tenant and tool its proposal names
 
     def action(action_id: str) -> dict[str, Any]:
         return actions.setdefault(action_id, {"action_id": action_id, "decisions": [], "approvals": [], "calls": []})
@@ -485,6 +492,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
                 _note(requesters, d.requested_by)
                 _note(modes, d.mode)
                 a = action(d.action_id)
+                proposals[d.action_id] = (d.tenant_id, d.tool)
                 a.update(
                     step=d.step, tool=d.tool, args=d.args, proposer=d.proposer, rationale=d.rationale, signed_by=_signer(event.keyid),
                     tainted_args=d.tainted_args, proposal_cost=d.cost,
@@ -544,7 +552,7 @@ def explain(task_id: str, rows: Sequence[LogRow]) -> Explanation:
 
     for action_id, a in actions.items():
         if action_id in authorized:
-            a["bound"], a["binding"] = _binding(a, *authorized[action_id])
+            a["bound"], a["binding"] = _binding(a, authorized[action_id], proposals.get(action_id))
         if a["calls"] and a["calls"][-1].status != "succeeded":
             # Not taken: any reply after the executor's result, and an ok one before it (taken, it would have succeeded).
             # An error before the result is the one the executor took (or retried after): the call's own error says it.

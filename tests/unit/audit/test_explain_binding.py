@@ -137,3 +137,28 @@ async def test_explain_says_which_credential_proved_each_approver() -> None:
 async def test_a_decision_without_votes_shows_no_credential_line() -> None:
     md = await _explained(("actions.proposed", _proposed()), ("approvals", _granted(_digest(ARGS))))
     assert "Authenticated" not in md
+
+
+def _authorized_for(tool: str, args: dict[str, Any]) -> s.ActionAuthorized:
+    """An authorization of another tool than the one proposed, over the proposal's very args, allowed by policy."""
+    auth = s.Authorization(
+        via="policy", policy_version="sha256:abc", action_digest=s.action_digest("acme", tool, args), issued_at=T0,
+        expires_at=T0 + timedelta(minutes=5), key_id="policy-000000000000", signature="x",
+    )  # fmt: skip
+    data = s.ActionAuthorizedData(action_id="a-1", task_id="t-b", tenant_id="acme", tool=tool, args=args, authorization=auth)
+    return s.ActionAuthorized.build(data, source="tidegate/policy")
+
+
+async def test_an_authorization_of_another_tool_with_the_proposals_args_is_not_bound() -> None:
+    """The digest is recomputed from the proposal's own tool: the authorization's tool is what is being checked."""
+    md = await _explained(("actions.proposed", _proposed()), ("actions.authorized", _authorized_for("close_account", ARGS)))
+    assert "**Bound:**" not in md, md
+    assert "WARNING, not bound" in md
+    assert "close_account" in md
+
+
+async def test_an_authorization_with_no_proposal_in_the_log_is_not_bound() -> None:
+    md = await _explained(("actions.authorized", _authorized_for("close_account", {})))
+    assert "**Bound:**" not in md, md
+    assert "WARNING, not bound" in md
+    assert "holds no proposal" in md
