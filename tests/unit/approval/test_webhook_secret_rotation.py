@@ -232,3 +232,24 @@ async def test_after_the_overlap_the_row_holds_the_secret_alone_as_an_older_rele
     assert (await world.service.sweep())["overlaps_ended"] == 0  # written once
     headers, body = await _message(world, 1)
     assert _receiver_accepts(new, headers, body)
+
+
+async def test_an_overlap_the_sweep_cannot_end_does_not_hold_back_expiry(world: World, monkeypatch: Any) -> None:  # noqa: F811
+    """Ending an overlap rewrites a row (sealed, signed, pinned on the bus): when that fails, a request past its expiry
+    must still expire in the same round (it was the round's first step, so its failure expired nothing, round after round)."""
+    tokens = await _chat(world)
+    rotated = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"overlap_s": 120}, headers=bearer(tokens["ops"]))
+    assert rotated.status_code == 200
+    record = await world.service.on_decided(decided("a-late", requested_by="erin@acme.example"), event_id="e-late", at=world.clock())
+    assert record is not None
+
+    async def unwritable(*args: Any) -> None:
+        raise ConnectionError("the directory topic is not reachable")
+
+    monkeypatch.setattr(world.repo, "change_endpoint", unwritable)
+    world.clock.now = record.expires_at + timedelta(seconds=1)
+    with pytest.raises(ConnectionError):
+        await world.service.sweep()  # the failure is the round's, said by its guard as before
+    expired = await world.repo.get(record.approval_id)
+    assert expired is not None
+    assert expired.status == "expired"
