@@ -480,7 +480,7 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
             line if not line.strip() or line.lstrip().startswith("#") else f"{line.rpartition(':')[0]}:{password}"
             for line in text.splitlines()
         ]
-        await _set_password_with_file(conn, passfile, text, "\n".join(lines) + "\n", password)
+        await _set_password_with_file(conn, passfile, text, "\n".join(lines) + "\n", password, dsn=migrator_dsn, role=role)
         ended = await _end_sessions(conn, me) if end_sessions else 0
         refused = not await _logs_in(migrator_dsn, role, former)
         left = await _sessions_before(conn, me, since, wait_s=5.0 if end_sessions else 0.0)
@@ -489,8 +489,15 @@ async def rotate_operator(migrator_dsn: str, passfile: Path, *, end_sessions: bo
     return RotatedLogin(role, ended, refused, left)
 
 
-async def _set_password_with_file(conn: Connection, passfile: Path, former_text: str, text: str, password: str) -> None:
-    """Give `conn`'s role `password` and `passfile` `text`: both, or neither (the file as it was, the former password kept)."""
+async def _set_password_with_file(
+    conn: Connection, passfile: Path, former_text: str, text: str, password: str, *, dsn: str, role: str
+) -> None:
+    """Give `conn`'s role `password` and `passfile` `text`: both, or neither (the file as it was, the former password kept).
+
+    A COMMIT whose answer is lost (the connection reset, the command cancelled) may have gone through: the file then
+    says whichever password `role` logs in with on `dsn` (the former one only when the new one is refused or the server
+    cannot be asked), never the former password of a role the server moved on.
+    """
     tx = conn.transaction()
     await tx.start()
     try:
@@ -508,7 +515,12 @@ async def _set_password_with_file(conn: Connection, passfile: Path, former_text:
     try:
         await tx.commit()
     except BaseException:
-        write_private(passfile, former_text)  # the role kept its former password: so does its file
+        try:
+            took = await _logs_in(dsn, role, password)
+        except Exception:  # the server not reached: it cannot say, and the former password is kept as before
+            took = False
+        if not took:
+            write_private(passfile, former_text)  # the role kept its former password: so does its file
         raise
 
 
