@@ -253,3 +253,31 @@ async def test_an_overlap_the_sweep_cannot_end_does_not_hold_back_expiry(world: 
     expired = await world.repo.get(record.approval_id)
     assert expired is not None
     assert expired.status == "expired"
+
+
+async def test_the_sweep_leaves_a_refused_or_disabled_endpoint_row_alone(world: World) -> None:  # noqa: F811
+    """A row whose proof fails (written outside the service) is refused wherever it is read; the sweep does not hand it
+    to a rewrite each round (in the database that logged its refusal every round), nor a disabled endpoint's."""
+    from dataclasses import replace
+
+    tokens = await _chat(world)
+    rotated = await world.client.post(f"{ENDPOINTS}/chat/rotate?tenant_id=acme", json={"overlap_s": 120}, headers=bearer(tokens["ops"]))
+    assert rotated.status_code == 200
+    stored = await world.repo.endpoint("acme", "chat")
+    assert stored is not None
+    refused = replace(stored, unproven="its signature is not valid for a trusted key")
+    world.repo.endpoint_rows["acme", "chat"] = refused
+    off = replace(stored, endpoint_id="old-chat", enabled=False)
+    world.repo.endpoint_rows["acme", "old-chat"] = off
+    calls: list[tuple[str, str]] = []
+    change = world.repo.change_endpoint
+
+    async def counted(tenant_id: str, endpoint_id: str, edit: Any) -> Any:
+        calls.append((tenant_id, endpoint_id))
+        return await change(tenant_id, endpoint_id, edit)
+
+    world.repo.change_endpoint = counted  # type: ignore[method-assign]
+    world.clock.now += timedelta(seconds=121)
+    assert (await world.service.sweep())["overlaps_ended"] == 0
+    assert calls == []
+    assert world.repo.endpoint_rows["acme", "chat"] is refused
