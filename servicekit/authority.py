@@ -46,6 +46,7 @@ __all__ = [
     "appended_ms",
     "authority_for",
     "broker_time_ms",
+    "carried_authority",
     "client_folder",
     "client_key",
     "client_private_key",
@@ -277,6 +278,16 @@ class Authority:
         self.principals(key_id)  # reads the folders again if they changed
         return self._added.get(key_id)
 
+    def holders(self) -> list[tuple[str, Principal, float | None]]:
+        """Every key on file now: its id, its holder, and when its file was put there (`added_at`), by key id.
+
+        What an audit archive carries (`ArchiveHeader.signers`) so that its rows' signatures can be checked where the
+        deployment's key folders are not.
+        """
+        if self._stamp() != self._seen:
+            self.reload()
+        return [(key_id, p, self._added.get(key_id)) for key_id in sorted(self._keys) for p in self._keys[key_id]]
+
     def service_keys_in_grace(self, service: str, now: float) -> list[Ed25519PublicKey]:
         """`service`'s retired public keys still within their grace at `now` (epoch seconds).
 
@@ -411,6 +422,40 @@ class Authority:
         if all(p.retired_at is not None and p.retired_at < arrived - (self.retired_grace_s if p.grace else 0) for p in holders):
             return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired, and signs nothing new")
         return None
+
+
+@dataclass
+class _CarriedAuthority(Authority):
+    """An `Authority` over a fixed set of keys, read from no folder (`carried_authority`)."""
+
+    carried: tuple[tuple[str, Principal, float | None], ...] = ()
+
+    def reload(self) -> None:
+        keys: dict[str, list[Principal]] = {}
+        added: dict[str, float] = {}
+        for key_id, principal, put in self.carried:
+            keys.setdefault(key_id, []).append(principal)
+            if put is not None:
+                added[key_id] = min(added.get(key_id, float("inf")), put)
+        self._keys, self._added, self._unread = keys, added, ()
+        self._seen = self._stamp()
+
+    def _folders_stamp(self) -> tuple[Any, ...]:
+        return ()
+
+
+def carried_authority(
+    holders: list[tuple[str, Principal, float | None]], retired_grace_s: float | None = 600.0, *, history: bool = True
+) -> Authority:
+    """An `Authority` that trusts exactly `holders` (key id, holder, when put on file), as `Authority.holders` lists them.
+
+    What reads an audit archive where the deployment's key folders are not: the keys its attested header carries. Each
+    key id must be the id of its holder's name and key (`key_id_of`), else it is left out: a key filed under another's id
+    verifies nothing.
+    """
+    kept = tuple((k, p, put) for k, p, put in holders if key_id_of(p.name, p.public) == k)
+    nowhere = Path("/nonexistent/tidegate-carried-keys")
+    return _CarriedAuthority(nowhere, nowhere, nowhere, retired_grace_s=retired_grace_s, history=history, carried=kept)
 
 
 def _verified(holders: list[Principal], signature: bytes, message: bytes) -> list[Principal]:

@@ -20,7 +20,9 @@ down, in one file to read before running it. It checks what `tidegate audit veri
    be not attested: the retirement times and packs it carries are then not proven. An attestation proves the other
    keys' retirement times, never its own key's (a retired key's holder drops its retirement and attests again with it):
    with `--attested-by SHA256` (the key current when the file was written, learnt apart from the file) a header
-   attested by another key, or not attested, is a problem.
+   attested by another key, or not attested, is a problem. The signing keys of the rows'
+   producers (`signers`) are attested parts too; each event's own signature is not checked here (`tidegate audit
+   explain … --offline --trust-key` does, with those keys).
 
 Restores (ids a database restore skipped) are not followed here: such a file is named, and `tidegate audit verify
 --archive` checks it. Exit 0 when the file checks out, 1 when anything does not (with `--require-attested`, a header
@@ -56,7 +58,7 @@ SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"  # checkpoints taken before 
 SIGNING_CONTEXT_V2 = b"tidegate.audit.checkpoint.v2\n"  # since: id, heads, rows, scope and taken_at
 GENESIS = bytes(32)
 HEADER_CONTEXT = b"tidegate.audit.archive.header.v1\n"  # a header's attestation: this, then {"key_id", "parts"}
-ITEMS = {"keys": "key_id", "policies": "version"}  # header members attested item by item, each named by this field
+ITEMS = {"keys": "key_id", "policies": "version", "signers": "id"}  # header members attested item by item, each named by this field
 RETIRED_SLACK = timedelta(seconds=60)  # a retired audit key's checkpoints are taken until a minute after its retirement
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
-    from services.audit.archive import ArchiveError, ArchivePolicy, audit_keys_of, read_archive
-    from services.audit.archive_check import ArchiveReport, verify_archives
+    from services.audit.archive import ArchiveError, ArchivePolicy, ArchiveReading, audit_keys_of, read_archive, signers_of
+    from services.audit.archive_check import ArchiveReport, archive_recheck, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete, recorded_missing
     from services.audit.conflict_check import AcknowledgedConflict
     from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
@@ -50,6 +50,7 @@ __all__ = [
     "ActionStory",
     "ArchiveError",
     "ArchivePolicy",
+    "ArchiveReading",
     "ArchiveRefused",
     "ArchiveReport",
     "Archived",
@@ -76,6 +77,7 @@ __all__ = [
     "VerifyReport",
     "acknowledge_conflict",
     "archive_log",
+    "archive_recheck",
     "audit_keys_of",
     "build",
     "check_complete",
@@ -92,6 +94,7 @@ __all__ = [
     "recorded_missing",
     "search",
     "signature_recheck",
+    "signers_of",
     "starting_heads",
     "story",
     "task_rows_of",
@@ -110,7 +113,10 @@ _HOME = {
     "ArchivePolicy": "archive",
     "read_archive": "archive",
     "audit_keys_of": "archive",
+    "ArchiveReading": "archive",
+    "signers_of": "archive",
     "ArchiveReport": "archive_check",
+    "archive_recheck": "archive_check",
     "verify_archives": "archive_check",
     "Archived": "retention",
     "ArchiveRefused": "retention",

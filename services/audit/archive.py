@@ -12,6 +12,13 @@ carries the policy packs the deployment decided with (`ArchivePolicy`: each vers
 "under which policy" is answered from the file: a pack's version is the SHA-256 of its text, which the decisions name
 under their signatures, so a carried pack proves itself (`pack_version`).
 
+It also carries every other public key its rows' signatures need (`ArchiveSigner`: the services', operators',
+tenants' clients' and tool services' keys the deployment held, retired and revoked ones with when), and the settings a
+row is judged with (`ArchiveReading`): with them, where the header's attestation verifies with a trusted audit key,
+`explain`/`show`/`search`/`verify --signatures` check each row's own signature from the file alone
+(`signer_authority`). A carried signer is never trusted otherwise: in a header not attested, or attested by a key not
+trusted, or changed after it was attested, whoever rewrote the file could have put his own key there.
+
 The header is attested (`ArchiveAttestation`): the audit key that signs checkpoints signs a digest of each of its
 parts (every top-level member, each carried key and each carried pack on its own), so a header rewritten after it was
 written (a key's `retired_at` dropped, a key added, a pack swapped) is refused, naming the part changed. Without that,
@@ -35,6 +42,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from schemas import canonical_json, digest
+from servicekit.authority import Authority, Principal, carried_authority
+from servicekit.intake import Bounds
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, retired_at
 from services.audit.checkpoints import Checkpoint, Restore
 from services.audit.records import COLUMNS, LogRow
@@ -47,6 +56,8 @@ __all__ = [
     "ArchiveHeader",
     "ArchiveKey",
     "ArchivePolicy",
+    "ArchiveReading",
+    "ArchiveSigner",
     "ArchiveWriter",
     "attest",
     "attestation_message",
@@ -58,6 +69,8 @@ __all__ = [
     "read_archive",
     "row_from_json",
     "row_to_json",
+    "signer_authority",
+    "signers_of",
 ]
 
 FORMAT: Literal["tidegate.audit.archive"] = "tidegate.audit.archive"
@@ -66,7 +79,7 @@ _HASHES = frozenset({"prev_hash", "hash"})
 _TIMES = frozenset({"kafka_ts", "event_time", "recorded_at"})
 HEADER_CONTEXT = b"tidegate.audit.archive.header.v1\n"
 """What a header's attestation signs: this, then the canonical JSON of {"key_id", "parts"} (`attestation_message`)."""
-_ITEMS = {"keys": "key_id", "policies": "version"}  # list members attested item by item, each named by this field
+_ITEMS = {"keys": "key_id", "policies": "version", "signers": "id"}  # list members attested item by item, each named by this field
 
 
 class ArchiveError(ValueError):
@@ -108,6 +121,78 @@ def audit_keys_of(keys_dir: Path, name: str = "audit") -> list[ArchiveKey]:
         fingerprint = hashlib.sha256(raw).hexdigest()
         out.append(ArchiveKey(key_id=key_id_of(name, key), public_key=base64.b64encode(raw).decode(), sha256=fingerprint, retired_at=when))
     return sorted(out, key=lambda k: (k.retired_at is None, k.retired_at or datetime.min.replace(tzinfo=UTC)))
+
+
+class ArchiveSigner(BaseModel):
+    """One public key a row's signature may need (a service's, an operator's, a client's, a tool service's), as carried."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="`<kind>:<tenant>/<name>/<key_id>`: what names it in the header's attestation.")
+    kind: Literal["service", "operator", "client", "tool"]
+    name: str = Field(description="The service, operator, client principal or tool it is the key of.")
+    tenant: str | None = Field(default=None, description="A client's tenant.")
+    key_id: str = Field(description="The id events name in `keyid` (`<name>-<first 12 hex of sha256>`).")
+    public_key: str = Field(description="The raw 32-byte Ed25519 public key, base64.")
+    retired_at: datetime | None = Field(
+        default=None, description="When it was retired (`keys rotate`, `clients rotate`) or revoked; None: current."
+    )
+    grace: bool = Field(
+        default=True, description="False: it verifies nothing appended after `retired_at` (revoked, denied); True: the grace window."
+    )
+    added_at: datetime | None = Field(
+        default=None, description="When its file was put on file (a row refused `unknown_key` before then is not explained by it)."
+    )
+
+    @classmethod
+    def of(cls, key_id: str, principal: Principal, added: float | None) -> ArchiveSigner:
+        """The carried form of one holder of `Authority.holders`."""
+        tenant = principal.tenant if principal.kind == "client" else None
+        return cls(
+            id=f"{principal.kind}:{tenant or ''}/{principal.name}/{key_id}", kind=principal.kind, name=principal.name,  # type: ignore[arg-type]
+            tenant=tenant, key_id=key_id, public_key=base64.b64encode(principal.public.public_bytes_raw()).decode(),
+            retired_at=datetime.fromtimestamp(principal.retired_at, UTC) if principal.retired_at is not None else None,
+            grace=principal.grace, added_at=datetime.fromtimestamp(added, UTC) if added is not None else None,
+        )  # fmt: skip
+
+    def holder(self) -> tuple[str, Principal, float | None] | None:
+        """This key as `carried_authority` takes it; None when it is not a key, or not the key its id names."""
+        try:
+            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(self.public_key, validate=True))
+        except ValueError:
+            return None
+        if key_id_of(self.name, public) != self.key_id or self.id != f"{self.kind}:{self.tenant or ''}/{self.name}/{self.key_id}":
+            return None
+        retired = self.retired_at.timestamp() if self.retired_at is not None else None
+        principal = Principal(self.kind, self.name, public, tenant=self.tenant, retired_at=retired, grace=self.grace)
+        return self.key_id, principal, self.added_at.timestamp() if self.added_at is not None else None
+
+
+class ArchiveReading(BaseModel):
+    """The deployment's settings a row's signature is judged with, as carried (`TIDEGATE_RETIRED_KEY_GRACE_S`, bounds)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    retired_key_grace_s: float | None = Field(default=600.0, description="How long a retired key verifies after its retirement.")
+    max_value_bytes: int = Field(default=Bounds.max_bytes, description="`TIDEGATE_MAX_VALUE_BYTES`.")
+    max_json_depth: int = Field(default=Bounds.max_depth, description="`TIDEGATE_MAX_JSON_DEPTH`.")
+
+    @property
+    def bounds(self) -> Bounds:
+        """The bounds a record's value was checked against."""
+        return Bounds(max_bytes=self.max_value_bytes, max_depth=self.max_json_depth)
+
+
+def signers_of(authority: Authority) -> list[ArchiveSigner]:
+    """Every key `authority` holds on file now, as an archive carries them (`ArchiveHeader.signers`)."""
+    return [ArchiveSigner.of(key_id, principal, added) for key_id, principal, added in authority.holders()]
+
+
+def signer_authority(headers: list[ArchiveHeader]) -> tuple[Authority, ArchiveReading]:
+    """An `Authority` of the signers `headers` carry (each header already checked to be attested by a trusted audit key)."""
+    holders = [h for header in headers for s in header.signers if (h := s.holder()) is not None]
+    reading = next((header.reading for header in headers if header.reading is not None), ArchiveReading())
+    return carried_authority(holders, reading.retired_key_grace_s, history=True), reading
 
 
 def pack_version(files: dict[str, str], settings: dict[str, Any]) -> str:
@@ -195,6 +280,12 @@ class ArchiveHeader(BaseModel):
         description="Every policy pack the deployment's policy services decided with, when it was written (`tidegate audit "
         "policy VERSION --archive FILE` reads one); each must hash to its version.",
     )
+    signers: list[ArchiveSigner] = Field(
+        default_factory=list,
+        description="Every other public key the rows' signatures need (services', operators', clients', tools'), when it was "
+        "written; used only when the header's attestation verifies with a trusted audit key (none in a file written before).",
+    )
+    reading: ArchiveReading | None = Field(default=None, description="The settings a row's signature is judged with; None before.")
     attestation: ArchiveAttestation | None = Field(
         default=None, description="The audit key's signature over every other part of this header; None in a file written before."
     )
@@ -215,7 +306,8 @@ def attest(header: ArchiveHeader, key: SigningKey) -> ArchiveHeader:
 
 def _named(part: str) -> str:
     kind, _, name = part.partition("/")
-    return {"keys": f"audit key {name}", "policies": f"policy pack {name}"}.get(kind, part) if name else part
+    named = {"keys": f"audit key {name}", "policies": f"policy pack {name}", "signers": f"signing key {name}"}
+    return named.get(kind, part) if name else part
 
 
 def header_attestation(header: ArchiveHeader, keyring: Keyring, slack_s: float = 60.0) -> tuple[str, list[str]]:
@@ -254,6 +346,8 @@ def header_attestation(header: ArchiveHeader, keyring: Keyring, slack_s: float =
             problem += f" (its public key, fingerprint or retirement time was changed){none}"
         elif part.startswith("policies/"):
             problem += " (its text, settings or provenance was changed)"
+        elif part.startswith("signers/"):
+            problem += " (its public key, holder or retirement was changed)"
         problems.append(problem)
     return ("broken" if problems else "attested"), problems
 

@@ -27,12 +27,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring
-from services.audit.archive import ArchiveError, ArchiveHeader, file_sha256, header_attestation, read_archive
+from services.audit.archive import ArchiveError, ArchiveHeader, file_sha256, header_attestation, read_archive, signer_authority
 from services.audit.chain_check import Break, ChainChecker
 from services.audit.checkpoint_check import anchor_heads, check_checkpoints, unverified_signature
 from services.audit.checkpoints import Checkpoint, Prune, chain_name, signature_valid, split_chain_name
+from services.audit.signature_check import Recheck, signature_recheck
 
-__all__ = ["ArchiveReport", "ArchiveSummary", "verify_archives"]
+__all__ = ["ArchiveReport", "ArchiveSummary", "archive_recheck", "carried_signers", "header_keyring", "verify_archives"]
 
 
 class ArchiveSummary(BaseModel):
@@ -136,6 +137,60 @@ def _past_the_heads(path: Path, header: ArchiveHeader, checkers: dict[tuple[str,
     return out
 
 
+def header_keyring(header: ArchiveHeader, keyring: Keyring, trust: frozenset[str]) -> Keyring:
+    """`keyring` and the audit keys `header` carries whose fingerprint is in `trust` (SHA-256 hex, learnt out of band)."""
+    carried = [k for k in header.keys if k.sha256 in trust and k.key_id.startswith("audit-")]
+    return keyring.with_keys(
+        {k.key_id: public for k in carried if (public := k.public()) is not None},
+        {k.key_id: k.retired_at.timestamp() for k in carried if k.retired_at is not None},  # a retired key is judged at its time
+    )
+
+
+def carried_signers(paths: Sequence[Path], keyring: Keyring, trust: Iterable[str] = ()) -> tuple[list[ArchiveHeader], list[str]]:
+    """The headers of `paths` whose carried signing keys may be used (attested by a trusted audit key); why not, for the others.
+
+    A key a file carries is used only so: in a header not attested, attested by a key not trusted, or changed after it was
+    attested, whoever rewrote the file may have put his own key there to make a forged row verify.
+
+    Raises:
+        ArchiveError: A file is not an audit archive.
+        OSError: A file cannot be read.
+    """
+    fingerprints = frozenset(t.strip().lower() for t in trust)
+    usable: list[ArchiveHeader] = []
+    notes: list[str] = []
+    for path in paths:
+        header, _ = read_archive(path)
+        state, problems = header_attestation(header, header_keyring(header, keyring, fingerprints))
+        if state == "attested":
+            if header.signers:
+                usable.append(header)
+            else:
+                notes.append(f"{path} carries no signing keys (written before archives carried them)")
+            continue
+        why = {
+            "unattested": "its header is not attested (written before Tidegate 22, or its attestation was removed)",
+            "untrusted": f"its header is attested by an audit key not trusted here ({problems[0] if problems else ''}; "
+            "--trust-key SHA256 of the audit key `audit export` printed trusts it)",
+            "broken": "its header does not check out: " + "; ".join(problems),
+        }[state]
+        notes.append(f"the signing keys {path} carries are not used: {why}")
+    return usable, notes
+
+
+def archive_recheck(paths: Sequence[Path], keyring: Keyring, prefix: str, trust: Iterable[str] = ()) -> tuple[Recheck | None, list[str]]:
+    """Each row observed again from its own value with the signing keys `paths` carry (`carried_signers`); why a file's are not used.
+
+    None when no file's may be used: the caller then checks with the keys folder of its machine, if any.
+    """
+    headers, notes = carried_signers(paths, keyring, trust)
+    if not headers:
+        return None, notes
+    authority, reading = signer_authority(headers)
+    hint = "the archive's attested header carries no such key: it was not on file when the archive was written"
+    return signature_recheck(authority.check, prefix, reading.bounds, added_at=authority.added_at, keys_hint=hint), notes
+
+
 def _check_one(
     path: Path, keyring: Keyring, trust: frozenset[str] = frozenset()
 ) -> tuple[ArchiveSummary | None, ArchiveHeader | None, list[Break], list[Break]]:
@@ -145,11 +200,7 @@ def _check_one(
         header, rows = read_archive(path)
     except ArchiveError as exc:
         return None, None, [_file_break(path, str(exc))], []
-    carried = [k for k in header.keys if k.sha256 in trust and k.key_id.startswith("audit-")]
-    keyring = keyring.with_keys(
-        {k.key_id: public for k in carried if (public := k.public()) is not None},
-        {k.key_id: k.retired_at.timestamp() for k in carried if k.retired_at is not None},  # a retired key is judged at its time
-    )
+    keyring = header_keyring(header, keyring, trust)
     breaks: list[Break] = []
     previous = header.previous
     if previous is not None and not signature_valid(keyring, previous) and keyring.knows(previous.key_id):

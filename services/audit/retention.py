@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from servicekit import Keyring, SigningKey
-from services.audit.archive import ArchiveHeader, ArchiveKey, ArchivePolicy, ArchiveWriter, attest
+from services.audit.archive import ArchiveHeader, ArchiveKey, ArchivePolicy, ArchiveReading, ArchiveSigner, ArchiveWriter, attest
 from services.audit.chain_check import Break, ChainChecker
 from services.audit.checkpoint_check import anchor_heads, check_checkpoints, prune_anchor
 from services.audit.checkpoints import Checkpoint, signature_valid, split_chain_name
@@ -52,6 +52,8 @@ class Archived(BaseModel):
     """The versions of the policy packs the file carries."""
     policies_left_out: list[str] = []
     """Versions whose stored text does not hash to them (edited where they are kept): not carried."""
+    signers: int = 0
+    """How many other public keys (services', operators', clients', tools') the file carries for its rows' signatures."""
     attested_by: str | None = None
     """The audit key that signed the header (its keys, packs and checkpoints); None: not attested (no audit private key given)."""
 
@@ -79,6 +81,8 @@ async def archive_log(
     policies: Sequence[ArchivePolicy] = (),
     progress: Callable[[int, int], None] = lambda done, total: None,
     attest_with: SigningKey | None = None,
+    signers: Sequence[ArchiveSigner] = (),
+    reading: ArchiveReading | None = None,
 ) -> Archived:
     """Write every row after the last prune's anchor through checkpoint `through`'s heads to `path`, checking each chain.
 
@@ -86,7 +90,9 @@ async def archive_log(
     same file, checked offline the same way; no prune takes it, since it does not start at the last prune's anchor).
     `keys`: the audit's public keys, carried in the header (`audit_keys_of` the deployment's keys folder). `policies`:
     the policy packs decided with (`policy.policy_versions`), carried too; one whose text does not hash to its version
-    (edited in the database) is left out and named in `Archived.policies_left_out`. `attest_with`: the audit's private
+    (edited in the database) is left out and named in `Archived.policies_left_out`. `signers`: every other public key
+    the rows' signatures need (`signers_of` the deployment's authority), and `reading` the settings they are judged
+    with, carried too. `attest_with`: the audit's private
     key, which signs the header (`attest`); None writes a header not attested (`Archived.attested_by` None).
 
     Raises:
@@ -120,7 +126,7 @@ async def archive_log(
     header = ArchiveHeader(
         scope=prefix, created_at=datetime.now(UTC), checkpoint=target, previous=previous, checkpoints=between, restores=restores,
         rows=sum(h.seq - (anchors[tp].seq if tp in anchors else 0) for tp, h in heads.items()), keys=list(keys),
-        policies=[p for p in policies if p.genuine],
+        policies=[p for p in policies if p.genuine], signers=list(signers), reading=reading,
     )  # fmt: skip
     if attest_with is not None:
         header = attest(header, attest_with)
@@ -156,7 +162,7 @@ async def archive_log(
         raise
     return Archived(
         path=str(path), sha256=sha256, checkpoint_id=through, previous_checkpoint_id=previous.checkpoint_id if previous else None,
-        rows=written, chains=len(heads), prunable_rows=prunable, keys=list(keys),
+        rows=written, chains=len(heads), prunable_rows=prunable, keys=list(keys), signers=len(signers),
         policies=[p.version for p in header.policies], policies_left_out=[p.version for p in policies if not p.genuine],
         attested_by=header.attestation.key_id if header.attestation is not None else None,
     )  # fmt: skip

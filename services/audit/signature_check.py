@@ -59,7 +59,12 @@ def _keyid(value: bytes | None) -> str | None:
 
 
 def signature_recheck(
-    check: SignatureCheck, prefix: str, bounds: Bounds, *, added_at: Callable[[str], float | None] | None = None
+    check: SignatureCheck,
+    prefix: str,
+    bounds: Bounds,
+    *,
+    added_at: Callable[[str], float | None] | None = None,
+    keys_hint: str = "the keys folder, TIDEGATE_KEYS_DIR, must keep every public key, retired ones too",
 ) -> Recheck:
     """A `Recheck` that observes a row's value again as the audit service did (`check`: the history authority).
 
@@ -68,7 +73,7 @@ def signature_recheck(
     changed since may explain it (`_KEYS_CHANGED_SINCE`): a key registered since may verify it, and it granted nothing.
     With `added_at` (`Authority.added_at`: when a key's public file was put on file), "since" is held to the key's own
     time: a key on file before the record arrived explains no such refusal (the reason is the DBA's column to choose:
-    auditor2 N1, bob's grant relabelled `signer_not_allowed`).
+    auditor2 N1, bob's grant relabelled `signer_not_allowed`). `keys_hint`: where the missing key should have been.
     """
 
     def recheck(row: LogRow) -> str | None:
@@ -80,7 +85,7 @@ def signature_recheck(
         if row.valid and not again.valid and (again.invalid_reason or "").startswith(ReasonCode.UNKNOWN_KEY.value):
             return (
                 f"stored as a valid event, but signed by a key this machine's keyring does not hold ({again.invalid_reason}): "
-                "not verified here (the keys folder, TIDEGATE_KEYS_DIR, must keep every public key, retired ones too)"
+                f"not verified here ({keys_hint})"
             )
         if row.valid and not again.valid:
             why = again.invalid_reason

@@ -12,11 +12,12 @@ import typer
 import yaml
 from rich.markup import escape
 
-from servicekit import Keyring, SigningKey
+from servicekit import Keyring, SigningKey, ToolCatalog, deployment_authority
 from services.audit import (
     Archived,
     ArchiveError,
     ArchivePolicy,
+    ArchiveReading,
     ArchiveRefused,
     ArchiveReport,
     PostgresAuditLog,
@@ -25,6 +26,7 @@ from services.audit import (
     checkpoint_after,
     checkpoint_before,
     read_archive,
+    signers_of,
     verify_archives,
 )
 from tidegate.commands._audit_log import with_audit_log
@@ -118,6 +120,15 @@ def audit_signer(keys_dir: Path) -> SigningKey | None:
         return None
 
 
+def _signers(kit: Any) -> tuple[list[Any], ArchiveReading]:
+    """Every public key the deployment's rows may be signed with (its keys folders and tool catalog), and how they are judged."""
+    tools = ToolCatalog.load(*kit.tool_dirs) if kit.tools_dir.is_dir() else None
+    reading = ArchiveReading(
+        retired_key_grace_s=kit.retired_key_grace_s, max_value_bytes=kit.bounds.max_bytes, max_json_depth=kit.bounds.max_depth
+    )
+    return signers_of(deployment_authority(kit, tools, history=True)), reading
+
+
 async def _write(
     log: PostgresAuditLog, kit: Any, out: Path, *, through: int, after: int | None = None, doing: str, quiet: bool
 ) -> Archived:
@@ -125,12 +136,13 @@ async def _write(
 
     A checkpoint that is not one, and a chain or checkpoint that does not check out, are one line (nothing is left written).
     """
+    signers, reading = _signers(kit)
     with progress_display({"rows": f"{doing} through checkpoint {through}"}, quiet=quiet) as progress:
         try:
             return await archive_log(
                 log, Keyring.load(kit.keys_dir, "audit"), out, prefix=kit.topic_prefix, through=through, after=after,
                 keys=audit_keys_of(kit.keys_dir), policies=await policy_packs(log), progress=lambda n, total: progress("rows", n, total),
-                attest_with=audit_signer(kit.keys_dir),
+                attest_with=audit_signer(kit.keys_dir), signers=signers, reading=reading,
             )  # fmt: skip
         except LookupError as exc:
             raise ConnectionError(str(exc)) from None
@@ -155,9 +167,14 @@ def _print_written(done: Archived, checked: str) -> None:
             "its text was edited in the database; left out of the file (decisions naming it cannot be matched to its text)",
             soft_wrap=True,
         )
+    if done.signers:
+        console.print(
+            f"signing keys carried: {done.signers} (services', operators', clients', tools': each row's signature checks "
+            "offline with the audit key's fingerprint alone)"
+        )
     if done.attested_by is not None:
         by = next((f" (sha256 {k.sha256})" for k in done.keys if k.key_id == done.attested_by), "")
-        console.print(f"header attested by {done.attested_by}{by} (its keys, their retirement times and the policy packs)")
+        console.print(f"header attested by {done.attested_by}{by} (its keys, their retirement times, the signing keys and the policy packs)")
     else:
         err_console.print(
             "[bold red]warning:[/] the header is NOT attested: the audit's private key (KEYS_DIR/audit/audit.key) is not on this "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable
 from datetime import datetime
 from pathlib import Path
@@ -11,15 +12,18 @@ from typing import Any, TypeVar
 import typer
 from rich.table import Table
 
+from servicekit import Keyring
 from services.audit import (
     ArchiveError,
     AuditLog,
     InMemoryAuditLog,
     PostgresAuditLog,
     PrunedBefore,
+    Recheck,
     SearchFilters,
     SeveralTenants,
     StoryLine,
+    archive_recheck,
     explain_task,
     pruned_before,
     read_archive,
@@ -143,28 +147,74 @@ def _start_pruned(ident: str, submitted: bool, pruned: PrunedBefore | None, arch
         err_console.print("note: " + shown(pruned.start_missing(ident), limit=None), soft_wrap=True)
 
 
+_OFFLINE_HELP = "Read the task from the --archive files alone (an export or archive), no database: an auditor's machine."
+_TRUST_HELP = (
+    "With --offline: trust the audit key the file carries with this fingerprint (sha256, as `audit export` printed it); "
+    "then the signing keys the file's attested header carries check each row's signature. Repeatable (one a rotation)."
+)
+
+
+def _offline_recheck(archives: list[Path], prefix: str, trust: list[str]) -> Recheck:
+    """How each row read offline is checked from its own value: with the signing keys the files' attested headers carry.
+
+    Where no file's may be used (not attested, its audit key not trusted here), with this machine's keys folder, as before,
+    and stderr says why.
+    """
+    if bad := [t for t in trust if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
+        fail(f"--trust-key {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
+    kit = settings()
+    try:
+        recheck, notes = archive_recheck(archives, Keyring.load(kit.keys_dir, "audit"), prefix, trust)
+    except (ArchiveError, OSError) as exc:
+        fail(f"--archive: {exc}")
+    for note in notes:
+        err_console.print("note: " + shown(note, limit=None), soft_wrap=True)
+    if recheck is not None:
+        return recheck
+    err_console.print(
+        f"note: each row's signature is checked with this machine's keys folder ({shown(str(kit.keys_dir))}), not with keys the "
+        "file carries",
+        soft_wrap=True,
+    )
+    return row_recheck(kit, prefix)
+
+
+def _where_read(archives: list[Path], offline: bool, trust_keys: list[str]) -> tuple[str, Recheck]:
+    """The deployment (topic prefix) a task is read from, and how its rows are checked: offline, from the files alone."""
+    if offline and not archives:
+        fail("--offline reads the task from --archive files: give at least one (`tidegate audit export` writes one)")
+    if trust_keys and not offline:
+        fail("--trust-key trusts a key an archive file carries: give --offline --archive FILE")
+    if not offline:
+        return settings().topic_prefix, row_recheck(settings())
+    prefix = _scope(archives)
+    return prefix, _offline_recheck(archives, prefix, trust_keys)
+
+
 def show(
     task_id: str = typer.Argument(..., help="The task id, or an action id (the idempotency key a system of record shows): its task."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
     tenant: str | None = typer.Option(None, "--tenant", help=_TENANT_HELP),
     archives: list[Path] = typer.Option([], "--archive", help=_ARCHIVE_HELP),
+    offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
+    trust_keys: list[str] = typer.Option([], "--trust-key", metavar="SHA256", help=_TRUST_HELP),
 ) -> None:
     """The full story of a task, in order: every record about it, valid or not."""
-    prefix = settings().topic_prefix
+    prefix, recheck = _where_read(archives, offline, trust_keys)
 
-    async def go(log: PostgresAuditLog) -> tuple[str, list[Any], PrunedBefore | None]:
-        pruned = await pruned_before(log, prefix)
+    async def go(log: AuditLog) -> tuple[str, list[Any], PrunedBefore | None]:
+        pruned = None if offline else await pruned_before(log, prefix)
         found = await _task_log(log, task_id, prefix, tenant, archives)
         if found is None:
             return task_id, [], pruned
         source, task, of = found
         return task, await _one_tenant(task_rows_of(source, task, prefix, tenant=of)), pruned
 
-    task, rows, pruned = run(with_audit_log(go))
+    task, rows, pruned = run(go(InMemoryAuditLog()) if offline else with_audit_log(go))
     if not rows:
         fail(_nothing(task_id, tenant, pruned))
     task_id = task
-    lines = rechecked(rows, story(rows), row_recheck(settings(), prefix))
+    lines = rechecked(rows, story(rows), recheck)
     _start_pruned(task_id, any(line.event_type == "task.submitted" for line in lines), pruned, archives)
     if as_json:
         for line in lines:
@@ -187,23 +237,20 @@ def explain(
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
     tenant: str | None = typer.Option(None, "--tenant", help=_TENANT_HELP),
     archives: list[Path] = typer.Option([], "--archive", help=_ARCHIVE_HELP),
-    offline: bool = typer.Option(
-        False, "--offline", help="Read the task from the --archive files alone (an export or archive), no database: an auditor's machine."
-    ),
+    offline: bool = typer.Option(False, "--offline", help=_OFFLINE_HELP),
+    trust_keys: list[str] = typer.Option([], "--trust-key", metavar="SHA256", help=_TRUST_HELP),
 ) -> None:
     """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
     if fmt not in ("md", "html", "json"):
         fail(f"unknown format {fmt!r}: choose md, html or json")
-    if offline and not archives:
-        fail("--offline reads the task from --archive files: give at least one (`tidegate audit export` writes one)")
-    prefix = _scope(archives) if offline else settings().topic_prefix
+    prefix, recheck = _where_read(archives, offline, trust_keys)
 
     async def go(log: AuditLog) -> tuple[Any, PrunedBefore | None]:
         pruned = None if offline else await pruned_before(log, prefix)
         found = await _task_log(log, task_id, prefix, tenant, archives)
         if found is None:
             return None, pruned
-        return await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2], recheck=row_recheck(settings(), prefix))), pruned
+        return await _one_tenant(explain_task(found[0], found[1], prefix, tenant=found[2], recheck=recheck)), pruned
 
     explanation, pruned = run(go(InMemoryAuditLog()) if offline else with_audit_log(go))
     if explanation is None or explanation.records == 0:
