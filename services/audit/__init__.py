@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
     from services.audit.content import ContentReport, check_content
     from services.audit.handlers import Checkpointer
+    from services.audit.ledger import ActionFilters, ActionLine, action_lines, csv_columns, csv_row
     from services.audit.pruned import PrunedBefore, pruned_before, with_archives
     from services.audit.published import read_published_checkpoints
     from services.audit.reading import (
@@ -47,6 +48,8 @@ __all__ = [
     "FOLLOW_UP_PENDING",
     "MIGRATIONS",
     "AcknowledgedConflict",
+    "ActionFilters",
+    "ActionLine",
     "ActionStory",
     "ArchiveError",
     "ArchivePolicy",
@@ -76,6 +79,7 @@ __all__ = [
     "ToolCall",
     "VerifyReport",
     "acknowledge_conflict",
+    "action_lines",
     "archive_log",
     "archive_recheck",
     "audit_keys_of",
@@ -84,6 +88,8 @@ __all__ = [
     "check_content",
     "checkpoint_after",
     "checkpoint_before",
+    "csv_columns",
+    "csv_row",
     "explain_task",
     "list_conflicts",
     "observe",
@@ -134,6 +140,11 @@ _HOME = {
     "ContentReport": "content",
     "check_content": "content",
     "Checkpointer": "handlers",
+    "ActionFilters": "ledger",
+    "ActionLine": "ledger",
+    "action_lines": "ledger",
+    "csv_columns": "ledger",
+    "csv_row": "ledger",
     "read_published_checkpoints": "published",
     "PrunedBefore": "pruned",
     "pruned_before": "pruned",

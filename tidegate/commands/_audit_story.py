@@ -38,7 +38,7 @@ from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._audit_log import row_recheck, with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 
-__all__ = ["explain", "search_", "show"]
+__all__ = ["explain", "search_", "show", "where_read"]
 
 T = TypeVar("T")
 
@@ -179,7 +179,7 @@ def _offline_recheck(archives: list[Path], prefix: str, trust: list[str]) -> Rec
     return row_recheck(kit, prefix)
 
 
-def _where_read(archives: list[Path], offline: bool, trust_keys: list[str]) -> tuple[str, Recheck]:
+def where_read(archives: list[Path], offline: bool, trust_keys: list[str]) -> tuple[str, Recheck]:
     """The deployment (topic prefix) a task is read from, and how its rows are checked: offline, from the files alone."""
     if offline and not archives:
         fail("--offline reads the task from --archive files: give at least one (`tidegate audit export` writes one)")
@@ -200,7 +200,7 @@ def show(
     trust_keys: list[str] = typer.Option([], "--trust-key", metavar="SHA256", help=_TRUST_HELP),
 ) -> None:
     """The full story of a task, in order: every record about it, valid or not."""
-    prefix, recheck = _where_read(archives, offline, trust_keys)
+    prefix, recheck = where_read(archives, offline, trust_keys)
 
     async def go(log: AuditLog) -> tuple[str, list[Any], PrunedBefore | None]:
         pruned = None if offline else await pruned_before(log, prefix)
@@ -243,7 +243,7 @@ def explain(
     """The explainability artifact of a task: sources, policies checked, tools called, approvals, costs."""
     if fmt not in ("md", "html", "json"):
         fail(f"unknown format {fmt!r}: choose md, html or json")
-    prefix, recheck = _where_read(archives, offline, trust_keys)
+    prefix, recheck = where_read(archives, offline, trust_keys)
 
     async def go(log: AuditLog) -> tuple[Any, PrunedBefore | None]:
         pruned = None if offline else await pruned_before(log, prefix)

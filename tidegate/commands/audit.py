@@ -1,7 +1,8 @@
 """`tidegate audit`: verify the log, archive and prune it, tell and explain a task's story, search it, acknowledge its conflicts.
 
 Each job is its own module: `_audit_verify` (verify), `_audit_archive` (archive, and archive files), `_audit_story`
-(show, explain, search), `_audit_conflicts` (conflicts list, ack); `_audit_log` opens the log for them.
+(show, explain, search), `_audit_actions` (actions: one line per action across tasks), `_audit_conflicts` (conflicts list,
+ack); `_audit_log` opens the log for them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from tidegate.commands import _audit_conflicts
+from tidegate.commands._audit_actions import actions
 from tidegate.commands._audit_archive import archive, export, policy
 from tidegate.commands._audit_story import explain, search_, show
 from tidegate.commands._audit_verify import verify
@@ -26,4 +28,5 @@ app.command()(policy)
 app.command()(show)
 app.command()(explain)
 app.command("search")(search_)
+app.command()(actions)
 app.add_typer(_audit_conflicts.app, name="conflicts", help=_audit_conflicts.app.info.help)

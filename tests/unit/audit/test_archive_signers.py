@@ -15,6 +15,7 @@ import asyncio
 import base64
 import gzip
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,11 @@ def _observed(kit: KitSettings, topic: str, event: Any, key: SigningKey, at: dat
     )  # fmt: skip
 
 
-async def _deployment(tmp_path: Path) -> tuple[Path, str, SigningKey]:
+async def _deployment(tmp_path: Path, edit: Callable[[Any], Any] = lambda event: event) -> tuple[Path, str, SigningKey]:
     """A deployment's export of task t-1, every row signed by its own signer, the policy key rotated as leaked midway.
 
     Returns the export, the audit key's fingerprint `export` printed, and the retired policy key (its private half, as
-    whoever leaked it holds it).
+    whoever leaked it holds it). `edit`: each event before it is signed.
     """
     keys = tmp_path / "deployment" / "keys"
     keys.mkdir(parents=True)
@@ -78,7 +79,7 @@ async def _deployment(tmp_path: Path) -> tuple[Path, str, SigningKey]:
             at += timedelta(seconds=1)
         key = alice if signer == "client" else service_key(kit, signer)
         offsets[topic] = offsets.get(topic, -1) + 1
-        record = _observed(kit, topic, event, key, at, offsets[topic])
+        record = _observed(kit, topic, edit(event), key, at, offsets[topic])
         assert record.valid, (event.type, record.invalid_reason)
         await log.append([record])
         at += timedelta(seconds=1)
