@@ -192,7 +192,7 @@ def archive_recheck(paths: Sequence[Path], keyring: Keyring, prefix: str, trust:
 
 
 def _check_one(
-    path: Path, keyring: Keyring, trust: frozenset[str] = frozenset()
+    path: Path, keyring: Keyring, trust: frozenset[str] = frozenset(), recheck: Recheck | None = None
 ) -> tuple[ArchiveSummary | None, ArchiveHeader | None, list[Break], list[Break]]:
     """One archive on its own: its header, its checkpoints, every chain in it; then the breaks that are keys not trusted here."""
     sha256 = file_sha256(path)
@@ -217,6 +217,7 @@ def _check_one(
     signed = set(anchor_heads(header.checkpoint))
     checkers = {tp: ChainChecker(*tp, wanted=wanted.get(tp, set()), after=after.get(tp)) for tp in signed}
     count = 0
+    signed_rows: list[Break] = []  # rows that do not verify from their own value (with `recheck`)
     try:
         for number, row in rows:
             count += 1
@@ -227,10 +228,13 @@ def _check_one(
                 breaks.append(_file_break(path, problem))
                 continue
             checker.feed(row)
+            if recheck is not None and (unsigned := recheck(row)) is not None:
+                signed_rows.append(_file_break(path, f"line {number}: {chain_name(row.topic, row.partition)} seq {row.seq}: {unsigned}"))
     except ArchiveError as exc:
         breaks.append(_file_break(path, str(exc)))
     breaks += [c.broken for c in checkers.values() if c.broken is not None]
     breaks += _past_the_heads(path, header, checkers)
+    breaks += signed_rows
     first_id = previous.checkpoint_id + 1 if previous is not None else 1
     unknown = {cp.checkpoint_id: cp for cp in header.checkpoints if not keyring.knows(cp.key_id)}
     breaks += [
@@ -284,6 +288,7 @@ def verify_archives(
     trust: Iterable[str] = (),
     require_attested: bool = False,
     attested_by: Iterable[str] = (),
+    recheck: Recheck | None = None,
 ) -> ArchiveReport:
     """Check each archive, then that they follow each other.
 
@@ -294,10 +299,11 @@ def verify_archives(
     written, learnt out of band): a header attested by another trusted key, or not attested, is a break. An attestation
     proves the other keys' retirement times, never its own key's: whoever holds a retired key can drop its
     `retired_at` and attest the header again with that very key.
+    `recheck`: each row is also observed again from its own value (`archive_recheck`); one that does not verify is a break.
     """
     started = time.perf_counter()
     fingerprints = frozenset(t.strip().lower() for t in trust)
-    checked = [(path, *_check_one(path, keyring, fingerprints)) for path in paths]
+    checked = [(path, *_check_one(path, keyring, fingerprints, recheck)) for path in paths]
     unchecked = [b for _, _, _, _, untrusted in checked for b in untrusted]
     breaks = [*unchecked, *(b for _, _, _, found, _ in checked for b in found)]
     whole = sorted(((s, h) for _, s, h, _, _ in checked if s is not None and h is not None), key=lambda sh: sh[0].through_checkpoint)

@@ -21,6 +21,7 @@ from services.audit import (
     ArchiveRefused,
     ArchiveReport,
     PostgresAuditLog,
+    Recheck,
     archive_log,
     audit_keys_of,
     checkpoint_after,
@@ -51,9 +52,12 @@ def verify_archives_only(
     trust: list[str] | None = None,
     require_attested: bool = False,
     attested_by: list[str] | None = None,
+    recheck: Recheck | None = None,
 ) -> None:
-    """Archives alone, offline: no database is read."""
-    report = checked_archives(paths, keyring, trust=trust or [], require_attested=require_attested, attested_by=attested_by or [])
+    """Archives alone, offline: no database is read (`recheck`: each row also held to its own signature)."""
+    report = checked_archives(
+        paths, keyring, trust=trust or [], require_attested=require_attested, attested_by=attested_by or [], recheck=recheck
+    )
     if as_json:
         console.print_json(report.model_dump_json())
     else:

@@ -38,7 +38,7 @@ from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._audit_log import row_recheck, with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 
-__all__ = ["explain", "search_", "show", "where_read"]
+__all__ = ["explain", "offline_recheck", "read_scope", "search_", "show", "where_read"]
 
 T = TypeVar("T")
 
@@ -154,7 +154,7 @@ _TRUST_HELP = (
 )
 
 
-def _offline_recheck(archives: list[Path], prefix: str, trust: list[str]) -> Recheck:
+def offline_recheck(archives: list[Path], prefix: str, trust: list[str]) -> Recheck:
     """How each row read offline is checked from its own value: with the signing keys the files' attested headers carry.
 
     Where no file's may be used (not attested, its audit key not trusted here), with this machine's keys folder, as before,
@@ -187,8 +187,8 @@ def where_read(archives: list[Path], offline: bool, trust_keys: list[str]) -> tu
         fail("--trust-key trusts a key an archive file carries: give --offline --archive FILE")
     if not offline:
         return settings().topic_prefix, row_recheck(settings())
-    prefix = _scope(archives)
-    return prefix, _offline_recheck(archives, prefix, trust_keys)
+    prefix = read_scope(archives)
+    return prefix, offline_recheck(archives, prefix, trust_keys)
 
 
 def show(
@@ -223,7 +223,7 @@ def show(
     console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
 
 
-def _scope(archives: list[Path]) -> str:
+def read_scope(archives: list[Path]) -> str:
     """The deployment (topic prefix) the first archive holds the chains of."""
     try:
         return read_archive(archives[0])[0].scope

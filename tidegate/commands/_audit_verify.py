@@ -31,6 +31,7 @@ from services.audit import (
 )
 from tidegate.commands._audit_archive import checked_archives, print_archives, verify_archives_only
 from tidegate.commands._audit_log import row_recheck, with_audit_log
+from tidegate.commands._audit_story import offline_recheck, read_scope
 from tidegate.commands._common import console, err_console, fail, run, settings
 from tidegate.commands._progress import progress_display
 
@@ -144,9 +145,14 @@ def verify(
         if bad := [t for t in given if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
             fail(f"{option} {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
     if archives and not with_log:
+        scope = read_scope(archives)
+        rows_checked = offline_recheck(archives, scope, trust_keys) if signatures else None  # with the keys the files carry
+        if signatures and not as_json:
+            console.print("holding every row of the files to its own signature too (--signatures)")
         verify_archives_only(
             archives, Keyring.load(kit.keys_dir, "audit"), as_json=as_json, trust=trust_keys, require_attested=require_attested,
             attested_by=attested_by,
+            recheck=rows_checked,
         )  # fmt: skip
         return
 

@@ -57,11 +57,14 @@ def _observed(kit: KitSettings, topic: str, event: Any, key: SigningKey, at: dat
     )  # fmt: skip
 
 
-async def _deployment(tmp_path: Path, edit: Callable[[Any], Any] = lambda event: event) -> tuple[Path, str, SigningKey]:
+async def _deployment(
+    tmp_path: Path, edit: Callable[[Any], Any] = lambda event: event, planted: Callable[[int], Observed] | None = None
+) -> tuple[Path, str, SigningKey]:
     """A deployment's export of task t-1, every row signed by its own signer, the policy key rotated as leaked midway.
 
     Returns the export, the audit key's fingerprint `export` printed, and the retired policy key (its private half, as
-    whoever leaked it holds it). `edit`: each event before it is signed.
+    whoever leaked it holds it). `edit`: each event before it is signed. `planted`: a record (given its offset) written
+    into the log after the approvals chain, before the checkpoint: a row the audit service did not record.
     """
     keys = tmp_path / "deployment" / "keys"
     keys.mkdir(parents=True)
@@ -83,6 +86,9 @@ async def _deployment(tmp_path: Path, edit: Callable[[Any], Any] = lambda event:
         assert record.valid, (event.type, record.invalid_reason)
         await log.append([record])
         at += timedelta(seconds=1)
+
+    if planted is not None:
+        await log.append([planted(offsets["approvals"] + 1)])
 
     async def publish(event: Any) -> None:
         return None
@@ -120,17 +126,21 @@ def _write(path: Path, lines: list[dict[str, Any]], name: str) -> Path:
     return out
 
 
-def _forged_grant(path: Path, mallory: SigningKey, *, at: datetime) -> dict[str, Any]:
-    """mallory's grant of t-1, signed by her key named `approval`, chained after the approvals chain's last row."""
+def _grant_by(mallory: SigningKey, offset: int, at: datetime) -> Observed:
+    """mallory's grant of t-1, signed by her key named `approval`, observed as valid as whoever writes it into the log does."""
     event = dict(sample_events())["approvals"]
     data = s.ApprovalData.model_validate(event.data.model_dump() | {"approver": "mallory@acme.example"})
     signed = sign_event(s.ApprovalGranted.build(data, source="tidegate/approval"), mallory)
-    last = [r for r in _lines(path)[1:] if r["topic"] == PREFIX + "approvals"][-1]
-    record = observe(
-        topic=PREFIX + "approvals", partition=0, offset=last["kafka_offset"] + 1, timestamp_ms=int(at.timestamp() * 1000),
-        timestamp_type=LOG_APPEND_TIME, key=signed.key, value=s.encode(signed), headers=[], prefix=PREFIX,
-        check=lambda *a, **k: None,  # recorded as valid, as a forger writes it
+    return observe(
+        topic=PREFIX + "approvals", partition=0, offset=offset, timestamp_ms=int(at.timestamp() * 1000), timestamp_type=LOG_APPEND_TIME,
+        key=signed.key, value=s.encode(signed), headers=[], prefix=PREFIX, check=lambda *a, **k: None,
     )  # fmt: skip
+
+
+def _forged_grant(path: Path, mallory: SigningKey, *, at: datetime) -> dict[str, Any]:
+    """mallory's grant, chained after the approvals chain's last row of the file."""
+    last = [r for r in _lines(path)[1:] if r["topic"] == PREFIX + "approvals"][-1]
+    record = _grant_by(mallory, last["kafka_offset"] + 1, at)
     row = LogRow.link(record, seq=last["seq"] + 1, prev_hash=bytes.fromhex(last["hash"]), duplicate=False, recorded_at=at)
     return row_to_json(row)
 
@@ -213,3 +223,23 @@ def test_a_key_the_forger_adds_to_the_header_does_not_make_his_grant_verify(
     named = f"{PREFIX}approvals[0] seq {grant['seq']} "
     assert [u for u in explained["unverified"] if u.startswith(named) and "keyring does not hold" in u], explained["unverified"]
     assert "are not used" in err
+
+
+def test_verify_archive_signatures_names_a_row_written_into_the_log_before_the_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant mallory wrote into the log (the audit's login may INSERT) before the checkpoint: chained, signed over, exported.
+
+    Its chain and checkpoint hold, so `verify --archive` alone passes; with `--signatures`, the auditor's laptop holds
+    every row of the file to its own signature with the keys the header carries, and names it.
+    """
+    mallory = SigningKey.load_or_create(tmp_path / "mallory", "approval")
+    path, fingerprint, _ = asyncio.run(_deployment(tmp_path, planted=lambda offset: _grant_by(mallory, offset, T0 + timedelta(minutes=9))))
+    (tmp_path / "laptop-keys").mkdir()
+    monkeypatch.setenv("TIDEGATE_KEYS_DIR", str(tmp_path / "laptop-keys"))
+    args = ["audit", "verify", "--archive", str(path), "--trust-key", fingerprint]
+    assert CliRunner().invoke(app, args).exit_code == 0  # the chains and checkpoints: intact
+    result = CliRunner().invoke(app, [*args, "--signatures"])
+    assert result.exit_code == 1, result.output
+    assert f"{PREFIX}approvals:0 seq 3: stored as a valid event, but signed by a key" in result.stderr
+    assert result.stderr.count("line ") == 1  # that row alone: every genuine row verifies with the carried keys
