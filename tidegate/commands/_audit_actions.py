@@ -10,7 +10,6 @@ import csv
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
@@ -18,37 +17,20 @@ from rich.table import Table
 from services.audit import (
     ActionFilters,
     ActionLine,
-    ArchiveError,
     AuditLog,
-    InMemoryAuditLog,
     SearchFilters,
     action_lines,
     csv_columns,
     csv_row,
     explain_task,
-    read_archive,
 )
 from tidegate.commands._audit_log import with_audit_log
-from tidegate.commands._audit_story import where_read
+from tidegate.commands._audit_story import archive_log, where_read
 from tidegate.commands._common import console, err_console, fail, run, shown, when
 
 __all__ = ["actions"]
 
 PROPOSED = "tidegate.action.proposed"
-
-
-def _archive_log(paths: list[Path], prefix: str) -> InMemoryAuditLog:
-    """Every row of the deployment `prefix` the files hold, each once (a row is one topic, partition, seq)."""
-    found: dict[tuple[str, int, int], Any] = {}
-    for path in paths:
-        try:
-            _, rows = read_archive(path)
-            for _, row in rows:
-                if row.topic.startswith(prefix):
-                    found.setdefault((row.topic, row.partition, row.seq), row)
-        except (ArchiveError, OSError) as exc:
-            fail(f"--archive: {exc}")
-    return InMemoryAuditLog(rows=list(found.values()))
 
 
 def _arg_over(text: str | None) -> tuple[str, float] | None:
@@ -109,7 +91,7 @@ def actions(
         explained = [await explain_task(log, task, prefix, tenant=of, recheck=recheck) for task, of in tasks[-limit:]]
         return [line for line in action_lines(explained) if picked.matches(line) and (tenant is None or line.tenant == tenant)], more
 
-    lines, more = run(go(_archive_log(archives, prefix)) if offline else with_audit_log(go))
+    lines, more = run(go(archive_log(archives, prefix)) if offline else with_audit_log(go))
     if more:
         err_console.print(f"more than {limit} tasks match: these are the newest {limit}'s actions; --limit N to read more, or --since")
     if fmt == "json":

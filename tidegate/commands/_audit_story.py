@@ -17,7 +17,6 @@ from services.audit import (
     ArchiveError,
     AuditLog,
     InMemoryAuditLog,
-    PostgresAuditLog,
     PrunedBefore,
     Recheck,
     SearchFilters,
@@ -38,7 +37,7 @@ from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._audit_log import row_recheck, with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 
-__all__ = ["explain", "offline_recheck", "read_scope", "search_", "show", "where_read"]
+__all__ = ["archive_log", "explain", "offline_recheck", "read_scope", "search_", "show", "where_read"]
 
 T = TypeVar("T")
 
@@ -223,6 +222,20 @@ def show(
     console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
 
 
+def archive_log(paths: list[Path], prefix: str) -> InMemoryAuditLog:
+    """Every row of the deployment `prefix` the files at `paths` hold, each once (a row is one topic, partition, seq), in memory."""
+    found: dict[tuple[str, int, int], Any] = {}
+    for path in paths:
+        try:
+            _, rows = read_archive(path)
+            for _, row in rows:
+                if row.topic.startswith(prefix):
+                    found.setdefault((row.topic, row.partition, row.seq), row)
+        except (ArchiveError, OSError) as exc:
+            fail(f"--archive: {exc}")
+    return InMemoryAuditLog(rows=list(found.values()))
+
+
 def read_scope(archives: list[Path]) -> str:
     """The deployment (topic prefix) the first archive holds the chains of."""
     try:
@@ -294,8 +307,14 @@ def search_(
         False, "--dead-letters", help="Only dead letters (`--type event.rejected`); --json shows each one's original value."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines (a dead letter's `dead_letter`: what was refused, whole)."),
+    archives: list[Path] = typer.Option([], "--archive", help="With --offline: search this archive or export (repeatable)."),
+    offline: bool = typer.Option(False, "--offline", help="Search the --archive files alone, no database: an auditor's machine."),
+    trust_keys: list[str] = typer.Option([], "--trust-key", metavar="SHA256", help=_TRUST_HELP),
 ) -> None:
     """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id; or the dead letters."""
+    if archives and not offline:
+        fail("--archive reads files: add --offline (the live log is searched without --archive)")
+    prefix, recheck = where_read(archives, offline, trust_keys)
     if dead_letters:
         if event_type not in (None, "event.rejected", "tidegate.event.rejected"):
             fail(f"--dead-letters are `event.rejected` records: it cannot go with --type {event_type}")
@@ -309,15 +328,15 @@ def search_(
         fail(f"--since ({start:%Y-%m-%d %H:%M:%S}) is not before --until ({end:%Y-%m-%d %H:%M:%S}): nothing can match")
     filters = SearchFilters(
         tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=start, until=end,
-        trace_id=trace, task_id=task, event_type=event_type, action_id=action, topic_prefix=settings().topic_prefix,
+        trace_id=trace, task_id=task, event_type=event_type, action_id=action, topic_prefix=prefix,
     )  # fmt: skip
 
-    recheck = row_recheck(settings())  # each row shown is checked from its own value: one written into the database is said so
+    # each row shown is checked from its own value: one written into the database (or the file) is said so
 
-    async def go(log: PostgresAuditLog) -> list[Any]:
+    async def go(log: AuditLog) -> list[Any]:
         return await search(log, filters, limit=limit + 1, newest=True, recheck=recheck)  # one more: whether more match
 
-    lines = run(with_audit_log(go))
+    lines = run(go(archive_log(archives, prefix)) if offline else with_audit_log(go))
     more = len(lines) > limit
     lines = lines[1:] if more else lines
     if more:  # on stderr, so a script reading --json knows its count is not all, and the table's reader which part it sees

@@ -243,3 +243,17 @@ def test_verify_archive_signatures_names_a_row_written_into_the_log_before_the_e
     assert result.exit_code == 1, result.output
     assert f"{PREFIX}approvals:0 seq 3: stored as a valid event, but signed by a key" in result.stderr
     assert result.stderr.count("line ") == 1  # that row alone: every genuine row verifies with the carried keys
+
+
+def test_search_reads_an_export_alone_and_flags_the_row_that_does_not_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every grant in the file, found without a database: the genuine one checks, the one written into the log is said so."""
+    mallory = SigningKey.load_or_create(tmp_path / "mallory", "approval")
+    path, fingerprint, _ = asyncio.run(_deployment(tmp_path, planted=lambda offset: _grant_by(mallory, offset, T0 + timedelta(minutes=9))))
+    (tmp_path / "laptop-keys").mkdir()
+    monkeypatch.setenv("TIDEGATE_KEYS_DIR", str(tmp_path / "laptop-keys"))
+    args = ["audit", "search", "--archive", str(path), "--offline", "--trust-key", fingerprint, "--type", "approval.granted", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(f["seq"], f["unverified"] is None) for f in found] == [(2, True), (3, False)]  # bob's, then the planted one
+    assert "signed by a key" in found[1]["unverified"]
