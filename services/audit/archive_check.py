@@ -170,8 +170,8 @@ def carried_signers(paths: Sequence[Path], keyring: Keyring, trust: Iterable[str
             continue
         why = {
             "unattested": "its header is not attested (written before Tidegate 22, or its attestation was removed)",
-            "untrusted": f"its header is attested by an audit key not trusted here ({problems[0] if problems else ''}; "
-            "--trust-key SHA256 of the audit key `audit export` printed trusts it)",
+            "untrusted": f"{problems[0] if problems else 'its header is attested by an audit key not trusted here'}: "
+            "--trust-key SHA256 (the audit key's fingerprint `audit export` printed) trusts it",
             "broken": "its header does not check out: " + "; ".join(problems),
         }[state]
         notes.append(f"the signing keys {path} carries are not used: {why}")
