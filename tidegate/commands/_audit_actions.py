@@ -31,6 +31,7 @@ from tidegate.commands._common import console, err_console, fail, run, shown, wh
 __all__ = ["actions"]
 
 PROPOSED = "tidegate.action.proposed"
+PROPOSALS_A_TASK = 50
 
 
 def _arg_over(text: str | None) -> tuple[str, float] | None:
@@ -82,18 +83,19 @@ def actions(
     proposals = SearchFilters(tenant=tenant, tool=tool, since=start, until=end, event_type=PROPOSED, topic_prefix=prefix)
 
     async def go(log: AuditLog) -> tuple[list[ActionLine], bool]:
-        rows = await log.search(proposals, limit=10_000_000, newest=True)
-        tasks: list[tuple[str, str | None]] = []
+        cap = limit * PROPOSALS_A_TASK  # the newest proposals, enough for `limit` tasks of usual length, read at once
+        rows = await log.search(proposals, limit=cap, newest=True)
+        tasks: dict[tuple[str, str | None], None] = {}  # in order, each once
         for row in rows:
-            if row.task_id and (row.task_id, row.tenant_id) not in tasks:
-                tasks.append((row.task_id, row.tenant_id))
-        more = len(tasks) > limit
-        explained = [await explain_task(log, task, prefix, tenant=of, recheck=recheck) for task, of in tasks[-limit:]]
+            if row.task_id:
+                tasks.setdefault((row.task_id, row.tenant_id), None)
+        more = len(tasks) > limit or len(rows) == cap
+        explained = [await explain_task(log, task, prefix, tenant=of, recheck=recheck) for task, of in list(tasks)[-limit:]]
         return [line for line in action_lines(explained) if picked.matches(line) and (tenant is None or line.tenant == tenant)], more
 
     lines, more = run(go(archive_log(archives, prefix)) if offline else with_audit_log(go))
     if more:
-        err_console.print(f"more than {limit} tasks match: these are the newest {limit}'s actions; --limit N to read more, or --since")
+        err_console.print(f"more tasks may match: these are the actions of the newest (at most {limit}); --limit N reads more, or --since")
     if fmt == "json":
         for line in lines:
             typer.echo(line.model_dump_json())
