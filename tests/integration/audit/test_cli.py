@@ -162,3 +162,72 @@ async def test_search_reads_a_widening_and_its_rollback_as_changes(infra: Any, p
         f"tenant {tenant}: refund_threshold_usd 500 → 700 by alice",
         f"tenant {tenant}: refund_threshold_usd 700 → 500 by bob",
     ]
+
+
+SIGNERS = {"task.submitted": "client", "action.proposed": "planner", "action.decided": "policy", "approval.granted": "approval",
+           "action.authorized": "policy", "action.succeeded": "executor"}  # fmt: skip
+
+
+async def test_an_export_checks_every_rows_signature_on_a_laptop_with_the_audit_fingerprint_alone(
+    infra: Any, prefix: str, tmp_path: Path
+) -> None:
+    """auditor F6 on PostgreSQL and the real `export`: each row signed by its own producer, the export read with no keys.
+
+    `export` carries the deployment's signing keys (its keys folders: services', clients') under the attested header;
+    the auditor's `explain --offline --trust-key` and `actions --offline` check every row with them. Before, every row
+    read `does not verify … unknown_key` there.
+    """
+    from servicekit import client_key, service_key, sign_event
+    from servicekit.authority import LOG_APPEND_TIME, deployment_authority
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    kit = KitSettings(database_url=infra.database_url, topic_prefix=prefix, keys_dir=keys)
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    alice = client_key(kit, "acme", "alice@acme.example", registering=True)
+    check = deployment_authority(kit, history=True).check
+    records, offsets = [], {}
+    for topic, event in sample_events():
+        signer = SIGNERS.get(event.type.removeprefix("tidegate."))
+        if signer is None or (event.type == "tidegate.approval.granted" and topic != "approvals"):
+            continue
+        data = event.data.model_copy(update={"task_id": task}) if hasattr(event.data, "task_id") else event.data
+        event = event.model_copy(update={"data": data, "subject": task if event.subject else None})
+        signed = sign_event(event, alice if signer == "client" else service_key(kit, signer))
+        offsets[topic] = offsets.get(topic, -1) + 1
+        records.append(
+            observe(topic=prefix + topic, partition=0, offset=offsets[topic], timestamp_ms=1_790_000_000_000 + len(records),
+                    timestamp_type=LOG_APPEND_TIME, key=signed.key, value=s.encode(signed), headers=[], prefix=prefix, check=check)
+        )  # fmt: skip
+    assert all(r.valid for r in records), [r.invalid_reason for r in records]
+    log = await PostgresAuditLog.connect(kit.database_url)
+    try:
+        await apply_migrations(log.pool, "audit", MIGRATIONS)
+        await log.append(records)
+        checkpointer = Checkpointer(
+            log=log, key=SigningKey.load_or_create(keys, "audit"), publish=_nothing,
+            checkpoint_topic=prefix + "audit.checkpoints", interval_s=60, prefix=prefix,
+        )  # fmt: skip
+        assert await checkpointer.tick() is not None
+    finally:
+        await log.close()
+    deployment = {"TIDEGATE_DATABASE_URL": kit.database_url, "TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KEYS_DIR": str(keys)}
+    window = tmp_path / "evidence.jsonl.gz"
+    exported = await _cli(deployment, "export", "--since", "100000d", "--out", str(window), "--json")
+    assert exported.exit_code == 0, exported.output
+    done = json.loads(exported.stdout)
+    assert done["signers"] >= 6  # client, planner, policy, approval, executor, audit (and the operator's, if any)
+    [fingerprint] = [k["sha256"] for k in done["keys"]]
+
+    (tmp_path / "laptop-keys").mkdir()
+    laptop = {"TIDEGATE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "TIDEGATE_KEYS_DIR": str(tmp_path / "laptop-keys")}
+    explained = await _cli(laptop, "explain", task, "--archive", str(window), "--offline", "--trust-key", fingerprint, "--format", "json")
+    assert explained.exit_code == 0, explained.output
+    doc = json.loads(explained.stdout)
+    assert (doc["records"], doc["unverified"]) == (len(records), [])
+    ledger = await _cli(laptop, "actions", "--archive", str(window), "--offline", "--trust-key", fingerprint, "--format", "json")
+    assert ledger.exit_code == 0, ledger.output
+    [line] = [json.loads(x) for x in ledger.stdout.splitlines()]
+    assert (line["task_id"], line["approval"], line["approvers"], line["unverified_rows"]) == (task, "granted", ["bob"], 0)
+    unchecked = await _cli(laptop, "explain", task, "--archive", str(window), "--offline", "--format", "json")
+    assert len(json.loads(unchecked.stdout)["unverified"]) == len(records)  # without the fingerprint, nothing the file carries counts
