@@ -10,6 +10,7 @@ import csv
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -18,6 +19,8 @@ from services.audit import (
     ActionFilters,
     ActionLine,
     AuditLog,
+    InMemoryAuditLog,
+    Recheck,
     SearchFilters,
     action_lines,
     csv_columns,
@@ -25,13 +28,40 @@ from services.audit import (
     explain_task,
 )
 from tidegate.commands._audit_log import with_audit_log
-from tidegate.commands._audit_story import archive_log, where_read
+from tidegate.commands._audit_story import archive_rows, where_read
 from tidegate.commands._common import console, err_console, fail, run, shown, when
 
 __all__ = ["actions"]
 
 PROPOSED = "tidegate.action.proposed"
 PROPOSALS_A_TASK = 50
+
+
+def _offline_tasks(
+    archives: list[Path], prefix: str, proposals: SearchFilters, limit: int
+) -> tuple[list[tuple[tuple[str, str | None], InMemoryAuditLog]], bool]:
+    """The newest `limit` tasks with a proposal `proposals` matches in the files, each with its own rows; whether more match.
+
+    Two reads of the files, keeping only what is asked for: the tasks first, then their rows (an export of a month holds
+    far more rows than memory does, and a task's rows found by a scan of all of them, once a task, took minutes).
+    """
+    newest: dict[tuple[str, str | None], Any] = {}
+    for row in archive_rows(archives, prefix, proposals.matches):
+        if row.task_id:
+            at = (row.task_id, row.tenant_id)
+            newest[at] = max(newest.get(at, row.kafka_ts), row.kafka_ts)
+    chosen = sorted(newest, key=lambda at: newest[at])[-limit:]
+    ids = {task for task, _ in chosen}
+    keys = {task.encode() for task in ids}
+    rows: dict[str, list[Any]] = {task: [] for task in ids}
+    for row in archive_rows(archives, prefix, lambda r: r.task_id in ids or (r.task_id is None and r.key in keys)):
+        rows[row.task_id if row.task_id is not None else (row.key or b"").decode()].append(row)
+    return [(at, InMemoryAuditLog(rows=rows[at[0]])) for at in chosen], len(newest) > limit
+
+
+async def _explained(tasks: list[tuple[tuple[str, str | None], InMemoryAuditLog]], prefix: str, recheck: Recheck) -> list[Any]:
+    """Each task explained from its own rows."""
+    return [await explain_task(log, task, prefix, tenant=of, recheck=recheck) for (task, of), log in tasks]
 
 
 def _arg_over(text: str | None) -> tuple[str, float] | None:
@@ -93,7 +123,12 @@ def actions(
         explained = [await explain_task(log, task, prefix, tenant=of, recheck=recheck) for task, of in list(tasks)[-limit:]]
         return [line for line in action_lines(explained) if picked.matches(line) and (tenant is None or line.tenant == tenant)], more
 
-    lines, more = run(go(archive_log(archives, prefix)) if offline else with_audit_log(go))
+    if offline:
+        tasks, more = _offline_tasks(archives, prefix, proposals, limit)
+        found = run(_explained(tasks, prefix, recheck))
+        lines = [line for line in action_lines(found) if picked.matches(line) and (tenant is None or line.tenant == tenant)]
+    else:
+        lines, more = run(with_audit_log(go))
     if more:
         err_console.print(f"more tasks may match: these are the actions of the newest (at most {limit}); --limit N reads more, or --since")
     if fmt == "json":

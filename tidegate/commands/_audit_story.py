@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ from services.audit import (
     ArchiveError,
     AuditLog,
     InMemoryAuditLog,
+    LogRow,
     PrunedBefore,
     Recheck,
     SearchFilters,
@@ -37,11 +38,12 @@ from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._audit_log import row_recheck, with_audit_log
 from tidegate.commands._common import console, err_console, fail, run, settings, shown, when
 
-__all__ = ["archive_log", "explain", "offline_recheck", "read_scope", "search_", "show", "where_read"]
+__all__ = ["archive_log", "archive_rows", "explain", "offline_recheck", "read_scope", "search_", "show", "where_read"]
 
 T = TypeVar("T")
 
 
+TENANT_SETTINGS = "tidegate.control.tenant"  # a tenant's settings record: `search` tells each as the change from the one before
 WIDE = 140  # a terminal narrower than this gets three columns: eight wrapped a record's cells to a few letters each
 
 
@@ -222,18 +224,27 @@ def show(
     console.print(_lines_table(lines, f"task {shown(task_id)}: {len(lines)} records"))
 
 
-def archive_log(paths: list[Path], prefix: str) -> InMemoryAuditLog:
-    """Every row of the deployment `prefix` the files at `paths` hold, each once (a row is one topic, partition, seq), in memory."""
-    found: dict[tuple[str, int, int], Any] = {}
+def archive_rows(paths: list[Path], prefix: str, keep: Callable[[LogRow], bool] = lambda row: True) -> Iterator[LogRow]:
+    """The rows of the deployment `prefix` the files at `paths` hold that `keep` keeps, read one at a time, each once.
+
+    A row is one topic, partition and seq: consecutive archives share each chain's head row.
+    """
+    seen: set[tuple[str, int, int]] = set()
     for path in paths:
         try:
             _, rows = read_archive(path)
             for _, row in rows:
-                if row.topic.startswith(prefix):
-                    found.setdefault((row.topic, row.partition, row.seq), row)
+                at = (row.topic, row.partition, row.seq)
+                if row.topic.startswith(prefix) and at not in seen and keep(row):
+                    seen.add(at)
+                    yield row
         except (ArchiveError, OSError) as exc:
             fail(f"--archive: {exc}")
-    return InMemoryAuditLog(rows=list(found.values()))
+
+
+def archive_log(paths: list[Path], prefix: str, keep: Callable[[LogRow], bool] = lambda row: True) -> InMemoryAuditLog:
+    """The rows `archive_rows` reads, in memory: only those `keep` keeps (a file's whole is often more than memory holds)."""
+    return InMemoryAuditLog(rows=list(archive_rows(paths, prefix, keep)))
 
 
 def read_scope(archives: list[Path]) -> str:
@@ -336,7 +347,8 @@ def search_(
     async def go(log: AuditLog) -> list[Any]:
         return await search(log, filters, limit=limit + 1, newest=True, recheck=recheck)  # one more: whether more match
 
-    lines = run(go(archive_log(archives, prefix)) if offline else with_audit_log(go))
+    kept = lambda row: filters.matches(row) or row.event_type == TENANT_SETTINGS  # noqa: E731 (and what a change is told against)
+    lines = run(go(archive_log(archives, prefix, kept)) if offline else with_audit_log(go))
     more = len(lines) > limit
     lines = lines[1:] if more else lines
     if more:  # on stderr, so a script reading --json knows its count is not all, and the table's reader which part it sees
