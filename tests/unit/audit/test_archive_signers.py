@@ -223,6 +223,10 @@ def test_a_key_the_forger_adds_to_the_header_does_not_make_his_grant_verify(
     named = f"{PREFIX}approvals[0] seq {grant['seq']} "
     assert [u for u in explained["unverified"] if u.startswith(named) and "keyring does not hold" in u], explained["unverified"]
     assert "are not used" in err
+    if how == "beside the attestation":  # the auditor's own verifier names the key added, too
+        checked = _standalone(forged, [fingerprint], tmp_path)
+        assert checked.returncode == 1
+        assert f"signers/{_mallory_signer(mallory)['id']} was added" in checked.stdout + checked.stderr
 
 
 def test_verify_archive_signatures_names_a_row_written_into_the_log_before_the_export(
