@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.audit.reading import ActionStory, ApprovalStep, Explanation
 
-__all__ = ["ActionFilters", "ActionLine", "action_lines", "csv_columns", "csv_row"]
+__all__ = ["COMPARISONS", "ActionFilters", "ActionLine", "action_lines", "csv_columns", "csv_row"]
 
 
 class ActionLine(BaseModel):
@@ -98,20 +98,27 @@ class ActionFilters:
     approval: str | None = None  # granted, rejected, expired, pending, none
     decision: str | None = None  # allow, deny, escalate
     ran: bool | None = None  # the call ran (any result) or not
-    arg_over: tuple[str, float] | None = None  # (arg name, value): only actions whose numeric arg exceeds it
+    arg: tuple[str, str, float] | None = None  # (arg name, `>`/`>=`/`<`/`<=`/`=`, number): actions whose numeric arg compares so
 
     def matches(self, line: ActionLine) -> bool:
         """Whether `line` is one asked for."""
-        over = self.arg_over
-        value = line.args.get(over[0]) if over is not None else None
         return (
             (self.tool is None or line.tool == self.tool)
             and (self.approver is None or self.approver in line.approvers)
             and (self.approval is None or line.approval == self.approval)
             and (self.decision is None or line.decision == self.decision)
             and (self.ran is None or (line.result is not None) == self.ran)
-            and (over is None or (isinstance(value, int | float) and not isinstance(value, bool) and value > over[1]))
+            and (self.arg is None or _compares(line.args.get(self.arg[0]), self.arg[1], self.arg[2]))
         )
+
+
+_COMPARE = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__, "=": float.__eq__}
+COMPARISONS = tuple(_COMPARE)
+
+
+def _compares(value: Any, op: str, number: float) -> bool:
+    """Whether `value` is a number (not a boolean) that compares to `number` by `op`; an argument missing or of text never does."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and _COMPARE[op](float(value), number)
 
 
 _FIXED = (

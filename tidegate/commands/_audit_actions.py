@@ -64,13 +64,13 @@ async def _explained(tasks: list[tuple[tuple[str, str | None], InMemoryAuditLog]
     return [await explain_task(log, task, prefix, tenant=of, recheck=recheck) for (task, of), log in tasks]
 
 
-def _arg_over(text: str | None) -> tuple[str, float] | None:
+def _arg_compared(text: str | None) -> tuple[str, str, float] | None:
     if text is None:
         return None
-    m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*>\s*(-?[0-9]+(?:\.[0-9]+)?)\s*", text)
+    m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<|=)\s*(-?[0-9]+(?:\.[0-9]+)?)\s*", text)
     if m is None:
-        fail(f"--where {text!r}: give NAME>NUMBER, an argument of the call and a number (amount_usd>500)")
-    return m.group(1), float(m.group(2))
+        fail(f"--where {text!r}: give NAME>NUMBER (or >=, <, <=, =), an argument of the call and a number (amount_usd>500)")
+    return m.group(1), m.group(2), float(m.group(3))
 
 
 def actions(
@@ -83,7 +83,7 @@ def actions(
     decision: str | None = typer.Option(None, help="The last decision: allow, deny or escalate."),
     ran: bool | None = typer.Option(None, "--ran/--not-ran", help="Only actions whose call ran (any result), or only those that did not."),
     where: str | None = typer.Option(
-        None, "--where", metavar="ARG>NUMBER", help="Only calls whose numeric argument exceeds it: amount_usd>500."
+        None, "--where", metavar="ARG>NUMBER", help="Only calls whose numeric argument compares so (>, >=, <, <=, =): amount_usd>500."
     ),
     since: str | None = typer.Option(None, help="Proposed from this time: ISO 8601, or a duration ago (30d)."),
     until: str | None = typer.Option(None, help="Proposed before this time: ISO 8601, or a duration ago."),
@@ -109,7 +109,7 @@ def actions(
         fail("--archive reads files: add --offline (the live log is read without --archive)")
     prefix, recheck = where_read(archives, offline, trust_keys)
     start, end = (when(since) if since else None), (when(until) if until else None)
-    picked = ActionFilters(tool=tool, approver=approver, approval=approval, decision=decision, ran=ran, arg_over=_arg_over(where))
+    picked = ActionFilters(tool=tool, approver=approver, approval=approval, decision=decision, ran=ran, arg=_arg_compared(where))
     proposals = SearchFilters(tenant=tenant, tool=tool, since=start, until=end, event_type=PROPOSED, topic_prefix=prefix)
 
     async def go(log: AuditLog) -> tuple[list[ActionLine], bool]:

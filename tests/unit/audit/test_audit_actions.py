@@ -59,6 +59,9 @@ def test_every_refund_over_500_with_its_approver_and_what_ran_is_one_command(exp
 
     # The same question with another threshold, another approver, or only what nobody approved: nothing.
     assert _actions(export, "--where", "amount_usd>1000", "--format", "json").stdout == ""
+    assert _actions(export, "--where", "amount_usd<500", "--format", "json").stdout == ""
+    assert _actions(export, "--where", "amount_usd>=900", "--format", "json").stdout.count("\n") == 1
+    assert _actions(export, "--where", "payee_id=0", "--format", "json").stdout == ""  # text is never a number
     assert _actions(export, "--approver", "mallory@acme.example", "--format", "json").stdout == ""
     assert _actions(export, "--approval", "none", "--format", "json").stdout == ""
     assert _actions(export, "--approver", "bob", "--format", "json").stdout.count("\n") == 1
