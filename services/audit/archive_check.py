@@ -57,6 +57,8 @@ class ArchiveSummary(BaseModel):
     attested_by: str | None = None
     attested_by_sha256: str | None = None
     """The fingerprint of the key that attested its header (when that key is trusted here)."""
+    signers: int = 0
+    """How many signing keys of the rows' producers it carries (used only under an attestation a trusted key made)."""
 
 
 class ArchiveReport(BaseModel):
@@ -258,6 +260,7 @@ def _check_one(
         policies=[p.version for p in header.policies], header=state,
         attested_by=header.attestation.key_id if header.attestation is not None else None,
         attested_by_sha256=keyring.fingerprint(header.attestation.key_id) if header.attestation is not None else None,
+        signers=len(header.signers),
     )  # fmt: skip
     return summary, header, breaks, [*_untrusted(path, header, keyring), *untrusted_header]
 

@@ -75,7 +75,10 @@ def print_archives(report: ArchiveReport) -> None:
         )
         if a.header == "attested":
             by = f" (sha256 {a.attested_by_sha256})" if a.attested_by_sha256 else ""
-            console.print(f"  header attested by {a.attested_by}{by}: its carried keys, their retirement times and packs are as written")
+            signers = f", the {a.signers} signing keys of its rows' producers" if a.signers else ""
+            console.print(
+                f"  header attested by {a.attested_by}{by}: its carried keys, their retirement times{signers} and its packs are as written"
+            )
         elif a.header == "unattested":
             err_console.print(
                 "  [bold yellow]header not attested[/] (written before Tidegate attested headers, or its attestation was removed): "

@@ -116,6 +116,11 @@ def _explain(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *trust
     return json.loads(out[out.index("{") :]), result.stderr
 
 
+def explained_signers(path: Path) -> int:
+    """How many signing keys the file's header carries."""
+    return len(read_archive(path)[0].signers)
+
+
 def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in gzip.decompress(path.read_bytes()).splitlines()]
 
@@ -163,6 +168,12 @@ def test_every_row_of_a_task_checks_offline_with_the_audit_keys_fingerprint_alon
     # The rows' records were all there to check: the client's submission, the planner's, the policy's before and after its
     # rotation, the approval's, the executor's.
     assert explained["records"] >= 7
+
+    # `verify --archive` says what the attestation covers, the signing keys among it.
+    said = CliRunner().invoke(app, ["audit", "verify", "--archive", str(path), "--trust-key", fingerprint, "--json"])
+    assert said.exit_code == 0, said.output
+    [summary] = json.loads(said.stdout)["archives"]
+    assert (summary["header"], summary["signers"]) == ("attested", explained_signers(path))
 
     # The auditor's own verifier reads the new header members as attested parts too.
     checked = _standalone(path, [fingerprint], tmp_path)
