@@ -192,6 +192,7 @@ def verify(
             archived = checked_archives(
                 archives, keyring, prunes=prunes, live_from=live_from, trust=trust_keys, require_attested=require_attested,
                 attested_by=attested_by,
+                recheck=recheck,  # the archived rows held to their own signatures too, with the deployment's keys
             )  # fmt: skip
         if not complete:
             return report, None

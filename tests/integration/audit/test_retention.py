@@ -358,3 +358,34 @@ async def test_an_export_is_attested_and_an_auditor_without_the_keys_folder_sees
     result = await _cli(auditor, "verify", "--archive", str(rewritten), *fingerprints, database_url=nowhere)
     assert result.exit_code == 1, result.output
     assert f"audit key {doc['keys'][0]['key_id']} is not as attested" in result.said
+
+
+async def test_verify_with_log_and_signatures_holds_the_archived_rows_to_their_own_signatures(kit: KitSettings, tmp_path: Path) -> None:
+    """A grant written into the log with no signature (stored valid), signed over by the next checkpoint, then archived and pruned.
+
+    Its chain, checkpoint and prune record all hold; only its own value shows it was never signed, and with `--with-log
+    --signatures` the archived rows are observed again too (before, only the live rows were).
+    """
+    import schemas as s
+    from schemas.examples import sample_events
+
+    grant = dict(sample_events())["approvals"]
+    planted = observe(
+        topic=kit.topic_prefix + "approvals", partition=0, offset=0, timestamp_ms=1_790_000_000_000, timestamp_type=0, key=grant.key,
+        value=s.encode(grant), headers=[], prefix=kit.topic_prefix, check=lambda *a, **k: None,  # recorded valid, as a forger writes it
+    )  # fmt: skip
+    assert planted.valid
+    log = await PostgresAuditLog.connect(kit.database_url)
+    try:
+        await apply_migrations(log.pool, "audit", MIGRATIONS)
+        await log.append([planted])
+    finally:
+        await log.close()
+    await _append_and_checkpoint(kit, 0)
+    await _append_and_checkpoint(kit, ROWS)
+    archive = tmp_path / "a1.gz"
+    assert (await _cli(kit, "archive", "--through-checkpoint", "2", "--out", str(archive), "--prune")).exit_code == 0
+    assert (await _cli(kit, "verify", "--archive", str(archive), "--with-log")).exit_code == 0
+    result = await _cli(kit, "verify", "--archive", str(archive), "--with-log", "--signatures")
+    assert result.exit_code == 1, result.output
+    assert f"{kit.topic_prefix}approvals:0 seq 1: stored as a valid event, but its value does not verify: signature_missing" in result.said
