@@ -28,7 +28,7 @@ from services.audit import (
     explain_task,
 )
 from tidegate.commands._audit_log import with_audit_log
-from tidegate.commands._audit_story import archive_rows, where_read
+from tidegate.commands._audit_story import WIDE, archive_rows, where_read
 from tidegate.commands._common import console, err_console, fail, run, shown, when
 
 __all__ = ["actions"]
@@ -146,7 +146,12 @@ def actions(
 
 
 def _table(lines: list[ActionLine]) -> None:
-    table = Table("proposed (UTC)", "task · action", "call", "decision", "approval", "ran", title=f"{len(lines)} action(s)")
+    """A table at a wide terminal; narrower than `WIDE`, each action on lines of its own (six columns cut ids to a few letters)."""
+    narrow = console.width < WIDE
+    columns = ["proposed (UTC)", "action"] if narrow else ["proposed (UTC)", "task · action", "call", "decision", "approval", "ran"]
+    table = Table(*columns, title=f"{len(lines)} action(s)")
+    if narrow:
+        table.columns[1].overflow = "fold"  # an id is folded, never cut
     for line in lines:
         args = ", ".join(f"{k}={v}" for k, v in sorted(line.args.items()))
         approval = "\n".join(
@@ -155,12 +160,17 @@ def _table(lines: list[ActionLine]) -> None:
         )  # each its own line: an approver's name or a credential is shown as it is, on one line
         ran = (line.result or "did not run") + ("" if line.bound in (None, True) else " [red](NOT BOUND to what was approved)[/]")
         flagged = f"\n[red]{line.unverified_rows} row(s) of its task do not verify[/]" if line.unverified_rows else ""
-        table.add_row(
-            line.proposed_at.strftime("%Y-%m-%d %H:%M:%S") if line.proposed_at else "-",
+        cells = [
             f"{shown(line.task_id)}\n{shown(line.action_id)}",
             shown(f"{line.tool}({args})", limit=None),
             shown(f"{line.decision or '-'}: {', '.join(line.reasons)}", limit=None),
             approval,
             ran + flagged,
-        )
+        ]
+        when = line.proposed_at.strftime("%Y-%m-%d %H:%M:%S") if line.proposed_at else "-"
+        if narrow:
+            labels = ["", "call: ", "decision: ", "approval: ", "ran: "]
+            table.add_row(when, "\n".join(label + cell for label, cell in zip(labels, cells, strict=True)))
+        else:
+            table.add_row(when, *cells)
     console.print(table)

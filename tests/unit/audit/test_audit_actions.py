@@ -82,3 +82,11 @@ def test_a_where_that_is_not_name_over_number_is_refused(export: tuple[Path, str
     result = CliRunner().invoke(app, ["audit", "actions", "--archive", str(export[0]), "--offline", "--where", "amount_usd>>5"])
     assert result.exit_code == 1
     assert "NAME>NUMBER" in result.output
+
+
+def test_at_an_80_column_terminal_each_action_reads_on_lines_of_its_own(export: tuple[Path, str]) -> None:
+    """Six columns at 80 cut the ids and the credential to a few letters (auditor2 F6): the narrow table keeps them whole."""
+    out = _actions(export).stdout
+    assert "approval: granted by bob" in out
+    assert "call: issue_refund(amount_usd=900.0" in out
+    assert "ran: succeeded" in out
