@@ -16,7 +16,7 @@ down, in one file to read before running it. It checks what `tidegate audit veri
 5. each policy pack the file carries hashes to its version;
 6. the header is as the audit key attested it (`attestation`): the signature of a trusted key over a SHA-256 of each
    part of the header, so a key added, a key's `retired_at` dropped or a pack swapped after the file was written is
-   named; a file without an attestation (written before Tidegate 22, or one whose attestation was removed) is said to
+   named; a file without an attestation (written before Tidegate 21, or one whose attestation was removed) is said to
    be not attested: the retirement times and packs it carries are then not proven. An attestation proves the other
    keys' retirement times, never its own key's (a retired key's holder drops its retirement and attests again with it):
    with `--attested-by SHA256` (the key current when the file was written, learnt apart from the file) a header
@@ -58,7 +58,7 @@ SIGNING_CONTEXT = b"tidegate.audit.checkpoint.v1\n"  # checkpoints taken before 
 SIGNING_CONTEXT_V2 = b"tidegate.audit.checkpoint.v2\n"  # since: id, heads, rows, scope and taken_at
 GENESIS = bytes(32)
 HEADER_CONTEXT = b"tidegate.audit.archive.header.v1\n"  # a header's attestation: this, then {"key_id", "parts"}
-ITEMS = {"keys": "key_id", "policies": "version", "signers": "id"}  # header members attested item by item, each named by this field
+ITEMS = {"keys": "key_id", "policies": "version"}  # header members attested item by item, each named by this field; others whole
 RETIRED_SLACK = timedelta(seconds=60)  # a retired audit key's checkpoints are taken until a minute after its retirement
 
 
@@ -300,13 +300,13 @@ def main() -> int:
     with gzip.open(args.archive, "rb") as f:
         attestation = json.loads(f.readline()).get("attestation")
     if attestation is None and args.require_attested:
-        problems.append("its header is not attested (written before Tidegate 22, or its attestation was removed): --require-attested")
+        problems.append("its header is not attested (written before Tidegate 21, or its attestation was removed): --require-attested")
     for problem in problems:
         label = "NOT VERIFIED" if "a key not trusted here" in problem else "BROKEN"
         print(f"{label}: {problem}", file=sys.stderr)
     if attestation is None:
         print(
-            "header NOT attested (written before Tidegate 22, or its attestation was removed): the retirement times of the keys "
+            "header NOT attested (written before Tidegate 21, or its attestation was removed): the retirement times of the keys "
             "it carries and its policy packs are not proven",
             file=sys.stderr,
         )

@@ -171,7 +171,7 @@ def carried_signers(paths: Sequence[Path], keyring: Keyring, trust: Iterable[str
                 notes.append(f"{path} carries no signing keys (written before archives carried them)")
             continue
         why = {
-            "unattested": "its header is not attested (written before Tidegate 22, or its attestation was removed)",
+            "unattested": "its header is not attested (written before Tidegate 21, or its attestation was removed)",
             "untrusted": f"{problems[0] if problems else 'its header is attested by an audit key not trusted here'}: "
             "--trust-key SHA256 (the audit key's fingerprint `audit export` printed) trusts it",
             "broken": "its header does not check out: " + "; ".join(problems),
@@ -314,7 +314,7 @@ def verify_archives(
         breaks += [_not_named(s) for s, _ in whole if s.header in ("attested", "unattested") and s.attested_by_sha256 not in named]
     if require_attested:
         breaks += [
-            _file_break(Path(s.path), "its header is not attested (written before Tidegate 22, or its attestation was removed), "
+            _file_break(Path(s.path), "its header is not attested (written before Tidegate 21, or its attestation was removed), "
                         "and attested headers are required (--require-attested)")
             for s, _ in whole
             if s.header == "unattested"

@@ -181,7 +181,9 @@ def _print_written(done: Archived, checked: str) -> None:
         )
     if done.attested_by is not None:
         by = next((f" (sha256 {k.sha256})" for k in done.keys if k.key_id == done.attested_by), "")
-        console.print(f"header attested by {done.attested_by}{by} (its keys, their retirement times, the signing keys and the policy packs)")
+        console.print(
+            f"header attested by {done.attested_by}{by} (its keys, their retirement times, the signing keys and the policy packs)"
+        )
     else:
         err_console.print(
             "[bold red]warning:[/] the header is NOT attested: the audit's private key (KEYS_DIR/audit/audit.key) is not on this "

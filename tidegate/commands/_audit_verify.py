@@ -120,7 +120,7 @@ def verify(
     require_attested: bool = typer.Option(
         False,
         "--require-attested",
-        help="With --archive: a file whose header the audit key did not attest (written before Tidegate 22, or its attestation "
+        help="With --archive: a file whose header the audit key did not attest (written before Tidegate 21, or its attestation "
         "removed) is a break, not a note.",
     ),
     attested_by: list[str] = typer.Option(
