@@ -90,15 +90,13 @@ def http_token(settings: GatewaySettings, client_settings: ClientSettings) -> tu
             f"TIDEGATE_MCP_HTTP_HOST is {settings.http_host}, beyond this machine: set TIDEGATE_MCP_HTTP_TOKEN to a token of "
             "your own for its clients (and put TLS in front: plain HTTP shows the token to the network), or listen on 127.0.0.1"
         )
-    path = private_file(token_file(client_settings))
-    with path.open("r+", encoding="utf-8") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # two first runs at once agree on one token: the second reads the first's
-        token = held.read().strip()
-        if not token:  # first run (or a file left empty): make one
+    path = token_file(client_settings)
+    with private_file(path.with_name(path.name + ".lock")).open("r") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two first runs at once agree on one token: the second reads the first's
+        token = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        if not token:  # first run (or a file left empty): make one, put in place whole (a reader never sees it empty)
             token = secrets.token_urlsafe(32)
-            held.seek(0)
-            held.truncate()
-            held.write(f"{token}\n")
+            write_private(path, f"{token}\n")
     return token, str(path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import signal
 import socket
 import stat
@@ -155,6 +156,26 @@ def test_two_gateways_starting_at_once_for_the_first_time_serve_the_token_the_fi
         for thread in starts:
             thread.join()
         assert set(tokens) == {token_file(client).read_text().strip()}
+
+
+def test_a_client_reading_the_token_file_while_the_first_run_makes_it_never_reads_it_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run made the file empty, then wrote the token into it in place: a client (or the gateway's own check of
+    each request) reading it in between read nothing, and was refused 401. The token file now appears whole or not at all."""
+    client = ClientSettings(state_dir=tmp_path / "state" / "client")
+    seen: list[str | None] = []
+    made = secrets.token_urlsafe
+
+    def making(nbytes: int) -> str:  # the moment between deciding to make a token and having written it
+        path = token_file(client)
+        seen.append(path.read_text() if path.exists() else None)
+        return made(nbytes)
+
+    monkeypatch.setattr("tidegate.mcp_gateway.bearer.secrets.token_urlsafe", making)
+    token, _ = http_token(GatewaySettings(), client)
+    assert seen == [None]  # no empty file for a reader to take for the token
+    assert token_file(client).read_text() == f"{token}\n"
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
