@@ -4,7 +4,8 @@ A request needing several approvals keeps the ones given so far in its row (`app
 held and how each came). The service's database login could add a name there, and the next genuine approval
 would then complete the quorum, with that name's groups signed into the grant. So each counted approval
 carries the service's signature over what it approved (request, call, edited args) and who gave it with which
-groups and credential (`ApprovalRecord.ballots`); before a vote is counted, an approval whose signature fails
+groups, and over their vote as the grant signs it: comment, reason, time, how it came, the credential that proved them
+(`ApprovalRecord.ballots`); before a vote is counted, an approval whose signature fails
 is dropped from the request (a log line, the metric), never counted nor signed into a grant.
 """
 
@@ -31,13 +32,16 @@ def ballot_claims(record: ApprovalRecord, approver: str) -> dict[str, Any]:
         "groups": sorted(record.approver_groups.get(approver, [])),
         "via": record.approved_via.get(approver, "token"),
     }
-    # The credential their vote names (left out when none, so a ballot signed before votes named one keeps its bytes): the
-    # database login could otherwise swap it for another token's id before the grant signs the votes.
-    credential = next(
-        (v.credential for v in reversed(record.votes) if v.counted and v.decision == "approve" and v.approver == approver), None
-    )
-    if credential is not None:
-        claims["credential"] = credential.model_dump(mode="json")
+    # Their counted vote as the grant will sign it: what they said (comment, reason, edited args), when, how it came, and the
+    # credential that proved them. The database login could otherwise rewrite any of it before the grant signs the votes
+    # (bindattack F1: a comment, a `should_not_need_approval` the autonomy report counts, another token's id). Only
+    # `counted` and `replaced_by` are left out: the service changes them on a later vote, and `approvers` proves who counts.
+    # The credential stays its own claim, left out when none, as ballots signed before the rest of the vote was named it.
+    vote = next((v for v in reversed(record.votes) if v.counted and v.decision == "approve" and v.approver == approver), None)
+    if vote is not None and vote.credential is not None:
+        claims["credential"] = vote.credential.model_dump(mode="json")
+    if vote is not None:
+        claims["vote"] = vote.model_dump(mode="json", exclude={"counted", "replaced_by", "credential"})
     return claims
 
 
