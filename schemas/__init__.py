@@ -36,7 +36,7 @@ from schemas.serialization import (
     refuse_nul,
     validate_parsed,
 )
-from schemas.signed import action_digest, approval_message, authorization_message
+from schemas.signed import action_digest, approval_document, approval_message, authorization_message
 from schemas.tools import ArgSource, BeforeRead, McpUpstream, PolicyFacts, RecordFigures, RetryPolicy, ToolSpec, UndoSpec
 from schemas.topics import DEFAULT_PREFIX, TOPICS, ActionResult, Approval, ControlEvent, TaskOutcome, TopicSpec, adapter_for, topic_spec
 
@@ -76,6 +76,7 @@ __all__ = [
     "action_identity",
     "UndoSpec",
     "adapter_for",
+    "approval_document",
     "approval_message",
     "authorization_message",
     "canonical_json",

@@ -6,13 +6,14 @@ decisions and the policy service verifies them. Both sides call these functions,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from schemas.events import ActionAuthorizedData, ApprovalData, ApprovalVote
 from schemas.serialization import canonical_json, digest
 
-__all__ = ["action_digest", "approval_message", "authorization_message"]
+__all__ = ["APPROVAL_DOCUMENT_DOMAIN", "action_digest", "approval_document", "approval_message", "authorization_message"]
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -46,7 +47,10 @@ def authorization_message(data: ActionAuthorizedData) -> bytes:
 
 
 def approval_message(event_type: str, data: ApprovalData) -> bytes:
-    """The bytes the approval service signs for a decision (`granted`, `rejected`, `expired`, `resolved`).
+    """The bytes the approval service signed for a decision (`granted`, `rejected`, `expired`, `resolved`) before release 22.
+
+    The policy service still verifies a decision signed so (a decision in flight across the upgrade, a what-if sandbox's);
+    since release 22 the service signs `approval_document`.
 
     A follow-up's `resolution`, a decision's `review_reason`, a grant's `approver_groups` and a decision's `votes` (each with
     the credential that proved its approver) are signed too; each is left out when empty, so the messages of the other
@@ -77,6 +81,22 @@ def approval_message(event_type: str, data: ApprovalData) -> bytes:
     if data.votes:  # each approver's vote with their comment and reason; left out when empty, as `approver_groups`
         message["votes"] = [_vote(v) for v in data.votes]
     return canonical_json(message)
+
+
+APPROVAL_DOCUMENT_DOMAIN = b"tidegate-approval-document\n"
+
+
+def approval_document(event_type: str, data: ApprovalData | Mapping[str, Any]) -> bytes:
+    """The bytes the approval service signs for a decision since release 22: its type and its whole `data` as sent, but `signature`.
+
+    `data` is the decision's `data` as the event carries it (JSON, None values left out, as the envelope is sent), or the model
+    it is made from. A consumer verifies over the document it received, so a field a newer approval service adds is signed and
+    verifies at an older policy service (which ignores it), and a field nobody signed, added on the way, breaks the signature.
+    The domain keeps these bytes apart from `approval_message`'s, which older decisions are signed over.
+    """
+    document = data.model_dump(mode="json", exclude_none=True) if isinstance(data, ApprovalData) else dict(data)
+    document.pop("signature", None)
+    return APPROVAL_DOCUMENT_DOMAIN + canonical_json({"type": event_type, "data": document})
 
 
 def _vote(vote: ApprovalVote) -> dict[str, Any]:

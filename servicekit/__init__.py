@@ -29,7 +29,7 @@ from servicekit.catalog import CatalogError, ToolCatalog
 from servicekit.catalog_checks import declaration_problems
 from servicekit.control import ControlState
 from servicekit.db import NO_FLUSH, UNFLUSHED, SchemaNotReady, apply_migrations, check_migrations, connect, create_pool
-from servicekit.digests import action_digest, approval_message, authorization_message
+from servicekit.digests import action_digest, approval_document, approval_message, authorization_message
 from servicekit.outlet import EventOutlet, Outlet, Recorded
 from servicekit.producer import Producer
 from servicekit.runner import ServiceProcess, configure_logging, run_service
@@ -75,6 +75,7 @@ __all__ = [
     "action_digest",
     "appended_ms",
     "apply_migrations",
+    "approval_document",
     "approval_message",
     "authorization_message",
     "catalog_topic_names",

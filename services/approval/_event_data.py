@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from schemas import ApprovalData
-from servicekit import SigningKey, approval_message
+from servicekit import SigningKey, approval_document
 from services.approval._approval_record import ApprovalRecord
 
 __all__ = ["signed_decision", "unsigned_request"]
@@ -43,10 +43,10 @@ def unsigned_request(record: ApprovalRecord) -> ApprovalData:
 
 
 def signed_decision(record: ApprovalRecord, event_type: str, key: SigningKey) -> ApprovalData:
-    """The data of a decision event, signed by the approval service over `approval_message`.
+    """The data of a decision event, signed by the approval service over `approval_document`: the whole data as it is sent.
 
     `args` and `action_digest` are those of the original call the humans saw; `edited_args`, if any,
     are what the policy service re-evaluates.
     """
     data = _approval_data(record).model_copy(update={"key_id": key.key_id, "signature": None})
-    return data.model_copy(update={"signature": key.sign(approval_message(event_type, data))})
+    return data.model_copy(update={"signature": key.sign(approval_document(event_type, data))})

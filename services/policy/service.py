@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,12 +50,14 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     action_digest,
+    approval_document,
     approval_message,
     current_traceparent,
     span,
 )
 from servicekit.people import person
 from servicekit.provenance import Provenance, task_input_source, texts_of, without_paths
+from servicekit.received import received
 from servicekit.undo import UndoUnavailable, resolve, undo_action_id
 from services.policy._repeats import RepeatAnswers
 from services.policy.authorization import build_record
@@ -555,7 +557,11 @@ class PolicyService:
         if self._approval_keys is None or not self._approval_keys.knows(data.key_id):
             # The approval service creates its key on first run, possibly after we started: look again.
             self._approval_keys = Keyring.load(self.keys_dir, self.settings.approval_key_name)
-        return self._approval_keys.verify(data.key_id, approval_message(event.type, data), data.signature)
+        keys, key_id, signature = self._approval_keys, data.key_id, data.signature
+        # Since release 22 a decision is signed over its whole data as sent (`approval_document`), verified here over the document
+        # received: a field a newer approval service adds verifies too (it is ignored here), one added on the way does not. A
+        # decision signed before (`approval_message`, the fields this release parses) still verifies; the domains keep the two apart.
+        return any(keys.verify(key_id, message, signature) for message in _approval_messages(event))
 
     async def on_approval(self, event: Envelope) -> DecisionRecord | None:
         """Re-decide after a verified grant; release budget on a verified rejection or expiry; dead-letter the unverifiable."""
@@ -764,6 +770,17 @@ def _task_requester(escalation: DecisionRecord) -> str | None:
     """The task's requester an escalation named (`ActionDecidedData.task_requested_by`), as it was recorded and published."""
     named = json.loads(escalation.decided_event).get("data", {}).get("task_requested_by")
     return named if isinstance(named, str) and named else None
+
+
+def _approval_messages(event: Envelope) -> Iterator[bytes]:
+    """The bytes a decision's signature may cover: its data as received, as this release dumps it, and the form before release 22."""
+    raw = received(event)
+    if raw is None:  # outside a consume path (a restart's replay, a test): the data as this release dumps it
+        yield approval_document(event.type, event.data)
+    else:  # never the parsed data dumped again: it would drop a field added on the way, and verify without it
+        with contextlib.suppress(ValueError, TypeError, KeyError):  # the bus parsed these bytes already
+            yield approval_document(event.type, json.loads(raw)["data"])
+    yield approval_message(event.type, event.data)
 
 
 def _distinct_approvers(

@@ -43,7 +43,7 @@ from servicekit import (
     Reject,
     SigningKey,
     action_digest,
-    approval_message,
+    approval_document,
     authorization_message,
     current_traceparent,
     drop_prefix,
@@ -292,6 +292,6 @@ class RecordedHumans:
         requested = base.model_copy(update={"approver": None, "approvers": [], "decided_at": None, "key_id": None})
         await self.publish("approvals", ApprovalRequested.build(requested, source="tidegate/replay-humans"))
         kind = type(original)
-        signed = base.model_copy(update={"signature": self.key.sign(approval_message(kind.model_fields["type"].default, base))})
+        signed = base.model_copy(update={"signature": self.key.sign(approval_document(kind.model_fields["type"].default, base))})
         self.replayed += 1
         await self.publish("approvals", kind.build(signed, source="tidegate/replay-humans"))

@@ -23,7 +23,7 @@ from playwright.async_api import expect
 from signers import SigningBus
 
 from schemas import ActionDecided, ActionDecidedData, ActionResultData, ActionSucceeded, Reason, ResultCost, decode, utcnow
-from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_message, kafka_options
+from servicekit import ADMIN, REPO_ROOT, Bus, Keyring, KitSettings, SigningKey, action_digest, approval_document, kafka_options
 from servicekit.costs import ReviewPrice
 from services.approval import auth
 
@@ -121,7 +121,7 @@ class Stack:
 
     def signed(self, event: Any) -> bool:
         ring = Keyring.load(self.kit.keys_dir, "approval")
-        return ring.verify(event.data.key_id, approval_message(event.type, event.data), event.data.signature)
+        return ring.verify(event.data.key_id, approval_document(event.type, event.data), event.data.signature)
 
 
 @pytest.fixture

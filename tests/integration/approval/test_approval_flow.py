@@ -9,16 +9,16 @@ import httpx
 from approval_harness import REFUND_ARGS, ApprovalHarness, StartApproval
 
 from schemas import ActionResultData, ActionUnknown, ErrorInfo
-from servicekit import Keyring, approval_message
+from servicekit import Keyring, approval_document
 
 
 def verified(h: ApprovalHarness, event: Any) -> bool:
-    """What the policy service checks: the approval key's signature over `approval_message`."""
+    """What the policy service checks: the approval key's signature over `approval_document` (the whole data as sent)."""
     ring = Keyring.load(h.kit.keys_dir, "approval")
     return bool(
         event.data.key_id
         and event.data.signature
-        and ring.verify(event.data.key_id, approval_message(event.type, event.data), event.data.signature)
+        and ring.verify(event.data.key_id, approval_document(event.type, event.data), event.data.signature)
     )
 
 

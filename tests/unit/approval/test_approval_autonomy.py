@@ -10,7 +10,7 @@ from signers import as_operator
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
 
 from schemas import ActionDecided, ControlTenant, ControlTenantData
-from servicekit import REPO_ROOT, ControlState, Keyring, approval_message
+from servicekit import REPO_ROOT, ControlState, Keyring, approval_document
 
 
 async def _pending(w: World, action_id: str = "a-1") -> str:
@@ -29,9 +29,9 @@ async def test_a_reject_carries_its_reason_signed_in_the_decision(world: World, 
     data = event.data
     assert (event.type, data.review_reason, data.comment) == ("tidegate.approval.rejected", "wrong_amount", body["comment"])
     keys = Keyring.load(tmp_path, "approval")
-    assert keys.verify(data.key_id, approval_message(event.type, data), data.signature)
+    assert keys.verify(data.key_id, approval_document(event.type, data), data.signature)
     relabelled = data.model_copy(update={"review_reason": "should_not_need_approval"})  # a reason changed on the way is caught
-    assert not keys.verify(data.key_id, approval_message(event.type, relabelled), data.signature)
+    assert not keys.verify(data.key_id, approval_document(event.type, relabelled), data.signature)
 
 
 async def test_an_edit_carries_its_reason_and_a_plain_approval_refuses_one_that_says_the_call_is_wrong(world: World) -> None:  # noqa: F811
@@ -74,8 +74,8 @@ async def test_an_approver_says_an_escalation_was_needless_when_approving_it_unc
     assert (event.type, data.edited_args, data.review_reason) == ("tidegate.approval.granted", None, "should_not_need_approval")
     assert [v.review_reason for v in data.votes] == ["should_not_need_approval"]
     keys = Keyring.load(tmp_path, "approval")
-    assert keys.verify(data.key_id, approval_message(event.type, data), data.signature)
-    assert not keys.verify(data.key_id, approval_message(event.type, data.model_copy(update={"review_reason": None})), data.signature)
+    assert keys.verify(data.key_id, approval_document(event.type, data), data.signature)
+    assert not keys.verify(data.key_id, approval_document(event.type, data.model_copy(update={"review_reason": None})), data.signature)
 
     page = (await world.client.get("/api/v1/report", headers=who)).json()
     assert page["reasons"]["reason"]["all"] == {"should_not_need_approval": 1}

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas import ActionDecidedData, ApprovalGranted, ApprovalRequested, Envelope, Reason
-from servicekit import REPO_ROOT, EventOutlet, Keyring, SigningKey, ToolCatalog, action_digest, approval_message
+from servicekit import REPO_ROOT, EventOutlet, Keyring, SigningKey, ToolCatalog, action_digest, approval_document, approval_message
 from services.approval import auth, domain, webhooks
 from services.approval.api import create_api
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal, TenantGroups, Transition, Vote
@@ -129,9 +129,9 @@ def test_a_concurrence_grants_the_edit_and_keeps_every_approvers_comment_and_rea
     assert data.key_id is not None
     assert data.signature is not None
     ring = Keyring.load(tmp_path, "approval")
-    assert ring.verify(data.key_id, approval_message(domain.GRANTED, data), data.signature)
+    assert ring.verify(data.key_id, approval_document(domain.GRANTED, data), data.signature)
     reworded = data.model_copy(update={"votes": [data.votes[0].model_copy(update={"comment": "fine"}), data.votes[1]]})
-    assert not ring.verify(data.key_id, approval_message(domain.GRANTED, reworded), data.signature)  # the words are signed too
+    assert not ring.verify(data.key_id, approval_document(domain.GRANTED, reworded), data.signature)  # the words are signed too
     # A decision without votes (every event before them) signs the bytes it always did: no `votes` key.
     assert b'"votes"' not in approval_message(domain.GRANTED, data.model_copy(update={"votes": []}))
 

@@ -14,7 +14,7 @@ from typing import Any
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
 
 import schemas as s
-from servicekit import approval_message
+from servicekit import approval_document, approval_message
 from services.approval import auth, webhooks
 from services.approval._ballots import ballot_claims
 from services.approval.domain import GroupsConfig, TenantGroups
@@ -35,7 +35,7 @@ def _token_id(w: World, approver: str) -> str:
 
 def _verifies(w: World, event_type: str, data: s.ApprovalData) -> bool:
     try:
-        w.service.key.private.public_key().verify(auth.unb64url(data.signature or ""), approval_message(event_type, data))
+        w.service.key.private.public_key().verify(auth.unb64url(data.signature or ""), approval_document(event_type, data))
     except Exception:
         return False
     return True

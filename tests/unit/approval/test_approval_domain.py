@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from schemas import ActionDecidedData, ActionResultData, ErrorInfo, Reason
-from servicekit import Keyring, SigningKey, action_digest, approval_message
+from servicekit import Keyring, SigningKey, action_digest, approval_document
 from services.approval import domain
 from services.approval.domain import Approver, GroupsConfig, Refusal, Transition, Vote
 
@@ -249,13 +249,13 @@ def test_the_signed_grant_verifies_with_the_policy_side_check(tmp_path: Path) ->
     ring = Keyring.load(tmp_path, "approval")
     assert data.key_id is not None
     assert data.signature is not None
-    assert ring.verify(data.key_id, approval_message("tidegate.approval.granted", data), data.signature)
-    assert not ring.verify(data.key_id, approval_message("tidegate.approval.rejected", data), data.signature)
+    assert ring.verify(data.key_id, approval_document("tidegate.approval.granted", data), data.signature)
+    assert not ring.verify(data.key_id, approval_document("tidegate.approval.rejected", data), data.signature)
     forged = data.model_copy(update={"edited_args": {**ARGS, "amount_usd": 45000.0}})
-    assert not ring.verify(data.key_id, approval_message("tidegate.approval.granted", forged), data.signature)
+    assert not ring.verify(data.key_id, approval_document("tidegate.approval.granted", forged), data.signature)
     assert data.approver_groups == {"bob@acme.example": ["finance"]}
     promoted = data.model_copy(update={"approver_groups": {"bob@acme.example": ["finance-leads"]}})
-    assert not ring.verify(data.key_id, approval_message("tidegate.approval.granted", promoted), data.signature)
+    assert not ring.verify(data.key_id, approval_document("tidegate.approval.granted", promoted), data.signature)
 
 
 def test_an_unknown_outcome_becomes_a_follow_up_whose_resolution_is_an_event() -> None:

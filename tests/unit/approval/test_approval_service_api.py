@@ -36,7 +36,7 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     action_digest,
-    approval_message,
+    approval_document,
     encode_signed,
     span,
 )
@@ -324,9 +324,9 @@ async def test_unknown_outcome_opens_a_follow_up_whose_resolution_is_signed_and_
         "no refund in the ledger",
     )
     data = event.data
-    assert Keyring.load(tmp_path, "approval").verify(data.key_id, approval_message(event.type, data), data.signature)
+    assert Keyring.load(tmp_path, "approval").verify(data.key_id, approval_document(event.type, data), data.signature)
     flipped = data.model_copy(update={"resolution": "confirmed_done"})
-    assert not Keyring.load(tmp_path, "approval").verify(data.key_id, approval_message(event.type, flipped), data.signature)
+    assert not Keyring.load(tmp_path, "approval").verify(data.key_id, approval_document(event.type, flipped), data.signature)
     again = await world.client.post(
         f"/api/v1/approvals/{follow_up.approval_id}/approve",
         json={"action_digest": follow_up.action_digest},

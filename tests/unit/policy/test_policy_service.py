@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from signers import as_operator
@@ -28,6 +30,8 @@ from schemas import (
     ControlPolicyData,
     Envelope,
     ResultCost,
+    decode,
+    encode,
 )
 from servicekit import (
     REPO_ROOT,
@@ -38,9 +42,11 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     action_digest,
+    approval_document,
     approval_message,
     authorization_message,
 )
+from servicekit.received import receiving
 from services.policy import InMemoryPolicyRepository
 from services.policy.pack import PackSource, compile_pack
 from services.policy.repository import Reservation, forget_tasks
@@ -365,3 +371,91 @@ async def test_nothing_is_decided_before_control_is_read(service: PolicyService,
     gate.set()
     await task
     assert len(published.on("actions.decided")) == 1
+
+
+# --- a decision signed over its document (release 22): no upgrade order for a field the approval service adds -----------
+
+
+def as_received(event: Envelope, **data_fields: Any) -> tuple[Envelope, bytes]:
+    """`event` as the bus hands it to the handler, and the bytes it came in: its data with `data_fields` added on the way."""
+    document = json.loads(encode(event))
+    document["data"] |= data_fields
+    raw = json.dumps(document).encode()
+    return decode("approvals", raw), raw
+
+
+async def handled(service: PolicyService, event: Envelope, raw: bytes) -> None:
+    """`service.on_approval(event)` as the bus runs it for the record `raw` (`servicekit.received`)."""
+    with receiving([event], [cast(Any, SimpleNamespace(value=raw))]):
+        await service.on_approval(event)
+
+
+def document_signed(event_type: type[Envelope], decided: Any, key: SigningKey, approval_id: str = "ap-1", **added: Any) -> Envelope:
+    """A grant as the approval service signs it since release 22 (`approval_document`); its document holds `added`, signed too."""
+    unsigned = approval(event_type, decided, None, approval_id=approval_id).data.model_copy(update={"key_id": key.key_id})
+    document = unsigned.model_dump(mode="json", exclude_none=True) | added
+    signature = key.sign(approval_document(event_type.model_fields["type"].default, document))
+    return event_type.build(unsigned.model_copy(update={"signature": signature}), source="tidegate/approval")
+
+
+async def test_a_grant_signed_over_its_document_verifies_with_a_field_a_newer_approval_service_added(
+    service: PolicyService, published: Published, tmp_path: Path
+) -> None:
+    """A newer approval service signs a field this release does not know: the grant verifies (the field is ignored), in any order."""
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    newer, raw = as_received(
+        document_signed(ApprovalGranted, escalated, key, quorum_note="a later release's"), quorum_note="a later release's"
+    )
+    await handled(service, newer, raw)
+    assert [e.data.authorization.approval_id for e in published.on("actions.authorized")] == ["ap-1"]
+
+
+async def test_an_old_and_a_new_format_grant_both_verify(service: PolicyService, published: Published, tmp_path: Path) -> None:
+    """A grant signed before release 22 (`approval_message`, in flight across the upgrade) and one signed since (its document)."""
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    for action_id in ("a-old", "a-new"):
+        await service.on_proposed(proposed("issue_refund", refund(900.0), action_id=action_id))
+        escalated = published.on("actions.decided")[-1]
+        event = (
+            approval(ApprovalGranted, escalated, key, approval_id="ap-old")
+            if action_id == "a-old"
+            else document_signed(ApprovalGranted, escalated, key, approval_id="ap-new")
+        )
+        await handled(service, event, encode(event))
+        if action_id == "a-new":  # outside a consume path too (a restart's replay): the data as this release dumps it
+            await service.on_approval(event)
+    assert sorted(e.data.action_id for e in published.on("actions.authorized")) == ["a-new", "a-new", "a-old"]
+
+
+async def test_a_field_added_on_the_way_to_a_document_signed_grant_breaks_it(
+    service: PolicyService, published: Published, tmp_path: Path
+) -> None:
+    """Unsigned fields added to a grant signed over its document: one the policy reads (a second approver) or one it ignores."""
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    genuine = document_signed(ApprovalGranted, escalated, key)
+    for added in ({"approvers": ["mallory"]}, {"review_reason": "should_not_need_approval"}, {"unknown_to_this_release": True}):
+        event, raw = as_received(genuine, **added)
+        with pytest.raises(Reject) as exc:
+            await handled(service, event, raw)
+        assert exc.value.code == "approval_unauthenticated", added
+    assert published.on("actions.authorized") == []
+
+
+async def test_a_field_this_release_does_not_know_added_to_an_old_format_grant_is_ignored(
+    service: PolicyService, published: Published, tmp_path: Path
+) -> None:
+    """An old-format grant signed only the fields it names: one added that this release does not parse changes nothing."""
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    event, raw = as_received(approval(ApprovalGranted, escalated, key), unknown_to_this_release=True)
+    await handled(service, event, raw)
+    assert len(published.on("actions.authorized")) == 1
+    forged, raw = as_received(approval(ApprovalGranted, escalated, key, approval_id="ap-2"), approvers=["mallory"])
+    with pytest.raises(Reject) as exc:  # a field it signs, added: refused
+        await handled(service, forged, raw)
+    assert exc.value.code == "approval_unauthenticated"
