@@ -145,6 +145,25 @@ async def test_only_the_owner_writes_a_guarded_topic(kit: KitSettings, topic: st
     await write(kit, GUARDED[topic], topic)
 
 
+@pytest.mark.parametrize(
+    ("principal", "topic"),
+    [
+        (principal, topic)
+        for principal in ("executor", "planner", "audit")
+        for topic in ("tasks", "actions.proposed", "tasks.outcomes")
+        if topic not in rights_of(principal).writes
+    ],
+)
+async def test_a_stolen_service_login_cannot_write_the_requests_and_outcomes_of_another(
+    kit: KitSettings, principal: str, topic: str
+) -> None:
+    """bindattack: the executor's or the audit's login submits no task, proposes no call, reports no task's outcome; the planner's
+    submits no task (only the agent's and the planner's logins write these, each signing as the client or the planner)."""
+    with pytest.raises(TopicAuthorizationFailedError):
+        await write(kit, principal, topic)
+    await write(kit, "planner" if topic == "tasks.outcomes" else "agent", topic)
+
+
 async def test_the_executor_cannot_authorize_itself(kit: KitSettings) -> None:
     with pytest.raises(TopicAuthorizationFailedError):
         await write(kit, "executor", "actions.authorized")

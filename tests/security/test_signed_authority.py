@@ -426,3 +426,56 @@ async def test_another_tenant_cannot_guess_the_planners_next_action_id(stack: St
     ]
     for guess in guesses:
         assert {d.tenantid for d in stack.collector.decided(guess)} <= {"globex"}
+
+
+async def test_a_stolen_service_login_replays_genuine_signatures_onto_other_actions_and_tenants(stack: Stack, wait_for: Any) -> None:
+    """bindattack: the executor's, then the planner's Kafka login (their `.properties`, no signing key) on the topics they write.
+
+    Each republishes what its service genuinely signed with the action or the tenant changed (a success for another action, a
+    result moved to another tenant, a proposal for a new action): the bytes the signature covers changed, so every consumer
+    dead-letters them `signature_invalid`; nothing is settled, decided or run for the action or tenant they now name.
+    """
+    executor_key, planner_key = service_key(stack.kit, "executor"), service_key(stack.kit, "planner")
+    victim = f"a-{uuid.uuid4().hex[:8]}"
+    result = {"action_id": f"a-{uuid.uuid4().hex[:8]}", "task_id": "t-attack", "tenant_id": "acme", "tool": "issue_refund"}
+    genuine = sign_event(
+        s.ActionSucceeded.build(
+            s.ActionResultData(**result, status="succeeded", attempts=1, duration_ms=1.0, result={"ok": True}), source="tidegate/executor"
+        ),
+        executor_key,
+    )
+    proposal = s.ActionProposedData(
+        action_id=f"a-{uuid.uuid4().hex[:8]}", task_id="t-attack", tenant_id="acme", step=1, tool="issue_refund",
+        args={"payee_id": "cus_1001", "amount_usd": 40.0, "order_id": "O-1"}, proposer="tidegate/planner", mode="autonomous",
+        requested_by="alice@acme.example",
+    )  # fmt: skip
+    proposed = sign_event(s.ActionProposed.build(proposal, source="tidegate/planner"), planner_key)
+
+    def edited(event: Any, needle: str, **data: Any) -> bytes:
+        document = json.loads(s.encode(event))
+        document["data"] |= data
+        document["source"] = needle  # found again in the dead letter's raw value
+        if "tenant_id" in data:
+            document["tenantid"] = data["tenant_id"]
+        return json.dumps(document).encode()
+
+    attempts = {
+        "executor": [
+            ("actions.results", edited(genuine, "needle-other-action", action_id=victim), "needle-other-action"),
+            ("actions.results", edited(genuine, "needle-other-tenant", tenant_id="globex"), "needle-other-tenant"),
+        ],
+        "planner": [("actions.proposed", edited(proposed, "needle-new-action", action_id=victim), "needle-new-action")],
+    }
+    for principal, sends in attempts.items():
+        thief = AIOKafkaProducer(bootstrap_servers=stack.kit.kafka_bootstrap, acks="all", **kafka_options(stack.kit, principal))
+        await thief.start()
+        try:
+            for topic, raw, _ in sends:  # the broker lets it write these topics: its own
+                await thief.send_and_wait(stack.kit.topic_prefix + topic, raw, key=b"t-attack")
+        finally:
+            await thief.stop()
+    for sends in attempts.values():
+        for _, _, needle in sends:
+            await stack.refused(wait_for, needle, "signature_invalid")
+    assert not stack.collector.decided(victim)
+    assert not stack.collector.authorized(victim)
