@@ -23,7 +23,6 @@ from approval_harness import ApprovalHarness, StartApproval, read_topic
 from schemas import ActionProposed, ActionProposedData, ApprovalData, ApprovalGranted, ProposalCost
 from schemas.signed import action_digest
 from servicekit import KitSettings
-from servicekit.dbroles import service_database_url
 from services.policy.app import build as build_policy
 
 pytestmark = pytest.mark.integration
@@ -33,24 +32,16 @@ ARGS = {"payee_id": "cus_1001", "amount_usd": 900.0, "order_id": "O-1001"}
 ALICE = "alice@acme.example"
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def attacker(kit: KitSettings) -> AsyncIterator[asyncpg.Connection]:
-    """The approval service's own login, exactly as the service builds its DSN: all the attacker holds."""
-    conn = await asyncpg.connect(service_database_url(kit, "approval"))
-    yield conn
-    await conn.close()
-
-
 @pytest.fixture
 async def policy(kit: KitSettings) -> AsyncIterator[Any]:
     service = build_policy(kit)
     await service.start()
     yield service
     await service.stop()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def escalated(h: ApprovalHarness, wait_for: WaitFor) -> Any:
@@ -88,14 +79,14 @@ async def outcome(h: ApprovalHarness, action_id: str, wait_for: WaitFor) -> tupl
 
 
 async def test_another_call_under_a_digest_the_login_recomputed_is_refused_by_the_policy(
-    start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, attacker: asyncpg.Connection, wait_for: WaitFor
+    start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
 ) -> None:
     h = await start_approval()
     h.tenant = "acme"
     bob = await h.token("bob@acme.example", ["finance"], tenant="acme")
     record = await escalated(h, wait_for)
     more = ARGS | {"amount_usd": 9000.0, "payee_id": "cus_mallory"}
-    await rewrite(attacker, record.approval_id, args=more, action_digest=action_digest("acme", "issue_refund", more))
+    await rewrite(approval_login, record.approval_id, args=more, action_digest=action_digest("acme", "issue_refund", more))
     answer = await http.post(
         f"{h.url}/api/v1/approvals/{record.approval_id}/approve",
         json={"action_digest": action_digest("acme", "issue_refund", more)},
@@ -109,13 +100,13 @@ async def test_another_call_under_a_digest_the_login_recomputed_is_refused_by_th
 
 
 async def test_a_requester_the_login_unnames_is_still_not_an_approver_for_the_policy(
-    start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, attacker: asyncpg.Connection, wait_for: WaitFor
+    start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
 ) -> None:
     h = await start_approval()
     h.tenant = "acme"
     alice = await h.token(ALICE, ["finance"], tenant="acme")
     record = await escalated(h, wait_for)
-    await rewrite(attacker, record.approval_id, requested_by="nobody@acme.example", task_requested_by=None)
+    await rewrite(approval_login, record.approval_id, requested_by="nobody@acme.example", task_requested_by=None)
     answer = await http.post(
         f"{h.url}/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(alice)
     )
@@ -127,13 +118,13 @@ async def test_a_requester_the_login_unnames_is_still_not_an_approver_for_the_po
 
 
 async def test_a_risk_class_the_login_lowers_lets_the_wrong_group_approve_and_the_policy_denies_it(
-    start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, attacker: asyncpg.Connection, wait_for: WaitFor
+    start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
 ) -> None:
     h = await start_approval()
     h.tenant = "acme"
     sam = await h.token("sam@acme.example", ["support"], tenant="acme")  # not in finance: may not approve a refund
     record = await escalated(h, wait_for)
-    await rewrite(attacker, record.approval_id, risk="write_low")
+    await rewrite(approval_login, record.approval_id, risk="write_low")
     answer = await http.post(
         f"{h.url}/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(sam)
     )
@@ -145,7 +136,7 @@ async def test_a_risk_class_the_login_lowers_lets_the_wrong_group_approve_and_th
 
 
 async def test_a_grant_the_login_writes_into_the_outbox_is_published_as_stored_and_dead_lettered(
-    start_approval: StartApproval, policy: Any, attacker: asyncpg.Connection, wait_for: WaitFor
+    start_approval: StartApproval, policy: Any, approval_login: asyncpg.Connection, wait_for: WaitFor
 ) -> None:
     h = await start_approval()
     h.tenant = "acme"
@@ -156,7 +147,7 @@ async def test_a_grant_the_login_writes_into_the_outbox_is_published_as_stored_a
         approver_groups={"bob@acme.example": ["finance"]}, expires_at=record.expires_at, decided_at=record.expires_at,
     )  # fmt: skip
     forged = ApprovalGranted.build(data, source="tidegate/approval")
-    await attacker.execute(
+    await approval_login.execute(
         "INSERT INTO approval.outbox (event_id, approval_id, topic, payload, created_at) "
         "VALUES ($1, $2, 'approvals', $3, now() - interval '1 hour')",
         forged.id, record.approval_id, forged.model_dump_json(),

@@ -10,7 +10,7 @@ signature of his approval, his ballot, covers the whole vote), no grant is signe
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,6 @@ import httpx
 import pytest
 from approval_harness import ApprovalHarness, StartApproval
 
-from servicekit import KitSettings
-from servicekit.dbroles import service_database_url
 from servicekit.metrics import ROWS_REFUSED
 
 pytestmark = pytest.mark.integration
@@ -35,14 +33,6 @@ WaitFor = Callable[..., Awaitable[Any]]
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-async def attacker(kit: KitSettings) -> AsyncIterator[asyncpg.Connection]:
-    """The approval service's own login, exactly as the service builds its DSN: all the attacker holds."""
-    conn = await asyncpg.connect(service_database_url(kit, "approval"))
-    yield conn
-    await conn.close()
 
 
 async def start(start_approval: StartApproval, tmp_path: Path) -> ApprovalHarness:
@@ -62,7 +52,12 @@ EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
 
 @pytest.mark.parametrize("field", EDITS)
 async def test_an_earlier_approvers_vote_the_login_rewrites_is_not_signed_into_the_grant(
-    start_approval: StartApproval, http: httpx.AsyncClient, attacker: asyncpg.Connection, wait_for: WaitFor, tmp_path: Path, field: str
+    start_approval: StartApproval,
+    http: httpx.AsyncClient,
+    approval_login: asyncpg.Connection,
+    wait_for: WaitFor,
+    tmp_path: Path,
+    field: str,
 ) -> None:
     h = await start(start_approval, tmp_path)
     bob = await h.token("bob@acme.example", ["finance"])
@@ -74,12 +69,12 @@ async def test_an_earlier_approvers_vote_the_login_rewrites_is_not_signed_into_t
     first = await http.post(approve, json=said, headers=bearer(bob))
     assert (first.status_code, first.json()["status"]) == (200, "pending"), first.text
 
-    row = json.loads(await attacker.fetchval("SELECT record FROM approval.approvals WHERE approval_id = $1", record.approval_id))
+    row = json.loads(await approval_login.fetchval("SELECT record FROM approval.approvals WHERE approval_id = $1", record.approval_id))
     (vote,) = row["votes"]
     assert vote["approver"] == "bob@acme.example"
     assert vote["credential"]["kind"] == "api_token"
     EDITS[field](vote)
-    await attacker.execute(
+    await approval_login.execute(
         "UPDATE approval.approvals SET record = jsonb_set(record, '{votes}', $2::jsonb) WHERE approval_id = $1",
         record.approval_id, json.dumps(row["votes"]),
     )  # fmt: skip
