@@ -216,6 +216,15 @@ AUDIT_CONFLICTS = Counter(
     ["topic"],
 )
 
+AUDIT_INVALID_RECORDS = Counter(
+    "tidegate_audit_invalid_records",
+    "Records the audit service stored as not valid events (not JSON, not its topic's contract, a signature that does not verify), "
+    "by topic and reason code: kept raw in the log, as every record. `dead_lettered`: `true` on a topic a service consumes, "
+    "which dead-letters the record too (counted in tidegate_dead_letters_total); `false` on one only the audit reads (the "
+    "dead-letter topic, task outcomes, checkpoints), where this is its only trace.",
+    ["topic", "reason", "dead_lettered"],
+)
+
 AUDIT_CHECKPOINTS_REFUSED = Counter(
     "tidegate_audit_checkpoints_refused",
     "Checkpoints the audit service signed that the database did not store, though no other copy of the service had taken "
@@ -250,8 +259,8 @@ _ALL: tuple[Any, ...] = (
     EVENTS_PUBLISHED, EVENTS_HANDLED, HANDLER_LATENCY, DECISIONS, DECISION_LATENCY, AUTHORIZATIONS, APPROVALS, RESULTS, REFUSALS, RETRIES,
     TOOL_LATENCY, SPEND, OUTCOMES, TASK_COST, FANOUT, HUMAN_TOUCHES, DEAD_LETTERS, RETAKEN, REPEATS_UNANSWERED, SHADOW,
     APPROVAL_DECISION_SECONDS, APPROVALS_PENDING, APPROVALS_PAST_SLO, WEBHOOK_DELIVERIES, BROKER_SILENT, CLOCK_OFFSET, AUDIT_CONFLICTS,
-    ROWS_REFUSED, WEBHOOK_OWED, DATABASE_RETRIES, AUDIT_CHECKPOINTS_REFUSED, AUDIT_CHECKPOINT_AGE, AUDIT_UNSIGNED_ROWS,
-    AUDIT_CHECKPOINT_INTERVAL, AUDIT_RESTORES,
+    ROWS_REFUSED, WEBHOOK_OWED, DATABASE_RETRIES, AUDIT_INVALID_RECORDS, AUDIT_CHECKPOINTS_REFUSED, AUDIT_CHECKPOINT_AGE,
+    AUDIT_UNSIGNED_ROWS, AUDIT_CHECKPOINT_INTERVAL, AUDIT_RESTORES,
 )  # fmt: skip
 
 METRICS: dict[str, str] = {m._name + ("_total" if isinstance(m, Counter) else ""): m._documentation for m in _ALL}
@@ -438,6 +447,12 @@ def observe_audit_conflict(topic: str) -> None:
     """Count one conflict the audit service found (`services/audit/chain.py` `Conflict`)."""
     with contextlib.suppress(Exception):
         AUDIT_CONFLICTS.labels(topic).inc()
+
+
+def observe_audit_invalid_record(topic: str, reason: str, *, dead_lettered: bool) -> None:
+    """Count one record the audit service stored as not valid (`services/audit/handlers.py` `Recorder`); `reason` a code."""
+    with contextlib.suppress(Exception):
+        AUDIT_INVALID_RECORDS.labels(topic, reason, "true" if dead_lettered else "false").inc()
 
 
 def observe_audit_checkpoint_refused() -> None:

@@ -38,6 +38,7 @@ class SearchFilters:
     action_id: str | None = None
     topic_prefix: str = ""
     include_duplicates: bool = False
+    valid: bool | None = None  # False: only the records stored as not valid events (`tidegate audit search --invalid`)
 
     def matches(self, row: LogRow) -> bool:
         """The in-memory equivalent of the SQL filter."""
@@ -52,6 +53,7 @@ class SearchFilters:
             and (self.task_id is None or row.task_id == self.task_id)
             and (self.event_type is None or row.event_type == self.event_type)
             and (self.action_id is None or row.action_id == self.action_id)
+            and (self.valid is None or row.valid == self.valid)
             and row.topic.startswith(self.topic_prefix)
             and (self.include_duplicates or not row.duplicate)
         )

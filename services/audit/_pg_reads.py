@@ -142,6 +142,7 @@ class PgReading(PgPart):
             ("task_id", filters.task_id),
             ("event_type", filters.event_type),
             ("action_id", filters.action_id),
+            ("valid", filters.valid),
         ):
             if value is not None:
                 add(f"{column} = {{}}", value)

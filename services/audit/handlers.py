@@ -17,12 +17,18 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from schemas import AuditCheckpoint
+from schemas import AuditCheckpoint, topic_spec
 from servicekit import Authority, Keyring, SigningKey
 from servicekit.db_outage import retry_level
 from servicekit.intake import Bounds
 from servicekit.liveness import Liveness
-from servicekit.metrics import observe_audit_checkpoint_refused, observe_audit_checkpoints, observe_audit_conflict, observe_audit_restore
+from servicekit.metrics import (
+    observe_audit_checkpoint_refused,
+    observe_audit_checkpoints,
+    observe_audit_conflict,
+    observe_audit_invalid_record,
+    observe_audit_restore,
+)
 from services.audit.acknowledgements import acknowledged_positions, detected_position
 from services.audit.chain import AppendResult, Conflict, Head
 from services.audit.checkpoints import (
@@ -33,7 +39,7 @@ from services.audit.checkpoints import (
     signature_valid,
     to_event,
 )
-from services.audit.records import DEFAULT_BOUNDS, Observed, observe
+from services.audit.records import DEFAULT_BOUNDS, LogRow, Observed, invalid_code, observe
 from services.audit.repository import AuditLog
 
 __all__ = ["Checkpointer", "Recorder", "observe_record"]
@@ -64,6 +70,17 @@ def observe_record(
     )
 
 
+_SERVICES = frozenset({"planner", "policy", "approval", "executor"})  # the services that consume (and dead-letter) a topic
+
+
+def _read_by_a_service(name: str) -> bool:
+    """Whether one of the services consumes topic `name` (without prefix): they dead-letter what they refuse."""
+    try:
+        return bool(_SERVICES & set(topic_spec(name).consumers))
+    except KeyError:
+        return False
+
+
 @dataclass
 class Recorder:
     """Appends batches of Kafka records to the log, retrying until they are durable."""
@@ -92,7 +109,26 @@ class Recorder:
             self.conflicts += 1
             observe_audit_conflict(conflict.record.topic)
             log.error("audit: CONFLICT %s; the genuine record is kept in audit.conflicts", conflict.describe())
+        for row in result.rows:
+            if not row.valid:
+                self._invalid(row)
         return result
+
+    def _invalid(self, row: LogRow) -> None:
+        """Count a record stored as not valid; say it where no service reads its topic, so none dead-letters it (oncall22 F1)."""
+        code = invalid_code(row.invalid_reason)
+        dead_lettered = _read_by_a_service(row.topic.removeprefix(self.prefix))
+        observe_audit_invalid_record(row.topic, code, dead_lettered=dead_lettered)
+        if dead_lettered:
+            return  # its consumers dead-letter it, counted and logged by them (`tidegate_dead_letters_total`)
+        log.warning(
+            "audit: %s[%d]@%d is not a valid event (%s); no service reads that topic, so none dead-letters it: only the "
+            "audit log has it (`tidegate audit search --invalid`); a Kafka login that may write there wrote it",
+            row.topic,
+            row.partition,
+            row.kafka_offset,
+            row.invalid_reason or code,
+        )
 
     async def _unacknowledged(self, result: AppendResult) -> list[Conflict]:
         """The batch's conflicts but those an operator acknowledged: a redelivery of one is not alerted on again."""

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Protocol
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json
 
-from schemas import canonical_json, topic_spec, validate_parsed
+from schemas import ReasonCode, canonical_json, topic_spec, validate_parsed
 from schemas.topics import any_event_adapter
 from servicekit.authority import broker_time_ms
 from servicekit.intake import Bounds, Refused, check_bounds
@@ -36,6 +36,7 @@ __all__ = [
     "chain_hash",
     "content_bytes",
     "headers_json",
+    "invalid_code",
     "kafka_fingerprint",
     "linked",
     "observe",
@@ -431,6 +432,25 @@ def _parse(value: bytes) -> tuple[Any, bool]:
         return from_json(value), True
     except ValueError:
         return json.loads(value), False
+
+
+def invalid_code(reason: str | None) -> str:
+    """A short, bounded code for why a row is not a valid event (`observe`'s reason), for a metric's label.
+
+    `invalid_json`, `invalid_event` (not its topic's contract, or not readable), `tombstone`, a refusal's own code
+    (`signature_missing`, `signer_retired`, `too_deep`…), else `other`.
+    """
+    text = reason or ""
+    for start, code in (("no value", "tombstone"), ("not JSON", "invalid_json"), ("invalid event:", "invalid_event")):
+        if text.startswith(start):
+            return code
+    if text.startswith(("not validated:", "fields not readable:")):
+        return "invalid_event"
+    head = text.split(":", 1)[0]
+    return head if head in _REASON_CODES else "other"
+
+
+_REASON_CODES = frozenset(code.value for code in ReasonCode)
 
 
 def _validation_error(exc: ValidationError) -> str:

@@ -317,12 +317,18 @@ def search_(
     dead_letters: bool = typer.Option(
         False, "--dead-letters", help="Only dead letters (`--type event.rejected`); --json shows each one's original value."
     ),
+    invalid: bool = typer.Option(
+        False,
+        "--invalid",
+        help="Only records stored as not valid events (not JSON, not their topic's contract, a signature that does not verify), "
+        "on any topic: what each is not is in its line. Alert TidegateInvalidRecords.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines (a dead letter's `dead_letter`: what was refused, whole)."),
     archives: list[Path] = typer.Option([], "--archive", help="With --offline: search this archive or export (repeatable)."),
     offline: bool = typer.Option(False, "--offline", help="Search the --archive files alone, no database: an auditor's machine."),
     trust_keys: list[str] = typer.Option([], "--trust-key", metavar="SHA256", help=_TRUST_HELP),
 ) -> None:
-    """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id; or the dead letters."""
+    """Find records by tenant, tool, outcome, reason code, time range, trace id, task or action id; dead letters; invalid records."""
     if archives and not offline:
         fail("--archive reads files: add --offline (the live log is searched without --archive)")
     prefix, recheck = where_read(archives, offline, trust_keys)
@@ -340,6 +346,7 @@ def search_(
     filters = SearchFilters(
         tenant=tenant, tool=tool, outcome=outcome, reason=reason, since=start, until=end,
         trace_id=trace, task_id=task, event_type=event_type, action_id=action, topic_prefix=prefix,
+        valid=False if invalid else None,
     )  # fmt: skip
 
     # each row shown is checked from its own value: one written into the database (or the file) is said so

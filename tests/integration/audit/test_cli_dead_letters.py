@@ -97,3 +97,28 @@ async def test_an_80_column_terminal_reads_each_record_whole(env: dict[str, str]
     assert "not_finite: a number that overflows a double" in " ".join(text.split())
     assert f"task {env['TASK']}" in text  # where and whose, on the line below
     assert "…" not in result.stdout  # nothing cut
+
+
+async def test_garbage_on_the_dead_letter_topic_is_listed_by_invalid_not_by_dead_letters(env: dict[str, str], infra: Any) -> None:
+    """A service's Kafka login wrote garbage on `deadletter`: no service reads it, so the log is its only trace (oncall22 F1).
+
+    `--dead-letters` lists dead letters (`event.rejected`); the garbage was not one, and nothing listed it.
+    """
+    prefix = env["TIDEGATE_TOPIC_PREFIX"]
+    log = await PostgresAuditLog.connect(env["TIDEGATE_DATABASE_URL"])
+    try:
+        await log.append(
+            [observe(topic=prefix + "deadletter", partition=3, offset=7, timestamp_ms=1_790_000_000_100, timestamp_type=1,
+                     key=b"junk", value=b"garbage from planner", headers=[], prefix=prefix)]
+        )  # fmt: skip
+    finally:
+        await log.close()
+
+    found = await _cli(env, "search", "--invalid", "--json")
+    assert found.exit_code == 0, found.output
+    lines = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [(line["topic"], line["partition"], line["offset"], line["valid"]) for line in lines] == [(prefix + "deadletter", 3, 7, False)]
+    assert lines[0]["summary"].startswith("not a valid event (not JSON")  # what it is not, at 3 a.m.
+
+    dead = await _cli(env, "search", "--dead-letters", "--json")
+    assert [json.loads(line)["offset"] for line in dead.stdout.splitlines()] == [1]  # the genuine dead letter alone
