@@ -333,7 +333,9 @@ class ServiceProcess:
             "ok": reason is None,
             "service": self.name,
             "reason": reason,
-            "retrying": live.last_error or database or live.broker_silence(),
+            # an outage the watch knows is said as it is (where, for how long, its last error), before a handler's bare retried
+            # error: the approval's sweep showed `ConnectionRefusedError(111, …)` where the others said the database (oncall22 F2)
+            "retrying": database or live.last_error or live.broker_silence(),
             "release": RELEASE,  # which copies run which code, in a rolling upgrade (docs/operations.md, Upgrading)
             "commit": commit(),
         }
