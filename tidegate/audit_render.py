@@ -80,8 +80,25 @@ def _who(ap: Any) -> str:
     if ap.status == "requested":
         return f"{said} {_requesters(ap)}"
     if ap.status == "expired":
-        return f"{said} unanswered: closed by {_md(ap.source or 'the approval service')} at its expiry, no human decided"
+        return f"{said} unanswered: closed by {_md(ap.source or 'the approval service')} {_expiry_kept(ap)}, no human decided"
     return f"{said} by {_md(', '.join(ap.approvers) or ap.approver or 'an unnamed approver')}"
+
+
+CLOSED_LATE_S = 5.0
+"""An expiry closed this much after the request's deadline is said late: the approval's sweep looks every 2 s."""
+
+
+def _expiry_kept(ap: Any) -> str:
+    """When an expired request was closed against its deadline: `at its expiry`, or how late.
+
+    Late when the approval service or its database was down: an on-call probe read "closed … at its expiry … at 02:57:09"
+    for a request whose expiry was 02:56:08.
+    """
+    closed = ap.decided_at  # when the approval service closed it (the event's `time` may be stamped by a later publish)
+    if ap.expires_at is None or closed is None or (closed - ap.expires_at).total_seconds() <= CLOSED_LATE_S:
+        return "at its expiry"
+    late = (closed - ap.expires_at).total_seconds()
+    return f"{_duration(late)} after its expiry ({ap.expires_at}; the approval service or its database was down or behind)"
 
 
 def _approval_line(ap: Any) -> str:

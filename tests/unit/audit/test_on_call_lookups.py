@@ -57,3 +57,32 @@ async def test_the_explanation_names_the_requester_and_the_expiring_service(make
     html = render_html(x)
     assert "requested by demo@acme.example" in html
     assert "closed by tidegate/approval" in html
+
+
+async def test_an_expiry_closed_late_says_how_late_not_at_its_expiry(make: Any) -> None:
+    """The on-call's F3: PostgreSQL was down across a request's deadline; the approval service closed it 61 s late.
+
+    The story said "closed by tidegate/approval at its expiry, no human decided at 02:57:09" under "expires 02:56:08".
+    """
+    expiry = NOW + timedelta(minutes=5)
+    log = await _log(
+        make,
+        [
+            _approval(s.ApprovalRequested, "t-1", "acme", "a-1"),
+            _approval(s.ApprovalExpired, "t-1", "acme", "a-1", decided_at=expiry + timedelta(seconds=61)),
+        ],
+    )
+    md = render_markdown(explain("t-1", await log.task_rows("t-1", "tidegate.")))
+    assert "ap-1 expired unanswered: closed by tidegate/approval 1 min 1 s after its expiry" in md
+    assert f"({expiry}; the approval service or its database was down or behind), no human decided" in md
+    assert "at its expiry" not in md
+
+    on_time = await _log(
+        make,
+        [
+            _approval(s.ApprovalRequested, "t-2", "acme", "a-2"),
+            _approval(s.ApprovalExpired, "t-2", "acme", "a-2", decided_at=expiry + timedelta(seconds=2)),  # the next sweep
+        ],
+    )
+    md = render_markdown(explain("t-2", await on_time.task_rows("t-2", "tidegate.")))
+    assert "ap-1 expired unanswered: closed by tidegate/approval at its expiry, no human decided" in md
