@@ -222,8 +222,12 @@ def _kept_error(record: ClaimRecord) -> ToolError:
 
 
 def _sticky(error: ToolError, maybe: ToolError | None) -> ToolError:
-    """The last attempt's error, still maybe-applied when an earlier attempt's was (a refused retry does not undo a timeout)."""
-    if maybe is None or error.maybe_applied:
+    """The last attempt's error, still maybe-applied when an earlier attempt's was (a refused retry does not undo a timeout).
+
+    An attempt a stopped executor left (`interrupted`) is said even when the last error may have taken effect too: else the
+    result read "timeout … after 3 attempts", and nothing of the crash in the middle (oncall22 F4).
+    """
+    if maybe is None or maybe is error or (error.maybe_applied and maybe.type != "interrupted"):
         return error
     return ToolError(
         error.type,

@@ -200,3 +200,17 @@ async def test_an_answer_whose_recording_failed_is_recorded_on_the_next_try_not_
     assert len(world.tool.contexts) == 1  # called once
     assert world.claims.records[event.data.action_id].status == "succeeded"
     assert world.executor.held == {}
+
+
+async def test_a_call_whose_executor_was_killed_mid_attempt_says_so_in_its_result(world: World) -> None:
+    """The on-call's F4: `kill -9` of the executor during attempt 1 of a keyed refund; the restarted executor called it again
+    twice, both timed out. The result said "timeout: … did not answer", 3 attempts, and nothing of the crash between them:
+    the next morning's `audit explain` could not tell that an attempt was cut off mid-call."""
+    keyed = world.authorize()  # refund: safe to repeat (idempotency key), 3 attempts at most
+    await _crash_mid_call(world, keyed, attempts=1)
+    world.tool.script = [ToolError("timeout", "refund did not answer in 10 s", retryable=True, maybe_applied=True)] * 2
+    await world.executor.handle(keyed)
+    [result] = world.published
+    assert (result.type, result.data.error.type, result.data.attempts) == ("tidegate.action.unknown", "timeout", 3)
+    assert result.data.error.message.startswith("refund did not answer in 10 s")
+    assert "the executor stopped during attempt 1 of refund" in result.data.error.message
