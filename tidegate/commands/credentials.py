@@ -26,7 +26,8 @@ __all__ = ["Credential", "app", "credentials_of"]
 app = typer.Typer(help="Security: every credential this machine holds, its age, and the command that rotates it.")
 
 DAY_S = 86_400.0
-EXIT_DUE = 1
+EXIT_DUE = 1  # a credential is older than --max-age-days
+EXIT_UNREAD = 4  # the database was not read: its credentials' ages are not known (with a credential due: 5, both bits)
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,10 @@ def credentials(
     Signing keys (services, operator, tools, clients), sealing keys, Kafka logins and PostgreSQL logins, each as old as
     the file that holds it (each rotation writes it anew); from the database, each live approver token, as old as its
     creation (and, on stderr, how many webhook endpoints are enabled: their secrets' age is not recorded).
-    Exit 0 when none is older than --max-age-days, 1 when one is
-    (for a cron job or a monitor), listing it with the command that rotates it.
+    Exit status (for a cron job or a monitor): 0 when none is older than --max-age-days and the database was read;
+    1 when one is (listed DUE with the command that rotates it); 4 when the database could not be read (not reached,
+    refused, not migrated: said on stderr, the files' credentials listed all the same), so "nothing due" is never read
+    from a list that left the database's credentials out; 5 when both.
     """
     kit = settings()
     now = time.time()
@@ -191,8 +194,9 @@ def credentials(
         told = ": rotate each with the command beside it" if due else ""
         typer.echo(f"{len(due)} of {len(found)} older than {max_age_days:g} days{told}")
     _say_database(database)
-    if due:
-        raise typer.Exit(EXIT_DUE)
+    status = (EXIT_DUE if due else 0) | (EXIT_UNREAD if database.unread else 0)
+    if status:
+        raise typer.Exit(status)
 
 
 def _say_database(database: InDatabase) -> None:
@@ -200,7 +204,10 @@ def _say_database(database: InDatabase) -> None:
     if database.unread:
         said = (
             "approver tokens and webhook endpoints not listed: the database was not read as the operator "
-            f"(TIDEGATE_DATABASE_URL, TIDEGATE_DATABASE_PASSFILE): {database.unread}"
+            f"(TIDEGATE_DATABASE_URL, TIDEGATE_DATABASE_PASSFILE): {database.unread}. Their ages are not known, so none "
+            f"of them is counted due: exit {EXIT_UNREAD} (with a credential due, {EXIT_UNREAD | EXIT_DUE}). Check that "
+            "PostgreSQL answers (`tidegate infra up`, or your server) and that this shell reads the operator's DSN and "
+            "passfile, then run it again"
         )
     elif database.endpoints:
         said = (

@@ -52,6 +52,35 @@ def test_a_database_not_read_is_said_and_the_files_are_still_listed(monkeypatch:
 
     monkeypatch.setattr(credentials_module, "_read_database", unreachable)
     listed = CliRunner().invoke(app, ["credentials"], env={"COLUMNS": "300"})
-    assert listed.exit_code == 0, listed.output
+    assert listed.exit_code == 4, listed.output  # leftovers22 #3: was 0, which a cron job read as "nothing due"
     assert "approver tokens and webhook endpoints not listed: the database was not read" in listed.stderr
     assert "Connect call failed" in listed.stderr
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError("Connect call failed ('127.0.0.1', 55432)"),  # PostgreSQL down
+        ValueError('password authentication failed for user "tidegate"'),  # a wrong password (any error of the read)
+    ],
+)
+def test_a_cron_job_is_told_by_the_exit_status_that_the_database_was_not_read(failure: Exception, monkeypatch: pytest.MonkeyPatch) -> None:
+    """leftovers22 #3: the operator's cron job runs `tidegate credentials` and alerts on a non-zero exit. With the database
+    down or its password wrong it exited 0: the job read "nothing due" while no approver token had been looked at."""
+
+    async def unreadable(kit: KitSettings) -> InDatabase:
+        raise failure
+
+    monkeypatch.setattr(credentials_module, "_read_database", unreadable)
+    for args in (["credentials"], ["credentials", "--json"]):
+        listed = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+        assert listed.exit_code == 4, listed.output
+        assert str(failure) in listed.stderr  # what could not be read, and why
+        assert "none of them is counted due" in listed.stderr
+        assert "run it again" in listed.stderr
+    old_key = Credential("signing key", "policy", Path("policy.key"), time.time() - 120 * DAY_S, "tidegate keys rotate policy")
+    monkeypatch.setattr(credentials_module, "credentials_of", lambda kit: [old_key])
+    due = CliRunner().invoke(app, ["credentials", "--max-age-days", "90"], env={"COLUMNS": "300"})
+    assert due.exit_code == 5, due.output  # both: a file's credential due, and the database not read
+    assert next(line for line in due.stdout.splitlines() if "policy" in line).startswith("DUE  signing key")
+    assert "4 when the database could not be read" in CliRunner().invoke(app, ["credentials", "--help"], env={"COLUMNS": "300"}).stdout
