@@ -321,9 +321,52 @@ def token_list(as_json: bool = typer.Option(False, "--json", help="One JSON docu
     print_listing(headers, rows)  # the token id whole, whatever the width: `token revoke` takes it
 
 
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """What PostgreSQL failing looks like to asyncpg: the server's refusal, a connection lost or never made, a timeout."""
+    import asyncpg
+
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+async def _revoke(token_id: str) -> tuple[bool | None, str, bool]:
+    """Revoke a token as the operator: (whether it was live, "", False), or (None, what failed, whether it is published).
+
+    Published: its revocation is on `control` all the same, so the token is revoked and its row not yet written.
+    """
+    repo: Any = None
+    try:
+        async with _operator_repo() as opened:
+            repo = opened
+            return await opened.revoke_token(token_id), "", False
+    except _database_errors() as exc:
+        pins = getattr(repo, "token_pins", None)
+        published = bool(pins is not None and pins.revoked(token_id))
+        if isinstance(exc, FileNotFoundError | PermissionError) and not published:
+            raise  # a key file missing or not allowed to sign, before anything is published: `run` says which
+        return None, f"{type(exc).__name__}: {exc}", published
+
+
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
-    """Revoke a token at once."""
-    if not run(repo_call("revoke_token", token_id)):
+    """Revoke a token at once: published on `control` (every approval service refuses it from then on), then written in its row.
+
+    Exit 1, saying which, when PostgreSQL fails on the way: either the token is NOT revoked (it failed before the
+    revocation was published: the token still works) or it IS revoked but its row still says live (published, the row
+    not written). Either way run the same command again once the database answers.
+    """
+    done, failure, published = run(_revoke(token_id))
+    again = f"run `tidegate approvals token revoke {token_id}` again once PostgreSQL answers"
+    if failure and published:
+        fail(
+            f"token {token_id} IS revoked: its revocation is published on `control`, so every approval service refuses it from "
+            f"now on; but writing it in its database row failed ({failure}), so its row still says live (`token list` shows it "
+            f"live, and an approval service that did not revoke it calls that a rollback): {again}, to write the row"
+        )
+    if failure:
+        fail(
+            f"token {token_id} is NOT revoked: it still works. PostgreSQL failed before its revocation was published "
+            f"({failure}); {again} (check `tidegate infra up`, or TIDEGATE_DATABASE_URL and TIDEGATE_DATABASE_PASSFILE)"
+        )
+    if not done:
         fail(f"no live token {token_id}")
     console.print(f"revoked {shown(token_id)}")

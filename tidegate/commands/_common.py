@@ -145,6 +145,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"Kafka at {kit.kafka_bootstrap}: {exc} ({_kafka_hint(kit)})")
     except asyncpg.ClientConfigurationError as exc:
         fail(f"TIDEGATE_DATABASE_URL: {exc}", code=2)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:  # refused by the server, or a connection lost on the way
+        fail(f"PostgreSQL: {type(exc).__name__}: {exc} (is it up, and is TIDEGATE_DATABASE_URL the operator's DSN?)")
 
 
 def signed_control(kit: KitSettings, event: E, refused: str, so: str, *, sequence: int | None = None) -> E:
