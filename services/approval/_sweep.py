@@ -70,15 +70,12 @@ class Sweeping(Reads, Announcing):
         During an overlap the row seals both secrets together (`sealed_text`); kept so after it, a release before 20
         (a rollback) read that form as the secret itself and signed every message with it, verified by neither secret,
         with no log line (the upgrade probe of release 21). Written as a rotation writes (sealed, signed, pinned).
-        An endpoint of the operator's file keeps what the file says; a disabled one, or a row whose proof fails (refused
-        wherever it is read, and its refusal logged on each read), is left as it is.
+        An endpoint of the operator's file keeps what the file says; a disabled one, or a row whose proof fails, is left as it
+        is. Only the rows whose overlap has ended are read
+        (`overlap_ends_at`, migration 016): before, every endpoint's row was read, verified and opened at every round.
         """
         ended = 0
-        for found in await self.repo.endpoints():
-            if found.source == "file" or not found.enabled or found.unproven is not None:
-                continue
-            if found.former_secret is None or found.former_until is None or found.former_until > now:
-                continue
+        for found in await self.repo.overlaps_ended(now):  # by an index: nothing read while no overlap is due
 
             def alone(current: Endpoint) -> Endpoint:
                 if current.former_until is None or current.former_until > now:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Protocol
 
 from services.approval._endpoint_rows import SealedSecret
@@ -73,6 +74,29 @@ class EndpointStore(Protocol):
         """Name current (on `directory`) every proven endpoint row that no record names yet; those pinned."""
         ...
 
+    async def overlaps_ended(self, now: datetime) -> list[Endpoint]:
+        """The enabled API endpoints whose rotation's overlap ended by `now` and whose row still keeps the former secret.
+
+        Read by the sweep at every round: nothing is read, verified or opened of an endpoint with no overlap due.
+        """
+        ...
+
+
+def overlap_end(endpoint: Endpoint) -> datetime | None:
+    """When the sweep rewrites `endpoint`'s row with its secret alone (`overlap_ends_at`): its overlap's end, if it keeps one.
+
+    None for an endpoint of the operator's file (the file says what it holds) and a disabled one (it sends nothing).
+    """
+    if endpoint.source == "file" or not endpoint.enabled or endpoint.former_secret is None:
+        return None
+    return endpoint.former_until
+
+
+def _overlap_due(endpoint: Endpoint, now: datetime) -> bool:
+    """Whether the sweep writes `endpoint`'s row with its secret alone now."""
+    end = overlap_end(endpoint)
+    return endpoint.unproven is None and end is not None and end <= now
+
 
 def _enrolled(found: Endpoint, approver: str, enrolled: bool) -> Endpoint:
     """`found` with `approver` enrolled, or taken off it: off its former approvers too (a rotation's former secret acts for them)."""
@@ -113,10 +137,11 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
             await self.endpoint_rows.pin(endpoint, sealed)  # named current before it is written: never an older row trusted
             await conn.execute(
                 f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "
-                "secret_key_id, secret_sealed, key_id, signature) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, $10) "
-                "ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, approvers = EXCLUDED.approvers, "
-                "enabled = EXCLUDED.enabled, source = EXCLUDED.source, secret_key_id = EXCLUDED.secret_key_id, "
-                "secret_sealed = EXCLUDED.secret_sealed, key_id = EXCLUDED.key_id, signature = EXCLUDED.signature, "
+                "secret_key_id, secret_sealed, key_id, signature, overlap_ends_at) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, "
+                "$10, $12) ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, "
+                "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source, "
+                "secret_key_id = EXCLUDED.secret_key_id, secret_sealed = EXCLUDED.secret_sealed, key_id = EXCLUDED.key_id, "
+                "signature = EXCLUDED.signature, overlap_ends_at = EXCLUDED.overlap_ends_at, "
                 f"owed_due = EXCLUDED.enabled AND ({self.s}.webhook_endpoints.owed_due OR $11)",
                 endpoint.endpoint_id,
                 endpoint.url,
@@ -126,6 +151,7 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 endpoint.source,
                 *self._row_values(endpoint, sealed),
                 owed,
+                overlap_end(endpoint),
             )
 
     async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
@@ -161,11 +187,12 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
         await self.endpoint_rows.pin(changed, sealed)
         await conn.execute(
             f"UPDATE {self.s}.webhook_endpoints SET approvers = $3, secret_key_id = $4, secret_sealed = $5, key_id = $6, "
-            "signature = $7 WHERE tenant_id = $1 AND endpoint_id = $2",
+            "signature = $7, overlap_ends_at = $8 WHERE tenant_id = $1 AND endpoint_id = $2",
             changed.tenant_id,
             changed.endpoint_id,
             list(changed.approvers),
             *self._row_values(changed, sealed),
+            overlap_end(changed),
         )
 
     async def change_endpoint(self, tenant_id: str, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint | None:
@@ -217,7 +244,8 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
             proof = self._row_values(removed, sealed)[2:] if found.unproven is None and sealed is not None else (None, None)
             await self.endpoint_rows.pin(removed, sealed if proof[0] is not None else None)  # refused: no signed row is current
             await conn.execute(
-                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}', key_id = $3, signature = $4, owed_due = false "
+                f"UPDATE {self.s}.webhook_endpoints SET enabled = false, approvers = '{{}}', key_id = $3, signature = $4, "
+                "owed_due = false, overlap_ends_at = NULL "
                 "WHERE tenant_id = $1 AND endpoint_id = $2",
                 tenant_id,
                 endpoint_id,
@@ -257,6 +285,33 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 await self.endpoint_rows.pin(found, sealed)
                 pinned.append(found)
         return pinned
+
+    async def overlaps_ended(self, now: datetime) -> list[Endpoint]:
+        """The rows whose `overlap_ends_at` has passed (by its partial index: none read while no overlap is due), verified.
+
+        The column is not covered by the row's signature: it says which rows to read, never what they hold. A row whose
+        sealed secret says otherwise (its column from before migration 016, `-infinity`; or written by the database's
+        login) has the column set to what it holds (None when no overlap is kept, or the row is refused: registering it
+        again writes it), unless it changed meanwhile.
+        """
+        rows = await self.pool.fetch(
+            f"SELECT * FROM {self.s}.webhook_endpoints WHERE overlap_ends_at <= $1 ORDER BY tenant_id, endpoint_id", now
+        )
+        due = []
+        for row in rows:
+            found = self._endpoint(row)
+            if _overlap_due(found, now):
+                due.append(found)
+                continue
+            await self.pool.execute(
+                f"UPDATE {self.s}.webhook_endpoints SET overlap_ends_at = $3 "
+                "WHERE tenant_id = $1 AND endpoint_id = $2 AND overlap_ends_at IS NOT DISTINCT FROM $4",
+                found.tenant_id,
+                found.endpoint_id,
+                overlap_end(found) if found.unproven is None else None,
+                row["overlap_ends_at"],
+            )
+        return due
 
 
 class InMemoryEndpointStore(InMemoryWebhookTables, EndpointStore):
@@ -317,6 +372,10 @@ class InMemoryEndpointStore(InMemoryWebhookTables, EndpointStore):
     async def pin_unpinned(self) -> list[Endpoint]:
         """The twin publishes no records."""
         return []
+
+    async def overlaps_ended(self, now: datetime) -> list[Endpoint]:
+        """The enabled API endpoints whose overlap ended by `now` and that still keep the former secret."""
+        return sorted((e for e in self.endpoint_rows.values() if _overlap_due(e, now)), key=lambda e: (e.tenant_id, e.endpoint_id))
 
     async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
         """Disable the endpoint, drop its approvers and fail its pending deliveries."""
