@@ -133,15 +133,18 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 endpoint.tenant_id,
                 endpoint.endpoint_id,
             )
-            owed = before is not None and before["enabled"] and endpoint.enabled and self._endpoint(before).unproven is not None
+            was = self._endpoint(before) if before is not None else None
+            owed = was is not None and was.enabled and endpoint.enabled and was.unproven is not None
+            same_secret = was is not None and was.unproven is None and was.secret == endpoint.secret  # its age kept
             await self.endpoint_rows.pin(endpoint, sealed)  # named current before it is written: never an older row trusted
             await conn.execute(
                 f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "
-                "secret_key_id, secret_sealed, key_id, signature, overlap_ends_at) VALUES ($1, $2, NULL, $3, $4, $5, $6, $7, $8, $9, "
-                "$10, $12) ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, "
+                "secret_key_id, secret_sealed, key_id, signature, overlap_ends_at, secret_set_at) VALUES ($1, $2, NULL, $3, $4, $5, "
+                "$6, $7, $8, $9, $10, $12, now()) ON CONFLICT (tenant_id, endpoint_id) DO UPDATE SET url = EXCLUDED.url, secret = NULL, "
                 "approvers = EXCLUDED.approvers, enabled = EXCLUDED.enabled, source = EXCLUDED.source, "
                 "secret_key_id = EXCLUDED.secret_key_id, secret_sealed = EXCLUDED.secret_sealed, key_id = EXCLUDED.key_id, "
                 "signature = EXCLUDED.signature, overlap_ends_at = EXCLUDED.overlap_ends_at, "
+                f"secret_set_at = CASE WHEN $13 THEN {self.s}.webhook_endpoints.secret_set_at ELSE now() END, "
                 f"owed_due = EXCLUDED.enabled AND ({self.s}.webhook_endpoints.owed_due OR $11)",
                 endpoint.endpoint_id,
                 endpoint.url,
@@ -152,6 +155,7 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 *self._row_values(endpoint, sealed),
                 owed,
                 overlap_end(endpoint),
+                same_secret,
             )
 
     async def endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
@@ -182,17 +186,22 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
             await self._write_changed(conn, changed, sealed)
         return changed
 
-    async def _write_changed(self, conn: Any, changed: Endpoint, sealed: SealedSecret) -> None:
-        """Write a locked row's approvers and sealed secret as `changed` has them, signed, once named current on `directory`."""
+    async def _write_changed(self, conn: Any, changed: Endpoint, sealed: SealedSecret, *, new_secret: bool = False) -> None:
+        """Write a locked row's approvers and sealed secret as `changed` has them, signed, once named current on `directory`.
+
+        `new_secret`: its secret is another (a rotation): `secret_set_at` is now (what `tidegate credentials` dates it by).
+        """
         await self.endpoint_rows.pin(changed, sealed)
         await conn.execute(
             f"UPDATE {self.s}.webhook_endpoints SET approvers = $3, secret_key_id = $4, secret_sealed = $5, key_id = $6, "
-            "signature = $7, overlap_ends_at = $8 WHERE tenant_id = $1 AND endpoint_id = $2",
+            "signature = $7, overlap_ends_at = $8, secret_set_at = CASE WHEN $9 THEN now() ELSE secret_set_at END "
+            "WHERE tenant_id = $1 AND endpoint_id = $2",
             changed.tenant_id,
             changed.endpoint_id,
             list(changed.approvers),
             *self._row_values(changed, sealed),
             overlap_end(changed),
+            new_secret,
         )
 
     async def change_endpoint(self, tenant_id: str, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint | None:
@@ -206,7 +215,7 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
                 return None
             changed = replace(change(found), tenant_id=found.tenant_id, endpoint_id=found.endpoint_id, url=found.url)
             sealed = self.endpoint_rows.sealed_endpoint(changed)
-            await self._write_changed(conn, changed, sealed)
+            await self._write_changed(conn, changed, sealed, new_secret=changed.secret != found.secret)
         return changed
 
     async def endpoints_named(self, endpoint_id: str) -> list[Endpoint]:

@@ -11,9 +11,10 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -34,16 +35,21 @@ EXIT_UNREAD = 4  # the database was not read: its credentials' ages are not know
 class Credential:
     """One secret of the deployment kept on this machine: what it is, where, when it was last set, what rotates it."""
 
-    kind: str  # signing key, operator key, tool key, client key, kafka login, postgres login, sealing key, approver token
+    kind: str  # signing key, operator key, tool key, client key, kafka login, postgres login, sealing key, approver token, webhook secret
     name: str
     path: Path | str  # the file, or where in the database (an approver token: `approval.approver_tokens`)
-    set_at: float  # epoch seconds: the file's modification time
+    set_at: float | None  # epoch seconds: the file's modification time (None: not recorded, a webhook secret set before 017)
     rotate: str  # the command that rotates it, or what to do when there is none
     note: str = ""  # e.g. a rotation under way
 
-    def age_days(self, now: float) -> float:
-        """Days since it was set, at `now` (epoch seconds)."""
-        return max(0.0, now - self.set_at) / DAY_S
+    def age_days(self, now: float) -> float | None:
+        """Days since it was set, at `now` (epoch seconds); None when that is not known."""
+        return None if self.set_at is None else max(0.0, now - self.set_at) / DAY_S
+
+    def due(self, now: float, max_age_days: float) -> bool:
+        """Whether it is older than `max_age_days`, or of an age not known (nothing shows it is not)."""
+        age = self.age_days(now)
+        return age is None or age > max_age_days
 
 
 def _found(kind: str, name: str, path: Path, rotate: str, note: str = "") -> Iterator[Credential]:
@@ -98,17 +104,20 @@ def credentials_of(kit: KitSettings) -> list[Credential]:
 class InDatabase:
     """The approval service's credentials the operator's login reads in the database, no secret opened.
 
-    `tokens`: each live approver token (only its hash is stored: its id, creation and expiry are what is read). `endpoints`:
-    how many webhook endpoints are enabled; their secrets are sealed and their rows do not date a rotation, so no age is
-    told for them. `unread`: why the database was not read (the files' credentials are listed all the same).
+    `tokens`: each live approver token (only its hash is stored: its id, creation and expiry are what is read). `secrets`:
+    each enabled webhook endpoint's secret (sealed, not opened), as old as its row's `secret_set_at` (registration or
+    rotation; migration 017). `endpoints`: how many of those are not dated (set before that migration): listed with
+    an unknown age, due. `unread`: why the database was not read (the files' credentials are listed all the same).
     """
 
     tokens: list[Credential]
-    endpoints: int = 0
+    endpoints: int = 0  # enabled endpoints whose secret's age is not recorded (set before migration 017)
     unread: str = ""
+    secrets: list[Credential] = field(default_factory=list)  # each enabled webhook endpoint's secret, dated when recorded
 
 
 TOKENS = "approval.approver_tokens"
+ENDPOINTS = "approval.webhook_endpoints"
 
 
 async def _read_database(kit: KitSettings) -> InDatabase:
@@ -120,7 +129,9 @@ async def _read_database(kit: KitSettings) -> InDatabase:
             f"SELECT token_id, approver, tenant_id, operator, created_at, expires_at FROM {TOKENS} "
             "WHERE revoked_at IS NULL AND expires_at > now() ORDER BY created_at, token_id"
         )
-        endpoints = await conn.fetchval("SELECT count(*) FROM approval.webhook_endpoints WHERE enabled")
+        endpoints = await conn.fetch(
+            f"SELECT tenant_id, endpoint_id, source, secret_set_at FROM {ENDPOINTS} WHERE enabled ORDER BY tenant_id, endpoint_id"
+        )
     finally:
         await conn.close()
     tokens = [
@@ -135,7 +146,20 @@ async def _read_database(kit: KitSettings) -> InDatabase:
         )
         for r in rows
     ]
-    return InDatabase(tokens, int(endpoints or 0))
+    undated = sum(1 for r in endpoints if r["secret_set_at"] is None)
+    return InDatabase(tokens, undated, secrets=[_webhook_secret(r) for r in endpoints])
+
+
+def _webhook_secret(row: Any) -> Credential:
+    """An enabled endpoint's secret, as old as its row says (`secret_set_at`), with where it is rotated."""
+    tenant, endpoint = row["tenant_id"], row["endpoint_id"]
+    if row["source"] == "file":
+        rotate = "in TIDEGATE_APPROVAL_WEBHOOKS_FILE (`secret`, the old one as `former_secret` until `former_secret_until`), restart"
+    else:
+        rotate = f"POST /api/v1/webhooks/endpoints/{endpoint}/rotate?tenant_id={tenant} (docs/approval.md)"
+    set_at = row["secret_set_at"]
+    note = "set before release 22: its age is not recorded, so it is due until a rotation dates it" if set_at is None else ""
+    return Credential("webhook secret", f"{tenant}/{endpoint}", ENDPOINTS, None if set_at is None else set_at.timestamp(), rotate, note)
 
 
 def in_database(kit: KitSettings) -> InDatabase:
@@ -167,7 +191,8 @@ def credentials(
 
     Signing keys (services, operator, tools, clients), sealing keys, Kafka logins and PostgreSQL logins, each as old as
     the file that holds it (each rotation writes it anew); from the database, each live approver token, as old as its
-    creation (and, on stderr, how many webhook endpoints are enabled: their secrets' age is not recorded).
+    creation, and each enabled webhook endpoint's secret, as old as its registration or last rotation (one set before
+    release 22 has no recorded age: listed DUE until rotated).
     Exit status (for a cron job or a monitor): 0 when none is older than --max-age-days and the database was read;
     1 when one is (listed DUE with the command that rotates it); 4 when the database could not be read (not reached,
     refused, not migrated: said on stderr, the files' credentials listed all the same), so "nothing due" is never read
@@ -176,20 +201,23 @@ def credentials(
     kit = settings()
     now = time.time()
     database = in_database(kit)
-    found = credentials_of(kit) + database.tokens
-    due = [c for c in found if c.age_days(now) > max_age_days]
+    found = credentials_of(kit) + database.tokens + database.secrets
+    due = [c for c in found if c.due(now, max_age_days)]
     if as_json:
         for c in found:
-            row = asdict(c) | {"path": str(c.path), "age_days": round(c.age_days(now), 2), "due": c in due}
-            row["set_at"] = datetime.fromtimestamp(c.set_at, UTC).isoformat()
+            age = c.age_days(now)
+            row = asdict(c) | {"path": str(c.path), "age_days": None if age is None else round(age, 2), "due": c in due}
+            row["set_at"] = None if c.set_at is None else datetime.fromtimestamp(c.set_at, UTC).isoformat()
             typer.echo(json.dumps(row))
     else:
         if not found:
             console.print(f"no credential found for this deployment (keys in {kit.keys_dir}, logins in {kit.kafka_credentials_dir})")
         for c in found:
-            shown = datetime.fromtimestamp(c.set_at, UTC).strftime("%Y-%m-%d")
+            age = c.age_days(now)
+            shown = "unknown   " if c.set_at is None else datetime.fromtimestamp(c.set_at, UTC).strftime("%Y-%m-%d")
+            aged = "     ?" if age is None else f"{age:6.1f}"
             flag = "DUE " if c in due else "ok  "
-            line = f"{flag} {c.kind:<14} {c.name:<24} set {shown}  {c.age_days(now):6.1f} days   rotate: {c.rotate}"
+            line = f"{flag} {c.kind:<14} {c.name:<24} set {shown}  {aged} days   rotate: {c.rotate}"
             typer.echo(line + (f"   ({c.note})" if c.note else ""))
         told = ": rotate each with the command beside it" if due else ""
         typer.echo(f"{len(due)} of {len(found)} older than {max_age_days:g} days{told}")
@@ -200,7 +228,7 @@ def credentials(
 
 
 def _say_database(database: InDatabase) -> None:
-    """The webhook endpoints' secrets (counted, not dated), or why the database was not read: on stderr, after the list."""
+    """How many webhook secrets are not dated, or why the database was not read: on stderr, after the list."""
     if database.unread:
         said = (
             "approver tokens and webhook endpoints not listed: the database was not read as the operator "
@@ -211,8 +239,8 @@ def _say_database(database: InDatabase) -> None:
         )
     elif database.endpoints:
         said = (
-            f"{database.endpoints} webhook endpoint(s) enabled: their secrets' age is not recorded (sealed, a rotation is not "
-            "dated); rotate each with `POST /api/v1/webhooks/endpoints/{id}/rotate?tenant_id=` (docs/approval.md)"
+            f"{database.endpoints} webhook endpoint(s) enabled: their secrets' age is not recorded (set before release 22): "
+            "each is listed DUE until rotated with `POST /api/v1/webhooks/endpoints/{id}/rotate?tenant_id=` (docs/approval.md)"
         )
     else:
         return

@@ -84,3 +84,32 @@ def test_a_cron_job_is_told_by_the_exit_status_that_the_database_was_not_read(fa
     assert due.exit_code == 5, due.output  # both: a file's credential due, and the database not read
     assert next(line for line in due.stdout.splitlines() if "policy" in line).startswith("DUE  signing key")
     assert "4 when the database could not be read" in CliRunner().invoke(app, ["credentials", "--help"], env={"COLUMNS": "300"}).stdout
+
+
+def test_webhook_secrets_are_listed_with_their_age_and_where_they_rotate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """leftovers22 #2: the platform engineer's 90-day policy covers the chat tools' webhook secrets too. Before, the table
+    listed tokens and keys with their age and DUE marks, and for webhook endpoints only a count on stderr."""
+    now = time.time()
+    where = "approval.webhook_endpoints"
+    fresh = Credential("webhook secret", "acme/chat", where, now - 3 * DAY_S, "POST /api/v1/webhooks/endpoints/chat/rotate?tenant_id=acme")
+    old = Credential(
+        "webhook secret", "acme/pager", where, now - 120 * DAY_S, "POST /api/v1/webhooks/endpoints/pager/rotate?tenant_id=acme"
+    )
+    undated = Credential(
+        "webhook secret", "beta/chat", where, None, "POST /api/v1/webhooks/endpoints/chat/rotate?tenant_id=beta", "set before"
+    )
+    _database(InDatabase([], endpoints=1, secrets=[fresh, old, undated]), monkeypatch)
+    listed = CliRunner().invoke(app, ["credentials", "--max-age-days", "90"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 1, listed.output
+    lines = {line.split()[3]: line for line in listed.stdout.splitlines() if "webhook secret" in line}
+    assert lines["acme/chat"].startswith("ok   webhook secret")
+    assert "3.0 days" in lines["acme/chat"]
+    assert lines["acme/pager"].startswith("DUE  webhook secret")
+    assert "rotate: POST /api/v1/webhooks/endpoints/pager/rotate?tenant_id=acme" in lines["acme/pager"]
+    assert lines["beta/chat"].startswith("DUE  webhook secret")  # an age not recorded is no proof it is recent
+    assert "set unknown" in lines["beta/chat"]
+    assert "2 of 3 older than 90 days" in listed.stdout
+    rows = [json.loads(line) for line in CliRunner().invoke(app, ["credentials", "--json"]).stdout.splitlines()]
+    by_name = {r["name"]: r for r in rows if r["kind"] == "webhook secret"}
+    assert (by_name["beta/chat"]["set_at"], by_name["beta/chat"]["age_days"], by_name["beta/chat"]["due"]) == (None, None, True)
+    assert by_name["acme/chat"]["due"] is False
