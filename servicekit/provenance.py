@@ -306,14 +306,18 @@ class Finding:
     value: str
     source: str
     excerpt: Mapping[str, Any] | None = field(default=None, compare=False)  # the source's text around the value (`excerpt`)
+    # Not found in `source`: counted tainted only because `source` (what the task read) was not seen when it was decided.
+    unseen: bool = field(default=False, compare=False)
 
     def record(self) -> dict[str, Any]:
         """JSON-ready, for a decision's facts; `excerpt` only when the source's text was at hand and the value found in it.
 
         `why` is for a person: the value as it reads (`cus_1001`), not its normalised kind (`id:cus_1001`, `word:cus_1001`),
-        which `value` keeps (the quote probe F2: an approver read `id:` and `word:` as two different things).
+        which `value` keeps (the quote probe F2: an approver read `id:` and `word:` as two different things). An `unseen`
+        finding says its origin is not known, never that the value was read there (leftovers22 #5).
         """
-        why = f"{self.value.partition(':')[2] or self.value} was read in {self.source}"
+        value = self.value.partition(":")[2] or self.value
+        why = f"{value}: where it came from is not known ({self.source})" if self.unseen else f"{value} was read in {self.source}"
         doc: dict[str, Any] = {"arg": self.arg, "value": self.value, "source": self.source, "why": why}
         if self.excerpt is not None:
             doc["excerpt"] = dict(self.excerpt)

@@ -23,7 +23,7 @@ import orjson
 from schemas import ControlKillswitch, Decision, Reason, ReasonCode, RiskClass, ToolSpec
 from servicekit.approver_groups import counts, groups_counted
 from servicekit.catalog import ToolCatalog
-from services.policy.facts import Call, Facts, History, compute_facts, unknown_tainted_args
+from services.policy.facts import Call, Facts, History, compute_facts, tainted_unseen_only, unknown_tainted_args, unseen_sources
 from services.policy.messages import render_message
 from services.policy.pack import MAX_PAYEE_DAILY_USD, SPEND_FACTS, CompiledPack, TenantSettings, read_of
 
@@ -128,6 +128,8 @@ def cedar_context(call: Call, facts: Facts, risk: RiskClass, tenant: TenantSetti
             "external_recipients": facts.external_recipients,
             "tainted": facts.tainted,
             "tainted_args": sorted(facts.tainted_important_args),
+            "tainted_unseen": tainted_unseen_only(call, facts),
+            "unseen_sources": unseen_sources(call.flow),
             "automation_tag": bool(facts.automation_tags),
             "automation_tags": sorted(facts.automation_tags),
             "documentation_present": facts.documentation_present,

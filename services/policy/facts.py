@@ -310,6 +310,22 @@ def _sensitive(path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(path, pattern.casefold().lstrip("/")) for pattern in patterns)
 
 
+def unseen_sources(flow: Flow) -> list[str]:
+    """What the task read that the service had not seen when it decided: its request, the results of untrusted reads."""
+    unseen = ["the task's request"] if flow.unseen_task else []
+    return unseen + (["the results of " + ", ".join(flow.unseen_results)] if flow.unseen_results else [])
+
+
+def tainted_unseen_only(call: Call, facts: Facts) -> bool:
+    """Whether the call's tainted important args are so only because what the task read was not seen (`unseen_sources`).
+
+    None of them traced to content seen, nor declared by the agent: where their values came from is not known, which the
+    `tainted_argument` message then says instead of "came from content the task read" (leftovers22 #5).
+    """
+    known = tuple(dict.fromkeys([*call.tainted_args, *(t.arg for t in facts.taint if not t.unseen)]))
+    return bool(facts.tainted_important_args) and not _tainted_important(known, list(facts.tainted_important_args))
+
+
 def _tainted_important(tainted: tuple[str, ...], important: list[str]) -> tuple[str, ...]:
     hits = []
     for arg in important:
@@ -412,13 +428,11 @@ def compute_facts(
     record = str(record) if record not in (None, "") else None
     read = call.records.get(record) if record is not None else None
     taint = call.provenance.findings(call.args, f.declared_counterparties(), _vouched(tenant))
-    if call.flow.unseen_results or call.flow.unseen_task:  # what those read is unknown: any counterparty may come from it (fail closed)
-        unseen = ["the task's request"] if call.flow.unseen_task else []
-        unseen += ["the results of " + ", ".join(call.flow.unseen_results)] if call.flow.unseen_results else []
+    if unseen := unseen_sources(call.flow):  # what those read is unknown: any counterparty may come from it (fail closed)
         source = " and ".join(unseen) + ", not seen yet"
         vouched = _vouched(tenant)
         taint += [
-            Finding(i.arg, f"{i.kind}:{i.value}", source)
+            Finding(i.arg, f"{i.kind}:{i.value}", source, unseen=True)
             for i in identities_of(call.args, f.declared_counterparties())
             if (i.kind == "payee" or not is_internal(i, tenant)) and not vouched(f"{i.kind}:{i.value}")  # a known payee is not vouched
         ]
