@@ -182,18 +182,50 @@ def _live(info: Any) -> bool:
     return bool(info.revoked_at is None and info.expires_at is not None and info.expires_at > datetime.now(UTC))
 
 
-async def _rotate_each(olds: list[Any], days: float | None) -> list[tuple[Any, Any, str]]:
-    """Rotate each token (its successor signed with the operator's key), in one session: (old, successor or None, new token)."""
+async def _rotate_each(olds: list[Any], days: float | None) -> tuple[list[tuple[Any, Any, str]], str]:
+    """Rotate each token (its successor signed with the operator's key), in one session: (old, successor or None, new token).
+
+    And, when PostgreSQL failed on the way, what it failed on (`_rotation_failed`): the successors made before are
+    returned all the same (each shown once: lost, its approver would have no token), the rest are not tried.
+    """
     from services.approval import hash_token, new_token
 
-    done = []
-    async with _operator_repo() as repo:
-        for old in olds:
-            token = new_token()
-            # A row that verified when shown is rotated only if it still does (no re-issue of a row changed since).
-            info = await repo.rotate_token(old.token_id, hash_token(token), _successor_expiry(old, days), reissue=old.unproven is not None)
-            done.append((old, info, token))
-    return done
+    done: list[tuple[Any, Any, str]] = []
+    repo: Any = None
+    try:
+        async with _operator_repo() as opened:
+            repo = opened
+            for old in olds:
+                token = new_token()
+                # A row that verified when shown is rotated only if it still does (no re-issue of a row changed since).
+                info = await repo.rotate_token(
+                    old.token_id, hash_token(token), _successor_expiry(old, days), reissue=old.unproven is not None
+                )
+                done.append((old, info, token))
+    except _database_errors() as exc:
+        if isinstance(exc, FileNotFoundError | PermissionError) and repo is None:
+            raise  # a key file missing or not allowed to sign, before anything is done: `run` says which
+        return done, _rotation_failed(olds[len(done) :], f"{type(exc).__name__}: {exc}", getattr(repo, "token_pins", None))
+    return done, ""
+
+
+def _rotation_failed(left: list[Any], failure: str, pins: Any) -> str:
+    """What a rotation that PostgreSQL failed left: the token it was rotating (revoked or not) and those not tried."""
+    current, rest = left[0], left[1:]
+    if pins is not None and pins.revoked(current.token_id):
+        tenant = "--operator" if current.operator else f"--tenant {current.tenant_id}"
+        said = (
+            f"token {current.token_id} IS revoked (published on `control`: every approval service refuses it), but PostgreSQL "
+            f"failed before its successor was stored ({failure}): {current.approver} has no successor. Once PostgreSQL "
+            f"answers, run `tidegate approvals token revoke {current.token_id}` (writes its row) and `tidegate approvals "
+            f"token create --approver {current.approver} --groups {','.join(current.groups)} {tenant}`"
+        )
+    else:
+        said = (
+            f"token {current.token_id} is NOT rotated: it still works (PostgreSQL failed before anything was published: "
+            f"{failure}); run `tidegate approvals token rotate {current.token_id}` again once PostgreSQL answers"
+        )
+    return said + (f"; not tried, still live: {', '.join(t.token_id for t in rest)}" if rest else "")
 
 
 def _print_rotated(old: Any, info: Any, token: str) -> None:
@@ -246,7 +278,10 @@ def token_rotate(
         )
         if not yes and (not interactive() or not typer.confirm("re-issue it, signed with your operator key?", default=False)):
             fail("not re-issued (revoke it with `tidegate approvals token revoke`, or confirm in a terminal, or pass --yes)")
-    [(old, info, token)] = run(_rotate_each([found], expires_in_days))
+    rotated, failed = run(_rotate_each([found], expires_in_days))
+    if failed:
+        fail(failed)
+    [(old, info, token)] = rotated
     if info is None:
         fail(f"{token_id} was not rotated: it was revoked, expired or changed since it was read (`tidegate approvals token list`)")
     _print_rotated(old, info, token)
@@ -282,11 +317,14 @@ def _rotate_all(token_id: str | None, tenant: str | None, days: float | None, ye
         if not typer.confirm(f"revoke these {len(olds)} tokens now and print their successors?", default=False):
             fail("nothing rotated")
     missed = []
-    for old, info, token in run(_rotate_each(olds, days)):
+    rotated, failed = run(_rotate_each(olds, days))
+    for old, info, token in rotated:  # those made before a failure too: each is shown only now
         if info is None:
             missed.append(old.token_id)
         else:
             _print_rotated(old, info, token)
+    if failed:
+        fail(failed + (f"; not rotated (revoked, expired or changed since they were read): {', '.join(missed)}" if missed else ""))
     if missed:
         fail(f"not rotated (revoked, expired or changed since they were read): {', '.join(missed)}")
 

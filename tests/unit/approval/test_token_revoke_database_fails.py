@@ -89,3 +89,48 @@ def test_a_database_that_fails_before_the_revocation_is_out_says_the_token_still
     assert f"token {TOKEN} is NOT revoked: it still works" in said
     assert ("AdminShutdownError" if repo else "Connect call failed") in said
     assert f"run `tidegate approvals token revoke {TOKEN}` again once PostgreSQL answers" in said
+
+
+def _token(token_id: str, approver: str) -> Any:
+    from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
+
+    expires = datetime.now(UTC) + timedelta(days=20)
+    return SimpleNamespace(
+        token_id=token_id, approver=approver, tenant_id="acme", groups=("finance",), operator=False, expires_at=expires,
+        revoked_at=None, unproven=None, key_id="operator:ops",
+    )  # fmt: skip
+
+
+class _Rotating(_Repo):
+    """Three live tokens of acme: the first rotates, the database fails while the second's successor is stored."""
+
+    def __init__(self) -> None:
+        super().__init__(published=True)
+        self.live = [_token("tok_a", "ann@acme.example"), _token("tok_b", "bob@acme.example"), _token("tok_c", "cy@acme.example")]
+
+    async def tokens(self) -> list[Any]:
+        return self.live
+
+    async def rotate_token(self, token_id: str, new_sha256: str, expires_at: Any, *, reissue: bool = False) -> Any:
+        if token_id == "tok_a":
+            return _token("tok_a2", "ann@acme.example")
+        self.token_pins.revoked_ids.add(token_id)  # its revocation is out on `control`
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+def test_a_rotation_of_every_token_that_the_database_cuts_short_shows_the_successors_made_and_what_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a leak the operator rotates every token of acme; PostgreSQL fails at the second. Before, a traceback: ann's
+    successor, made and stored, was never shown (ann locked out), and nothing said bob's token was revoked with none."""
+    _stub(monkeypatch, _Rotating())
+    result = CliRunner().invoke(app, ["approvals", "token", "rotate", "--all", "--tenant", "acme", "--yes"], env={"COLUMNS": "400"})
+    said = _said(result)
+    assert result.exit_code == 1, said
+    assert "Traceback" not in result.output
+    assert "tok_a revoked; its successor tok_a2 for ann@acme.example" in said  # shown once: the only time it can be
+    assert "token tok_b IS revoked" in said
+    assert "bob@acme.example has no successor" in said
+    assert "tidegate approvals token create --approver bob@acme.example --groups finance --tenant acme" in said
+    assert "not tried, still live: tok_c" in said
