@@ -135,7 +135,9 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
             )
             was = self._endpoint(before) if before is not None else None
             owed = was is not None and was.enabled and endpoint.enabled and was.unproven is not None
-            same_secret = was is not None and was.unproven is None and was.secret == endpoint.secret  # its age kept
+            # Its age is kept for the secret it had; also over a refused row, whose secret cannot be compared (registered
+            # again with the secret its chat tool has, the usual mend): never is an old secret dated new (`credentials`).
+            same_secret = was is not None and (was.unproven is not None or was.secret == endpoint.secret)
             await self.endpoint_rows.pin(endpoint, sealed)  # named current before it is written: never an older row trusted
             await conn.execute(
                 f"INSERT INTO {self.s}.webhook_endpoints (endpoint_id, url, secret, tenant_id, approvers, enabled, source, "

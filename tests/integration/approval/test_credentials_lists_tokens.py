@@ -101,6 +101,9 @@ async def test_a_webhook_secret_is_dated_at_registration_and_rotation_and_kept_o
 
         await repo.upsert_endpoint(replace(chat, approvers=()))  # registered again with the secret it has: still 100 days
         assert 99.9 < ((await listed())["chat"].age_days(datetime.now(UTC).timestamp()) or 0) < 100.1
+        await pool.execute("UPDATE approval.webhook_endpoints SET signature = 'x' WHERE tenant_id = $1 AND endpoint_id = 'chat'", tenant)
+        await repo.upsert_endpoint(chat)  # a refused row mended: its secret cannot be compared, so its age is not started again
+        assert 99.9 < ((await listed())["chat"].age_days(datetime.now(UTC).timestamp()) or 0) < 100.1
         new = webhooks.new_secret()
         await repo.change_endpoint(tenant, "chat", lambda e: replace(e, secret=new, former_secret=e.secret, former_until=datetime.now(UTC)))
         assert ((await listed())["chat"].age_days(datetime.now(UTC).timestamp()) or 99) < 0.01  # rotated: a new secret, dated now
