@@ -222,8 +222,8 @@ def _rotation_failed(left: list[Any], failure: str, pins: Any) -> str:
         )
     else:
         said = (
-            f"token {current.token_id} is NOT rotated: it still works (PostgreSQL failed before anything was published: "
-            f"{failure}); run `tidegate approvals token rotate {current.token_id}` again once PostgreSQL answers"
+            f"token {current.token_id} is NOT rotated: it still works ({failure}, before anything was published); run "
+            f"`tidegate approvals token rotate {current.token_id}` again once that is mended"
         )
     return said + (f"; not tried, still live: {', '.join(t.token_id for t in rest)}" if rest else "")
 
