@@ -17,7 +17,9 @@ _CHECKOUT = Path(__file__).resolve().parents[2]
 # Where `tidegate up` keeps its keys and state (`<checkout>/.tidegate`, as the services' TIDEGATE_RUN_DIR): the client run
 # from a Tidegate checkout finds them from any working directory; installed elsewhere (the package alone), the working
 # directory's `.tidegate`. The client imports no servicekit (it installs without it), hence its own look at the checkout.
-RUN_DIR = (_CHECKOUT if (_CHECKOUT / "servicekit").is_dir() else Path()) / ".tidegate"
+# A checkout has its `pyproject.toml` beside `servicekit`: `pip install` puts `servicekit` beside the client in
+# site-packages too, which is no checkout (its keys, ledgers and token were looked for and kept in site-packages).
+RUN_DIR = (_CHECKOUT if (_CHECKOUT / "servicekit").is_dir() and (_CHECKOUT / "pyproject.toml").is_file() else Path()) / ".tidegate"
 
 
 def _deployment_folders() -> dict[str, Path]:
