@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from schemas.tools import EVERY_TENANT
 from servicekit import settings_problems
+from servicekit.catalog import CatalogError
 from tidegate.commands._common import console, fail, run, settings
 
 __all__ = ["app"]
@@ -18,6 +19,14 @@ __all__ = ["app"]
 T = TypeVar("T")
 
 app = typer.Typer(help="MCP: serve the catalog's tools, governed; import an upstream MCP server's tools.", no_args_is_help=True)
+
+
+# The gateway reads its own settings for its catalog, not the services' TIDEGATE_TOOLS_DIR (which the CLI's generic line names).
+_GATEWAY_CATALOG = (
+    "the gateway serves TIDEGATE_MCP_TOOLS_DIR, default the checkout's catalog/tools, then the folders of "
+    "TIDEGATE_MCP_EXTRA_TOOLS_DIRS, a JSON list: folders that exist; Tidegate installed as a package has no checkout's "
+    "catalog, so set TIDEGATE_MCP_TOOLS_DIR to the deployment's catalog folder, absolute; docs/integrations.md"
+)
 
 
 def _innermost(exc: BaseException) -> BaseException:
@@ -36,6 +45,8 @@ def _one_line(exc: BaseException, upstream: str) -> str | None:
     from tidegate.mcp_gateway.bearer import UnprotectedHost
     from tidegate.mcp_gateway.tasks import StateOfAnotherTenant
 
+    if isinstance(exc, CatalogError):
+        return f"the gateway's tool catalog: {exc} ({_GATEWAY_CATALOG})"
     if isinstance(exc, ValidationError):
         problems = settings_problems(exc) or [f"{'.'.join(map(str, e['loc'])) or exc.title}: {e['msg']}" for e in exc.errors()]
         return "; ".join(problems)
@@ -58,7 +69,7 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]], upstream: str = "the MCP cl
         inner = _innermost(exc)
         said = _one_line(inner, upstream)
         if said is not None:
-            fail(said, code=2 if isinstance(inner, ValidationError) else 1)
+            fail(said, code=2 if isinstance(inner, ValidationError | CatalogError) else 1)  # settings or files: as the CLI's
         if inner is not exc:  # a task group's wrapping (an upstream not reached, say): its cause, not 300 lines of it
             fail(f"{upstream}: {type(inner).__name__}: {inner}")
         raise

@@ -63,3 +63,14 @@ def test_the_checkouts_client_still_finds_the_checkouts_folders_from_any_working
     done = _python("from tidegate.client import ClientSettings as S; print(S().service_keys_dir)", tmp_path, env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(CHECKOUT / ".tidegate" / "keys")
+
+
+def test_an_installed_gateway_without_a_catalog_names_the_gateways_own_settings(installed: tuple[Path, Path, dict[str, str]]) -> None:
+    _, app, env = installed
+    done = _python("import sys; sys.argv = ['tidegate', 'mcp', 'serve']; from tidegate.cli import main; main()", app, env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = " ".join(done.stderr.split())
+    assert "TIDEGATE_MCP_TOOLS_DIR" in said, said
+    assert "TIDEGATE_MCP_EXTRA_TOOLS_DIRS" in said
+    assert "TIDEGATE_TOOLS_DIR," not in said  # the services' setting: the gateway does not read it
+    assert "installed" in said  # no checkout's catalog to fall back on: the folder must be given
