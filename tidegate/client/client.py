@@ -14,6 +14,7 @@ from typing import Any
 
 from schemas import ActionProposed, ActionProposedData, action_digest, decode, digest, encode, refuse_nul, utcnow
 from tidegate.client._resume import by_position, read_until_settled, settled
+from tidegate.client._serving import ServeGate
 from tidegate.client.ledger import ActionIdReused, MemoryProposals, ProposalLedger
 from tidegate.client.limits import Unsendable, check_args, check_size
 from tidegate.client.memory import MemoryTransport
@@ -106,6 +107,7 @@ class Tidegate:
         self._pump: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._steps = 0
+        self.serve_gates: dict[str, ServeGate] = {}  # the tools this process serves: none of their calls is proposed unserved
 
     @property
     def trust(self) -> Trust:
@@ -250,12 +252,16 @@ class Tidegate:
                 `max_proposal_bytes` or the broker takes (nothing of it stands: it is not recorded, a retry is refused again).
             TimeoutError: Nothing conclusive arrived in time (the proposal stands; `resume` can pick it up); without
                 a signing key it says the proposal went out unsigned.
+            NotServed: This process serves `tool` (`@governed`, an adapter's `serve=`) and cannot (the bus refused its
+                login, no such tool topic), or its serve loop stopped: nothing is proposed, since no invocation would run.
         """
         if self._start is None:
             raise RuntimeError("client not started: use `async with Tidegate() as tg:` (or `await tg.start()`)")
         if isinstance(tainted_args, str):  # a str is an iterable of characters: "payee_id" would taint "p", "a", …
             raise TypeError("tainted_args is a list of arg paths")
         check_args(args, max_depth=self.settings.max_json_depth)
+        if (gate := self.serve_gates.get(tool)) is not None:  # served here: proposed only once it is, never when it cannot be
+            await gate.check()
         key = action_id or f"act-{uuid.uuid4().hex}"
         task_id, tenant_id = task or self.task_id, tenant or self.settings.tenant
         call = digest({"tenant_id": tenant_id, "task_id": task_id, "tool": tool, "args": args})

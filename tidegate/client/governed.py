@@ -31,6 +31,7 @@ from schemas import ToolReplyData
 from schemas.tools import EVERY_TENANT
 from tidegate.client._answering import Answering as _Answering
 from tidegate.client._answering import InOrderAcks, Run, Turn, signed_reply
+from tidegate.client._serving import NotServed, ServeGate
 from tidegate.client.client import Tidegate
 from tidegate.client.ledger import CallLedger, SqliteLedger
 from tidegate.client.outcomes import Decided, Escalated, Executed, Outcome
@@ -66,14 +67,6 @@ SERVE_CONCURRENCY = 8
 """Calls of different actions one serve loop runs at once, by default: a slow call does not hold up a quick one."""
 
 
-class NotServed(RuntimeError):
-    """A governed function cannot be served (so no call of it would ever run), or its serve loop stopped; the message says why."""
-
-    def __init__(self, tool: str, why: str) -> None:
-        super().__init__(f"tool {tool} is not served: {why}")
-        self.tool = tool
-
-
 class GovernanceError(Exception):
     """The call did not run (denied, rejected, expired) or did not succeed; `outcome` says which and why."""
 
@@ -104,8 +97,7 @@ class GovernedTool(Generic[P, R]):
         self.tenants = tenants
         self.concurrency = concurrency
         self._signature = without_call_parameter(inspect.signature(fn))  # `tidegate_call` is the serve loop's to fill
-        self._serving: asyncio.Event | None = None  # set once this process serves the function, or once serving failed
-        self._failure: NotServed | None = None
+        self._gate: ServeGate | None = None  # this process serves the function: whether it can
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", tool)
 
@@ -116,10 +108,8 @@ class GovernedTool(Generic[P, R]):
             NotServed: This process serves the function but cannot (the bus refused its login, no such tool topic), or
                 its serve loop stopped: nothing is proposed, since no executor's invocation of it would run.
         """
-        if self._serving is not None:
-            await self._serving.wait()
-            if self._failure is not None:
-                raise self._failure
+        if self._gate is not None:
+            await self._gate.check()
         bound = self._signature.bind(*args, **kwargs)
         bound.apply_defaults()
         outcome = await self.client.propose(self.tool, dict(bound.arguments), wait_for_human=True)
@@ -136,19 +126,19 @@ class GovernedTool(Generic[P, R]):
             NotServed: Its replies cannot be signed (checked before any request is taken); a failure on the bus
                 is raised by the next call of the function instead.
         """
-        self._serving = asyncio.Event()
-        self._failure = None
+        gate = ServeGate(self.tool)
         serving = serve_tool(
             self.client,
             self.tool,
             self.run,
             self._ledger(),
             login=self.login,
-            started=self._serving,
+            started=gate.started,
             tenants=self.tenants,
             concurrency=self.concurrency,
         )
-        self.client.run_in_background(self._watched(serving))
+        self._gate = self.client.serve_gates[self.tool] = gate
+        self.client.run_in_background(gate.watch(serving))
 
     async def serve(self) -> None:
         """Answer this tool's invocations until cancelled (see `serve_tool`)."""
@@ -159,20 +149,6 @@ class GovernedTool(Generic[P, R]):
     def _ledger(self) -> CallLedger:
         """The ledger given, or SQLite under the client's state dir: each idempotency key's answer, kept across restarts."""
         return self.ledger or SqliteLedger(self.client.settings.state_dir / f"{self.tool}.sqlite3")
-
-    async def _watched(self, serving: Coroutine[Any, Any, None]) -> None:
-        """Run the serve loop; when it fails, the next call of the function raises why (and the client's log says so at once)."""
-        try:
-            await serving
-        except NotServed as exc:
-            self._failure = exc
-            raise
-        except Exception as exc:
-            self._failure = NotServed(self.tool, f"its serve loop stopped: {exc!r}")
-            raise self._failure from exc
-        finally:
-            assert self._serving is not None
-            self._serving.set()
 
 
 def unwrap(outcome: Outcome) -> Any:

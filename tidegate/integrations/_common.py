@@ -25,6 +25,7 @@ from tidegate.client import (
     Unsendable,
     serve_tool,
 )
+from tidegate.client._serving import ServeGate
 from tidegate.client.governed import SERVE_CONCURRENCY
 from tidegate.client.ledger import CallLedger
 from tidegate.client.served import call_function
@@ -84,7 +85,10 @@ def serve_function(
         return {"value": await run(args)}
 
     chosen = ledger or SqliteLedger(client.settings.state_dir / f"{tool}.sqlite3")
-    client.run_in_background(serve_tool(client, tool, as_result, chosen, concurrency=concurrency))
+    gate = ServeGate(tool)  # the client proposes no call of the tool until it is served, and none once it cannot be
+    serving = serve_tool(client, tool, as_result, chosen, started=gate.started, concurrency=concurrency)
+    client.serve_gates[tool] = gate
+    client.run_in_background(gate.watch(serving))
 
 
 def function_runner(fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Any]]:
