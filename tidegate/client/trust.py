@@ -103,7 +103,7 @@ class Trust:
         services = {service for service, _ in self.keys.values()}
         missing = [s for s in ("policy", "executor") if s not in services]
         if missing:
-            where = self.keys_dir or "the given keys"
+            where = self.keys_dir.absolute() if self.keys_dir else "the given keys"  # a relative default: from where it ran
             raise TrustNotWired(
                 f"no public key of {', '.join(missing)} in {where}: set TIDEGATE_CLIENT_SERVICE_KEYS_DIR to the deployment's "
                 "keys dir (where `policy.pub`, `approval.pub` and `executor.pub` are)"

@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from schemas.tools import EVERY_TENANT
-from servicekit import settings_problems
+from servicekit import REPO_ROOT, settings_problems
 from servicekit.catalog import CatalogError
 from tidegate.commands._common import console, fail, run, settings
 
@@ -105,7 +105,10 @@ def serve(
     async def go() -> None:
         gateway = GatewaySettings(**overrides)  # type: ignore[arg-type]
         client = ClientSettings()
-        if "service_keys_dir" not in client.model_fields_set:  # the services' keys, wherever this is run from
+        # The services' keys, wherever this is run from; installed as a package there is no checkout's folder to take (its
+        # `.tidegate` would be site-packages'): the client's own default holds, TIDEGATE_KEYS_DIR, TIDEGATE_RUN_DIR or the
+        # working directory's.
+        if "service_keys_dir" not in client.model_fields_set and (REPO_ROOT / "pyproject.toml").is_file():
             client = client.model_copy(update={"service_keys_dir": settings().keys_dir})
         if not http:
             await serve_stdio(gateway, client)

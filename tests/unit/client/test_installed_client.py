@@ -74,3 +74,15 @@ def test_an_installed_gateway_without_a_catalog_names_the_gateways_own_settings(
     assert "TIDEGATE_MCP_EXTRA_TOOLS_DIRS" in said
     assert "TIDEGATE_TOOLS_DIR," not in said  # the services' setting: the gateway does not read it
     assert "installed" in said  # no checkout's catalog to fall back on: the folder must be given
+
+
+def test_an_installed_gateway_looks_for_the_services_keys_in_the_apps_folder_not_in_site_packages(
+    installed: tuple[Path, Path, dict[str, str]],
+) -> None:
+    site, app, env = installed
+    env["TIDEGATE_MCP_TOOLS_DIR"] = str(CHECKOUT / "catalog" / "tools")
+    done = _python("import sys; sys.argv = ['tidegate', 'mcp', 'serve']; from tidegate.cli import main; main()", app, env)
+    said = " ".join(done.stderr.split())
+    assert done.returncode != 0, said
+    assert str(app / ".tidegate" / "keys") in said, said
+    assert str(site) not in said
