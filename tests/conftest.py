@@ -21,6 +21,12 @@ from servicekit import ADMIN, REPO_ROOT, KitSettings, kafka_options
 
 T = TypeVar("T")
 
+# A developer's shell may export what their own deployment serves (docs/integrations.md tells an integrator to set these):
+# the tests' services and catalogs are their own, and a tool folder of theirs made the governed-login tests ask the
+# broker for topics no test login may write (TopicAuthorizationFailedError). The infrastructure's ports stay as exported.
+for _deployment_own in ("TIDEGATE_EXTRA_TOOLS_DIRS", "TIDEGATE_MCP_EXTRA_TOOLS_DIRS"):
+    os.environ.pop(_deployment_own, None)
+
 
 @dataclass(frozen=True)
 class Infra:
