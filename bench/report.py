@@ -823,6 +823,26 @@ CUTS = (
     "authorization send: 3 → 2 statements each (claim with its outcome, reset), the claim's flushed, the kept event"
     " the one published. Not in `bench.executor_bench`'s mix (no refusals), so counted by that test only: a "
     "refusal's transactions 2 → 1, statements 3 → 2. In process on the local cluster, not `make bench`.",
+    "- **An idle consumer's Kafka client woken five times a second (2026-12-07).** aiokafka's background fetch "
+    "routine sleeps at most `consumer_timeout_ms` (200 ms by default) between its turns, and each turn walks "
+    "every partition the consumer holds to find its fetch still held by the broker (2,000 ms while idle). "
+    "Everything the routine acts on wakes it itself (a fetch's answer, records taken, a seek or rewind, a "
+    "partition resumed, new metadata, a rebalance), so the kit's consumers now set it to 10 s "
+    "(`servicekit.polling.FETCHER_WAKE_MS`): an idle consumer's routine turns about once per answered fetch. "
+    "tests/integration/foundation/test_fetcher_wake.py counts the routine's turns over 5 s of an idle consumer "
+    "against the fetches the broker answered (25 turns for 3–4 fetches before, 5 for 4 after) and holds a "
+    "record published to it to being handled well inside the fetch's wait. With the five services idle under "
+    "`tidegate up` (no load; the loop's wake-ups counted with `strace -e trace=epoll_wait` over 20 s, the "
+    "timers armed by wrapping `BaseEventLoop.call_at`, outside the project): the fetch routine's timers 15.2 → "
+    "1.9 a second in the policy (four consumers), 11.6 → 1.4 in the executor, 9.1 → 2.3 in the approval, 5.1 → "
+    "1.8 in the audit, 4.3 → 0.5 in the planner; the event loop's `epoll_wait` calls 58.4 → 25.9 a second "
+    "(policy), 43.1 → 18.9 (executor), 19.5 → 9.9 (planner), 27.4 → 20.9 (audit), 82.2 → 71.2 (approval, whose "
+    "HTTP server ticks ten times a second). CPU from /proc (utime + stime, three windows of 20 s back to back; "
+    "the machine's load average 17–18 from other runs): the five services 23.0 / 26.5 / 27.5 → 17.0 / 18.0 / "
+    "17.0 ms a second (policy 5.5 / 7.0 / 6.5 → 2.5 / 3.0 / 2.5, executor 3.5 / 4.5 / 5.5 → 2.0 / 2.0 / 2.5, "
+    "planner 2.0 / 3.0 / 2.0 → 1.5 / 1.5 / 1.0, audit 4.5 / 4.5 / 5.0 → 3.5 / 4.0 / 4.0, approval unchanged at "
+    "7–8.5). Fetches, commits and heartbeats sent are the same; a record that arrives answers the held fetch "
+    "as before. In process under `tidegate up`, not `make bench`.",
 )
 
 

@@ -23,7 +23,7 @@ from servicekit._bus_handle import Handling
 from servicekit._bus_lanes import Lanes
 from servicekit.commits import Commits, rewind
 from servicekit.deliveries import batch_commits
-from servicekit.polling import FetchPace, Poller
+from servicekit.polling import FETCHER_WAKE_MS, FetchPace, Poller
 from servicekit.producer import servers
 
 __all__ = ["Subscribing", "Subscription"]
@@ -147,6 +147,7 @@ class Subscribing(Acknowledging, Handling):
             "fetch_max_wait_ms": idle_ms,
             "max_partition_fetch_bytes": self.max_partition_fetch_bytes if max_partition_fetch_bytes is None else max_partition_fetch_bytes,
             "metadata_max_age_ms": metadata_max_age_ms,
+            "consumer_timeout_ms": FETCHER_WAKE_MS,  # its fetch routine wakes on what it acts on, not five times a second
             "partition_assignment_strategy": (RoundRobinPartitionAssignor,),
             **self.client_options(),
         }

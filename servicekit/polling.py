@@ -32,13 +32,20 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
-__all__ = ["POLL_WAIT_MS", "FetchPace", "Poller", "Window", "poll"]
+__all__ = ["FETCHER_WAKE_MS", "POLL_WAIT_MS", "FetchPace", "Poller", "Window", "poll"]
 
 log = logging.getLogger(__name__)
 
 # How long one poll waits for records when there are none. aiokafka's `getmany` returns as soon as a
 # record is fetched, so this costs no latency; it only bounds how often an idle consumer wakes up.
 POLL_WAIT_MS = 1_000
+# How long aiokafka's background fetch routine sleeps when nothing wakes it (its `consumer_timeout_ms`, 200 ms by
+# default). Everything it acts on wakes it itself: a fetch's answer, records taken from it, a seek, a partition resumed,
+# new metadata, a rebalance (aiokafka 0.14, `Fetcher._fetch_requests_routine`). Its 200 ms woke every idle consumer five
+# times a second to find each time that its fetch was still held by the broker, walking every partition it holds: most
+# of the services' wake-ups at idle (docs/benchmarks.md, 2026-12-07). tests/integration/foundation/test_fetcher_wake.py
+# holds an idle consumer to about one turn per fetch, and a record, a rewind and a rebalance to being acted on at once.
+FETCHER_WAKE_MS = 10_000
 KAFKA_ERROR_PAUSE_S = 5.0  # after a poll the broker refused (no rights, the cluster away): tried again, not spun on
 
 Records = tuple[ConsumerRecord[Any, Any], ...]
