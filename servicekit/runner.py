@@ -245,12 +245,14 @@ class ServiceProcess:
         if self.http_app is not None:
             import uvicorn
 
+            from servicekit._http_serving import QuietServer
+
             # The client address is the TCP peer: uvicorn's default trusts `X-Forwarded-For` from 127.0.0.1, so any local
             # process (or a proxy on the host) named itself any address and walked past the per-address rate limit.
             config = uvicorn.Config(
                 self.http_app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off", proxy_headers=False
             )
-            self._http = uvicorn.Server(config)
+            self._http = QuietServer(config)
             self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # we own signals
             listener, self._http_listener = self._http_listener, None  # uvicorn closes it when it stops
             assert listener is not None, "bound by `start`"
@@ -268,7 +270,7 @@ class ServiceProcess:
     async def stop(self) -> None:
         """Stop in reverse order; in-flight batches finish before offsets are committed, then the loops are cancelled."""
         if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
+            self._http.ask_exit()
             await self._http_task
         if self.ready_dir is not None:
             (self.ready_dir / f"{self.name}.ready").unlink(missing_ok=True)
