@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
@@ -37,8 +38,10 @@ __all__ = ["FETCHER_WAKE_MS", "POLL_WAIT_MS", "FetchPace", "Poller", "Window", "
 log = logging.getLogger(__name__)
 
 # How long one poll waits for records when there are none. aiokafka's `getmany` returns as soon as a
-# record is fetched, so this costs no latency; it only bounds how often an idle consumer wakes up.
-POLL_WAIT_MS = 1_000
+# record is fetched, so this costs no latency; it only bounds how often an idle consumer wakes up. It was 1 s: each
+# consumer of each service turned its loop once a second for nothing (docs/benchmarks.md, 2026-12-07). A consumer
+# whose fetch pace is busy polls only until the busy spell ends (`FetchPace.settles_in_ms`), when its idle wait returns.
+POLL_WAIT_MS = 30_000
 # How long aiokafka's background fetch routine sleeps when nothing wakes it (its `consumer_timeout_ms`, 200 ms by
 # default). Everything it acts on wakes it itself: a fetch's answer, records taken from it, a seek, a partition resumed,
 # new metadata, a rebalance (aiokafka 0.14, `Fetcher._fetch_requests_routine`). Its 200 ms woke every idle consumer five
@@ -52,13 +55,13 @@ Records = tuple[ConsumerRecord[Any, Any], ...]
 BatchHandler = Callable[[Records], Awaitable[None]]
 
 
-async def poll(consumer: AIOKafkaConsumer, *, max_records: int, linger_ms: int = 0) -> Records:
-    """The records of one poll: waited for inside the fetch, returned as soon as any came (or after `POLL_WAIT_MS`).
+async def poll(consumer: AIOKafkaConsumer, *, max_records: int, linger_ms: int = 0, wait_ms: int = POLL_WAIT_MS) -> Records:
+    """The records of one poll: waited for inside the fetch, returned as soon as any came (or after `wait_ms`).
 
     With `linger_ms`, a batch that is not full waits that long once for more records (the audit
     writes fewer, larger transactions). Records keep their order per partition.
     """
-    polled = await consumer.getmany(timeout_ms=POLL_WAIT_MS, max_records=max_records)
+    polled = await consumer.getmany(timeout_ms=wait_ms, max_records=max_records)
     records = tuple(chain.from_iterable(polled.values()))
     if records and linger_ms > 0 and len(records) < max_records:
         await asyncio.sleep(linger_ms / 1000)
@@ -113,6 +116,12 @@ class FetchPace:
         if took_s >= self.BUSY_BATCH_S or full:
             self._busy_until = now + self.BUSY_FOR_S
         self._set(consumer, self.busy_ms if now < self._busy_until else self.idle_ms)
+
+    def settles_in_ms(self) -> int | None:
+        """While the wait is the busy one: in how many ms the busy spell ends (a poll returns then to restore the idle one)."""
+        if self.current_ms == self.idle_ms:
+            return None
+        return max(1, math.ceil((self._busy_until - self.clock()) * 1000))
 
     def _busy(self, consumer: Any) -> None:
         self._busy_until = self.clock() + self.BUSY_FOR_S
@@ -269,7 +278,9 @@ class Poller:
         while self._running:
             try:
                 room = self.max_records if self.window is None else min(self.max_records, await self._room(consumer))
-                records = await poll(consumer, max_records=room, linger_ms=self.linger_ms)
+                settles_ms = self.pace.settles_in_ms() if self.pace is not None else None
+                wait_ms = POLL_WAIT_MS if settles_ms is None else min(POLL_WAIT_MS, settles_ms)
+                records = await poll(consumer, max_records=room, linger_ms=self.linger_ms, wait_ms=wait_ms)
             except ConsumerStoppedError:
                 return
             except Exception as exc:  # the broker refused, or the client's own bug or state: never the end, in silence or not
