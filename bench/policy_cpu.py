@@ -9,6 +9,14 @@ The in-memory repository stands in for PostgreSQL, so the database's share (asyn
 
     .venv/bin/python -m bench.policy_cpu                    # 5 rounds of 2,000 proposals (500 tasks of 4), medians
     .venv/bin/python -m bench.policy_cpu --profile out.prof  # and cProfile one more round into out.prof
+
+For an A/B on a loaded machine count instructions instead: with `--callgrind` the process switches callgrind's
+instrumentation on for one round's batches only (its tasks learned and its proposals decided, once they are made), and
+prints the command that reads the count. The key files' looks (every 0.1 s for the keys that check, every 1 s for the
+signing key) are left out of that round (set to an hour): they are time-based, so a slower process would count more.
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=cg.out .venv/bin/python -m bench.policy_cpu --callgrind
+    callgrind_annotate cg.out | head -30   # "PROGRAM TOTALS" / decisions measured: instructions a decision
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -51,6 +61,11 @@ def _record(topic: str, offset: int, event: Envelope) -> ConsumerRecord[Any, Any
     value = encode(event)
     headers = [(k, v.encode()) for k, v in headers_for(event).items()]
     return ConsumerRecord(PREFIX + topic, 0, offset, int(time.time() * 1000), 0, event.key, value, None, 0, len(value), headers)
+
+
+def callgrind(on: bool) -> None:
+    """Switch callgrind's instrumentation of this process on or off (a no-op outside valgrind)."""
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], check=False, capture_output=True)
 
 
 def workload(kit: KitSettings, tasks: int, per_task: int) -> tuple[list[ConsumerRecord[Any, Any]], list[ConsumerRecord[Any, Any]]]:
@@ -90,18 +105,26 @@ def workload(kit: KitSettings, tasks: int, per_task: int) -> tuple[list[Consumer
     return task_records, proposal_records
 
 
-async def one_round(keys: Path, tasks: int, per_task: int, profiler: cProfile.Profile | None = None) -> dict[str, float]:
+async def one_round(
+    keys: Path, tasks: int, per_task: int, profiler: cProfile.Profile | None = None, *, instrument: bool = False
+) -> dict[str, float]:
     """Build a fresh service, learn the tasks and decide their proposals a polled batch at a time: CPU µs per decision."""
     kit = KitSettings(topic_prefix=PREFIX, keys_dir=keys, policy_dir=REPO_ROOT / "policies" / "default")
     process = build(kit, deps=PolicyDeps(repo=InMemoryPolicyRepository()))
     bus, service = process.bus, process.policy
     bus.producer = NowhereProducer()
     service.ready = None  # `control` is read up to its end before the first decision; there is no `control` here
+    if instrument:  # the key files' looks are time-based, not per event: a process slowed by callgrind would count more of them
+        if bus.authority is not None:
+            bus.authority.recheck_s = 3600.0
+        service.signer._recheck_s = 3600.0
     handlers = PolicyHandlers(service)
     task_records, proposal_records = workload(kit, tasks, per_task)
 
     async def batches(topic: str, records: Sequence[ConsumerRecord[Any, Any]], batch: Any, one: Any) -> float:
         started = time.process_time()
+        if instrument:
+            callgrind(True)
         if profiler is not None:
             profiler.enable()
         for i in range(0, len(records), BATCH):
@@ -109,6 +132,8 @@ async def one_round(keys: Path, tasks: int, per_task: int, profiler: cProfile.Pr
                 await _handle_batch(bus, topic, records[i : i + BATCH], batch, one)
         if profiler is not None:
             profiler.disable()
+        if instrument:
+            callgrind(False)
         return time.process_time() - started
 
     learn_s = await batches("tasks", task_records, handlers.task_batch, handlers.task)
@@ -126,6 +151,7 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=500, help="Tasks a round.")
     parser.add_argument("--per-task", type=int, default=4, help="Proposals a task.")
     parser.add_argument("--profile", type=Path, help="cProfile one more round into this file.")
+    parser.add_argument("--callgrind", action="store_true", help="Under valgrind: instrument one round's batches only.")
     opts = parser.parse_args()
     tune_gc()  # as a running service does
     import logging
@@ -133,6 +159,11 @@ async def main() -> None:
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as keys:
         await one_round(Path(keys), 50, opts.per_task)  # warm up: imports, keys made, Cedar's first calls
+        if opts.callgrind:
+            await one_round(Path(keys), opts.tasks, opts.per_task, instrument=True)
+            decisions = opts.tasks * opts.per_task
+            print(f"decisions measured under callgrind: {decisions} (instructions a decision: PROGRAM TOTALS / {decisions})")
+            return
         rounds = [await one_round(Path(keys), opts.tasks, opts.per_task) for _ in range(opts.rounds)]
         for name in rounds[0]:
             values = [r[name] for r in rounds]
