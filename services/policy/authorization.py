@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import Any, Literal, cast
 
 from schemas import (
     ActionAuthorized,
@@ -44,8 +45,9 @@ def sign_authorization(
     """Sign permission to run exactly `call` once, until `issued_at + ttl_s`.
 
     The message (`servicekit.authorization_message`) excludes the signature: it is read from the
-    data assembled without one (not validated: it is never published), then the data is built, and
-    validated, once with the signature. `digest` is the call's `action_digest` when the caller has it.
+    fields as they are, no data built without one (it would never be published: `authorization_message` reads
+    attributes only, the same values a `model_construct` would carry), then the data is
+    built, and validated, once with the signature. `digest` is the call's `action_digest` when the caller has it.
     """
     grant: dict[str, Any] = {
         "via": via,
@@ -65,8 +67,8 @@ def sign_authorization(
         "args": call.args,
         "estimated_cost_usd": estimated_cost_usd,
     }
-    unsigned = ActionAuthorizedData.model_construct(**call_fields, authorization=Authorization.model_construct(**grant, signature=""))
-    signature = key.sign(authorization_message(unsigned))
+    unsigned = SimpleNamespace(**call_fields, authorization=SimpleNamespace(**grant))  # what the message reads, as given
+    signature = key.sign(authorization_message(cast(ActionAuthorizedData, unsigned)))
     return ActionAuthorizedData(**call_fields, authorization=Authorization(**grant, signature=signature))
 
 
