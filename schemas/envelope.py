@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
 
@@ -20,9 +20,20 @@ REQUIRED_ATTRIBUTES = ("id", "source", "specversion", "type", "time", "tenantid"
 FROM_THE_WIRE: dict[str, Any] = {"from_the_wire": True}
 
 
+# A UUID's version and variant bits: cleared, then set to version 4 and RFC 4122's variant, as `uuid.UUID(version=4)` does.
+_UUID4_CLEAR = ~(0xC000 << 48 | 0xF000 << 64)
+_UUID4_SET = 0x8000 << 48 | 4 << 76
+
+
+def uuid4_text(raw: bytes) -> str:
+    """`str(uuid.UUID(bytes=raw, version=4))` for 16 bytes, without building the `UUID` (its checks cost twice this)."""
+    digits = "%032x" % (int.from_bytes(raw, "big") & _UUID4_CLEAR | _UUID4_SET)
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
 def new_id() -> str:
-    """A fresh random identifier (UUID4, string form)."""
-    return str(uuid.uuid4())
+    """A fresh random identifier (UUID4, string form): `str(uuid.uuid4())`, made from 16 random bytes as it is."""
+    return uuid4_text(os.urandom(16))
 
 
 def utcnow() -> datetime:
