@@ -921,6 +921,34 @@ CUTS = (
     "version-4 UUIDs). Measured as the cut above (`bench.policy_cpu --callgrind --tasks 100`, three runs together "
     "with it and its own before): 6.251 / 6.242 / 6.247 → 6.230 / 6.227 / 6.223 million instructions a decision "
     "(−0.3 %; the two cuts together −1.5 %). Every service's events take this path. In process, not `make bench`.",
+    "- **Tried and not kept: a value absent from ASCII text answered before its patterns are compiled "
+    "(2026-12-07).** To quote where an untrusted value stands, `locate` searches each field of its source with two "
+    "regular expressions made from the value (an id, an email, a name), new for each value, so compiled for each; "
+    "py-spy put `re`'s compile at ~1 % of a decision. A check first, when text and value are ASCII, that the "
+    "lowered text holds every part of the value (in ASCII text a case-insensitive match is one in the lowered text: "
+    "no other character folds onto an ASCII one there, as the Kelvin sign does onto `k`) gave the same answers "
+    "(held to the two searches' over mixed case, hyphenated names, text with characters that fold onto ASCII ones "
+    "and 15,000 random ASCII pairs), but the policy's count did not move: measured as the cuts above "
+    "(`bench.policy_cpu --callgrind --tasks 100`, three runs against the three of the cut above), 6.230 / 6.227 / "
+    "6.223 → 6.228 / 6.227 / 6.235 million instructions a decision. The values `locate` is asked about are those "
+    "found in the source already, so most searches hit and compile the patterns anyway. Not kept. In process, not "
+    "`make bench`.",
+    "- **Where a decision's instructions go now (2026-12-07).** Of the ~6.2 million instructions a decision costs "
+    "in process (`bench.policy_cpu --callgrind --tasks 100`: the kit's batch path, 100 tasks learned, 400 refunds "
+    "decided, recorded, signed and queued, the in-memory repository), callgrind puts Ed25519 signing at ~15 % "
+    "(three signatures an allowed decision: its `action.decided`, its `action.authorized` and the grant inside it, "
+    "~322,000 instructions each), Ed25519 verification at ~13 % (a check of each proposal and each task's request, "
+    "~683,000 each), Cedar at ~20 % (parsing the ~1 KB JSON context it is handed, serde's untagged values buffered, "
+    "~11.5 %; the evaluation ~6.7 %: cedarpy takes a context only as text, and it is given only what the pack "
+    "reads), pydantic-core's validation and serialization ~11 %, and the interpreter running the policy's and the "
+    "kit's Python the rest (py-spy: the facts ~12 % of a decision, the provenance findings and instruction passages "
+    "~7 % of it; the decision's two events and the grant built, signed and encoded ~31 %; the kit's decode and "
+    "check ~6 %). The repository's statements are per polled batch, not per decision "
+    "(tests/integration/policy/test_policy_round_trips.py: 6 statements for a batch of 1 or 4 proposals, 7 for 8 or "
+    "16; a result 2), so a burst's batch of 500 pays ~0.014 statements a decision. Issue #12's 40 % of the bare hop "
+    "asks ~3,450 decisions/s of one process, ~290 µs of CPU a decision; an allowed decision's three signatures and "
+    "the check of its proposal alone take ~1.65 million of these instructions, over a quarter: what trusting no "
+    "topic costs, which no cut of this kind reaches. In process, on a shared machine, not `make bench`.",
 )
 
 
