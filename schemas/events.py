@@ -485,7 +485,11 @@ class ActionResultData(Contract):
     )
     error: ErrorInfo | None = Field(default=None, description="Why it failed or is unknown.")
     attempts: int = Field(ge=0, description="Calls made (0 when refused before calling).")
-    duration_ms: float = Field(ge=0, description="Wall time of all attempts.")
+    duration_ms: float = Field(
+        ge=0,
+        description="Wall time of the attempts the executor that ended the action measured: an attempt a crash interrupted "
+        "left no duration behind (its `attempts` still count it; docs/executor.md).",
+    )
     cost: ResultCost = Field(default_factory=ResultCost)
     idempotency_key: str | None = Field(default=None, description="Key passed to the tool (the action id).")
     undo: UndoPlan | None = Field(

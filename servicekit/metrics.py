@@ -107,7 +107,7 @@ RETRIES = Counter(
 )
 TOOL_LATENCY = Histogram(
     "tidegate_tool_call_seconds",
-    "Wall time of a tool call, all attempts, as recorded in its result.",
+    "Wall time of a tool call, as recorded in its result (duration_ms: the attempts of the executor that ended it).",
     ["tool", "status"],
     buckets=_LATENCY_BUCKETS,
 )
