@@ -949,6 +949,26 @@ CUTS = (
     "asks ~3,450 decisions/s of one process, ~290 µs of CPU a decision; an allowed decision's three signatures and "
     "the check of its proposal alone take ~1.65 million of these instructions, over a quarter: what trusting no "
     "topic costs, which no cut of this kind reaches. In process, on a shared machine, not `make bench`.",
+    "- **The owed-messages gauge, every endpoint row verified every second (2026-12-07).** Each webhook round "
+    "(every second) set `tidegate_webhook_messages_owed` from every row of `webhook_endpoints` (`SELECT *`), "
+    "disabled ones too (a removed endpoint's row is kept forever), each one's verdict drawn again: its claims "
+    "encoded, two SHA-256, its signature's check and its secret's opening looked up (remembered by content; the "
+    "16,384 checks remembered are shared with the tokens' and the ballots' rows, so on a busy service they are "
+    "pushed out, and each row then costs an Ed25519 check and a sealed box opened). The round now reads the "
+    "enabled rows only, and only the columns a verdict is drawn from (`PgEndpointStore.refused_endpoints`), and "
+    "draws again only a row whose columns, key holders or pin on `directory` changed since the last round, or "
+    "that was refused then (`EndpointRows.refused_among`): a row the database login rewrote is refused, and shown "
+    "by the gauge, at the next round, as before. tests/integration/approval/test_approval_owed_gauge_rows.py "
+    "counts a round over 3 enabled and 20 removed endpoints, the remembered checks and secrets forgotten before "
+    "each: 23 → 0 verdicts, 23 → 0 Ed25519 checks, 23 → 0 secrets opened; a live endpoint re-pointed and a "
+    "removed one put back in service by the login are both refused at the next round, those two rows alone read "
+    "again; tests/unit/approval/test_endpoint_verdicts_remembered.py refuses a remembered row put back (its pin "
+    "names a newer one) and one signed by an operator denied since. Counted on a database of its own (10 enabled "
+    "endpoints, 200 removed, 20 rounds; `pg_stat_statements` and the process's CPU, a script outside the project, "
+    "two runs each, load average ~2): statements a round unchanged (the gauge's read and the owed endpoints' "
+    "read, one each), rows the gauge reads 210 → 10, verdicts 210 → 0, the round's CPU 3.42 / 3.97 → 0.43 / 0.39 "
+    "ms. The sweep's `overlaps_ended` reads only rows with an overlap due (its partial index), unchanged. In "
+    "process on the local cluster, not `make bench`.",
 )
 
 

@@ -17,7 +17,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,6 +126,8 @@ class EndpointRows:
     seal: RowSeal
     vault: Vault | None
     pins: RowPins | None = None  # the `directory` records naming each endpoint's current row (None: none checked nor published)
+    # per endpoint, what its row was found proven from at the last `refused_among` (its columns, its key's holders, its pin)
+    _proven: dict[tuple[str, str], tuple[object, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def sealed(self, tenant_id: str, endpoint_id: str, secret: str) -> SealedSecret:
         """`secret` sealed for this endpoint; RuntimeError when this process holds no key pair to seal with."""
@@ -181,6 +183,31 @@ class EndpointRows:
             return opened_endpoint(e, _opened(self.vault, secret.key_id, secret.ciphertext, e.tenant_id, e.endpoint_id))
         except (VaultError, OSError, ValueError) as exc:
             return replace(e, unproven=f"its secret does not open: {exc}")
+
+    def refused_among(self, rows: Sequence[tuple[Endpoint, SealedSecret | None, str | None, str | None]]) -> list[Endpoint]:
+        """Those of `rows` (each read with an empty secret, its sealed secret, key id and signature) that are refused, not told.
+
+        What `read` says of each, without reading again a row found proven at the last call from the same columns, the
+        same holders of its key id and the same pin (no signature checked, no canonical bytes nor digest made, no secret
+        opened): any of them changed, the row is read again, and a refused one is read at every call. Called with every
+        row each time (the owed-messages gauge's round): what it remembers is the rows of the last call only.
+        """
+        proven: dict[tuple[str, str], tuple[object, ...]] = {}
+        refused = []
+        for endpoint, secret, key_id, signature in rows:
+            key = (endpoint.tenant_id, endpoint.endpoint_id)
+            holders = self.seal.holders.principals(key_id) if self.seal.holders is not None and key_id else []
+            pin = self.pins.pinned(*key) if self.pins is not None else None
+            drawn_from = (endpoint, secret, key_id, signature, tuple(holders), pin)
+            if self._proven.get(key) != drawn_from:
+                read = self.read(endpoint, secret, key_id, signature)
+                if read.unproven is not None:
+                    refused.append(read)
+                    continue
+            proven[key] = drawn_from
+        self._proven.clear()
+        self._proven.update(proven)
+        return refused
 
     def refused(self, endpoint: Endpoint) -> bool:
         """Whether a row read as an endpoint is refused (told: a log line naming it and how to mend it, and the metric)."""

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from services.approval._endpoint_rows import SealedSecret
-from services.approval._webhook_tables import InMemoryWebhookTables, PgWebhookTables, sealed_of
+from services.approval._webhook_tables import VERDICT_COLUMNS, InMemoryWebhookTables, PgWebhookTables, sealed_of, unread_rows
 from services.approval._webhook_values import Endpoint
 
 __all__ = ["EndpointStore", "InMemoryEndpointStore", "PgEndpointStore"]
@@ -61,6 +61,10 @@ class EndpointStore(Protocol):
 
     async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
         """The endpoints that belong to a tenant (for `*`: the operator's), enabled or not."""
+        ...
+
+    async def refused_endpoints(self) -> list[Endpoint]:
+        """Every tenant's enabled endpoint whose row is refused, with `unproven` (not told: the owed-messages gauge's)."""
         ...
 
     async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
@@ -239,6 +243,18 @@ class PgEndpointStore(PgWebhookTables, EndpointStore):
         rows = await self.pool.fetch(f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 ORDER BY endpoint_id", tenant_id)
         return [self._endpoint(r) for r in rows]
 
+    async def refused_endpoints(self) -> list[Endpoint]:
+        """Every tenant's enabled endpoint whose row is refused, with `unproven` (not told), read every second for the gauge.
+
+        The enabled rows only (a removed endpoint's row is kept, disabled, forever), only the columns a verdict is drawn
+        from, and a row found proven at the last round, unchanged, is not verified nor opened again
+        (`EndpointRows.refused_among`): a row the database login rewrote is read again, and refused.
+        """
+        rows = await self.pool.fetch(
+            f"SELECT {VERDICT_COLUMNS} FROM {self.s}.webhook_endpoints WHERE enabled ORDER BY tenant_id, endpoint_id"
+        )
+        return self.endpoint_rows.refused_among(unread_rows(rows))
+
     async def remove_endpoint(self, tenant_id: str, endpoint_id: str, reason: str) -> Endpoint | None:
         """Disable the endpoint, drop its approvers and fail its pending deliveries, in one transaction.
 
@@ -379,6 +395,11 @@ class InMemoryEndpointStore(InMemoryWebhookTables, EndpointStore):
     async def endpoints_of(self, tenant_id: str) -> list[Endpoint]:
         """The endpoints that belong to a tenant."""
         return sorted((e for e in self.endpoint_rows.values() if e.tenant_id == tenant_id), key=lambda e: e.endpoint_id)
+
+    async def refused_endpoints(self) -> list[Endpoint]:
+        """Every tenant's enabled endpoint whose row is refused."""
+        refused = (e for e in self.endpoint_rows.values() if e.enabled and e.unproven is not None)
+        return sorted(refused, key=lambda e: (e.tenant_id, e.endpoint_id))
 
     async def pin_unpinned(self) -> list[Endpoint]:
         """The twin publishes no records."""

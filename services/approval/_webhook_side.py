@@ -131,7 +131,7 @@ class WebhookSide:
                 endpoint.endpoint_id,
                 endpoint.tenant_id,
             )
-        refused = [e for e in await self.repo.endpoints() if e.enabled and e.unproven is not None]
+        refused = await self.repo.refused_endpoints()  # the enabled rows, each verified only when it changed
         counts = await self.repo.owed_counts(refused, now)
         observe_webhook_owed({(e.tenant_id, e.endpoint_id): n for e, n in zip(refused, counts, strict=True)})
         return written

@@ -20,7 +20,7 @@ from services.approval._webhook_values import Attempt, Delivery, Endpoint
 if TYPE_CHECKING:
     from services.approval.domain import ApprovalRecord
 
-__all__ = ["InMemoryWebhookTables", "PgWebhookTables", "attempt_of", "delivery_of", "sealed_of"]
+__all__ = ["VERDICT_COLUMNS", "InMemoryWebhookTables", "PgWebhookTables", "attempt_of", "delivery_of", "sealed_of", "unread_rows"]
 
 
 def delivery_of(row: asyncpg.Record) -> Delivery:
@@ -61,6 +61,28 @@ def sealed_of(row: asyncpg.Record) -> SealedSecret | None:
     return SealedSecret(row["secret_key_id"], bytes(row["secret_sealed"]))
 
 
+# What an endpoint row's verdict is drawn from (`EndpointRows.read`): the columns its signature covers, and its proof.
+VERDICT_COLUMNS = "tenant_id, endpoint_id, url, approvers, enabled, source, secret_key_id, secret_sealed, key_id, signature"
+
+
+def _unread(row: asyncpg.Record) -> Endpoint:
+    """A row as an endpoint before it is verified: an empty secret, nothing said of its proof."""
+    return Endpoint(
+        endpoint_id=row["endpoint_id"],
+        url=row["url"],
+        secret="",
+        tenant_id=row["tenant_id"],
+        approvers=tuple(row["approvers"]),
+        enabled=row["enabled"],
+        source=row["source"],
+    )
+
+
+def unread_rows(rows: Sequence[asyncpg.Record]) -> list[tuple[Endpoint, SealedSecret | None, str | None, str | None]]:
+    """Rows (`VERDICT_COLUMNS` at least) as `EndpointRows.refused_among` takes them."""
+    return [(_unread(r), sealed_of(r), r["key_id"], r["signature"]) for r in rows]
+
+
 class PgWebhookTables:
     """The PostgreSQL parts' shared ground (tables `webhook_endpoints`, `webhook_deliveries`, `webhook_attempts`, `inbound_messages`).
 
@@ -76,16 +98,7 @@ class PgWebhookTables:
 
     def _endpoint(self, row: asyncpg.Record, *, check_pin: bool = True) -> Endpoint:
         """A row as an endpoint: its secret opened, or `unproven` set (and an empty secret); `check_pin`: and it is current."""
-        read = Endpoint(
-            endpoint_id=row["endpoint_id"],
-            url=row["url"],
-            secret="",
-            tenant_id=row["tenant_id"],
-            approvers=tuple(row["approvers"]),
-            enabled=row["enabled"],
-            source=row["source"],
-        )
-        return self.endpoint_rows.read(read, sealed_of(row), row["key_id"], row["signature"], check_pin=check_pin)
+        return self.endpoint_rows.read(_unread(row), sealed_of(row), row["key_id"], row["signature"], check_pin=check_pin)
 
     def _proven(self, rows: Sequence[asyncpg.Record]) -> list[Endpoint]:
         """The rows that are endpoints (the others told, and left out)."""
