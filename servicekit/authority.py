@@ -10,12 +10,14 @@ a requester that is not the client key's principal, a tool reply signed by anoth
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json, mixed_scripts, proposer_problem, skeleton
+from servicekit.bus_rights import rights_of
 from servicekit.settings import KitSettings
 from servicekit.signing import (
     SigningKey,
@@ -50,6 +53,7 @@ __all__ = [
     "client_folder",
     "client_key",
     "client_private_key",
+    "dead_letter_problem",
     "deployment_authority",
     "encode_signed",
     "next_sequence",
@@ -68,6 +72,7 @@ E = TypeVar("E", bound=Envelope)
 
 SERVICES = ("planner", "policy", "approval", "executor", "audit")
 OPERATOR, CLIENT, TOOL, ANY_SERVICE = "operator", "client", "tool", "service"
+DEAD_LETTER_TYPE = "tidegate.event.rejected"
 
 # Event type → who may sign it: a service's name, or a kind of outside key.
 AUTHORITY: dict[str, frozenset[str]] = {
@@ -100,7 +105,7 @@ AUTHORITY: dict[str, frozenset[str]] = {
     "tidegate.directory.endpoint": frozenset({OPERATOR, "approval"}),
     "tidegate.directory.token_revoked": frozenset({OPERATOR, "approval"}),
     "tidegate.audit.checkpoint": frozenset({"audit"}),
-    "tidegate.event.rejected": frozenset({ANY_SERVICE}),
+    DEAD_LETTER_TYPE: frozenset({ANY_SERVICE}),
 }
 
 
@@ -404,6 +409,9 @@ class Authority:
             who = ", ".join(f"{p.kind} {p.name}" for p in holders)
             if (taken := _service_name_taken(holders, event)) is not None:
                 return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} {taken}")
+            problems = [dead_letter_problem(p.name, event) for p in holders if p.kind == "service" and event.type == DEAD_LETTER_TYPE]
+            if problems and all(problems):
+                return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} may not sign this dead letter: {problems[0]}")
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"{who} may not produce {event.type} for tenant {event.tenantid}")
         if OPERATOR in allowed and event.sequence is None:  # control and directory records: their sequence must grow
             return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
@@ -498,8 +506,67 @@ def _holder(path: Path) -> str:
 
 
 def _rejected_by(service: str) -> Callable[[Envelope], bool]:
-    """Whether a dead letter names `service` as the one that refused its record."""
-    return lambda event: getattr(event.data, "service", None) == service
+    """Whether a dead letter signed by `service`'s key is one that service could have written (`dead_letter_problem`)."""
+    return lambda event: dead_letter_problem(service, event) is None
+
+
+def dead_letter_problem(signer: str, event: Envelope) -> str | None:
+    """Why a dead letter signed by service `signer`'s key is not one that service wrote of a record it read; else None.
+
+    A service dead-letters only records it consumed, in its own name: the dead letter must name `signer` as the refuser
+    and a topic `signer`'s Kafka login reads (`bus_rights`; a topic of any prefix). When it carries the record's whole
+    bytes (not truncated, their SHA-256 its `sha256`), the tenant and task it names must be those the bytes name, as the
+    dead-letterer read them (`unknown` and no task always pass: a value it could not read within its bounds names none).
+    With one service's stolen key and login, a dead letter saying the policy refused, or naming another tenant's record,
+    is refused like any event its signer may not produce (the audit log records it as not valid).
+    """
+    data = getattr(event, "data", None)
+    named = getattr(data, "service", None)
+    if named != signer:
+        return f"it names {named!r} as the service that refused the record: a service's key says so of itself only"
+    topic = str(getattr(data, "topic", ""))
+    reads = _service_reads(signer)
+    if not any(pattern.search(topic) for pattern in reads):
+        return f"{signer} reads no topic {topic!r}: a service dead-letters only records it consumed"
+    raw = getattr(data, "raw_value", "")
+    sha256 = getattr(data, "sha256", None)
+    if getattr(data, "truncated", True) or not sha256 or hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest() != sha256:
+        return None  # the bytes it carries are not the record's whole: the readers hold it to the audit log's copy
+    tenant, task = _tenant_and_task_named(raw)
+    if tenant is not None and getattr(data, "tenant_id", None) not in ("unknown", tenant):
+        return f"it names tenant {getattr(data, 'tenant_id', None)!r}, and the record it carries is of tenant {tenant!r}"
+    if task is not None and getattr(data, "task_id", None) not in (None, task):
+        return f"it names task {getattr(data, 'task_id', None)!r}, and the record it carries is of task {task!r}"
+    return None
+
+
+@lru_cache(maxsize=16)
+def _service_reads(service: str) -> tuple[re.Pattern[str], ...]:
+    """The topics `service`'s Kafka login reads, as patterns of a full topic name (any prefix; `*`: any tool's, or any topic)."""
+    out = []
+    for name in rights_of(service).reads:
+        body = ".*" if name == "*" else re.escape(name).replace(r"\*", ".+")
+        out.append(re.compile(rf"(?:{body})$"))  # after whatever prefix (one need not end with a dot)
+    return tuple(out)
+
+
+def _tenant_and_task_named(raw: str) -> tuple[str | None, str | None]:
+    """The tenant and task a record's value names, read as the dead-letterer reads them (`_bus_deadletter`); None: none read."""
+    try:
+        doc = json.loads(raw)
+    except Exception:  # RecursionError, anything: a value it could not read names nothing
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    data = doc["data"] if isinstance(doc.get("data"), dict) else {}
+    tenant = doc.get("tenantid") or data.get("tenant_id")
+    task = doc.get("subject") or data.get("task_id")
+    return (_as_carried(str(tenant)[:100]) if tenant else None), (_as_carried(str(task)[:200]) if task else None)
+
+
+def _as_carried(value: str) -> str:
+    """`value` as a dead letter carries it (`_bus_deadletter._utf8`): a lone surrogate as `?`, U+0000 as U+FFFD."""
+    return value.encode("utf-8", "replace").decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 # (service, event type) → what an event of that type signed by that service must be: the approval service
@@ -508,7 +575,7 @@ _ONLY_WHEN: dict[tuple[str, str], Callable[[Envelope], bool]] = {
     ("approval", "tidegate.action.proposed"): lambda event: bool(getattr(event.data, "undoes", None)),
     # A dead letter names the service that refused the record (`audit search --dead-letters` shows it): a service's key
     # says so of itself only, not that the policy refused what it allowed, or the executor what it ran.
-    **{(service, "tidegate.event.rejected"): _rejected_by(service) for service in SERVICES},
+    **{(service, DEAD_LETTER_TYPE): _rejected_by(service) for service in SERVICES},
 }
 
 

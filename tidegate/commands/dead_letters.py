@@ -40,6 +40,7 @@ from tidegate.ops.redrive import (
     as_json,
     catalog_topic,
     dead_letter_of,
+    named_service,
     original_of,
     original_problem,
     redriven_of,
@@ -134,9 +135,10 @@ def list_(
         what = f"{shown(d.code)}: {shown(d.error, 160)}"
         at = f"{dl.at:%Y-%m-%d %H:%M:%S}"
         if wide:
-            table.add_row(shown(dl.id), at, shown(d.service), what, record, task, _status(dl, why))
+            table.add_row(shown(dl.id), at, shown(named_service(dl)), what, record, task, _status(dl, why))
         else:  # two columns, the rest on lines below: seven at 80 columns cut the id and wrapped each reason a word a line
-            table.add_row(f"{shown(dl.id)}\n{at}", f"by {shown(d.service)}: {what}\n[dim]{record}, task {task}[/]\n{_status(dl, why)}")
+            by = shown(named_service(dl))
+            table.add_row(f"{shown(dl.id)}\n{at}", f"by {by}: {what}\n[dim]{record}, task {task}[/]\n{_status(dl, why)}")
     console.print(table)
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Selection",
     "catalog_topic",
     "dead_letter_of",
+    "named_service",
     "original_of",
     "original_problem",
     "redriven_of",
@@ -123,7 +124,18 @@ def dead_letter_of(row: LogRow, unverified: str | None = None) -> DeadLetter | N
     except ValueError:
         return None
     where = f"{row.topic.rsplit('.', 1)[-1]}[{row.partition}]@{row.kafka_offset}"
-    return DeadLetter(event.id, row.kafka_ts, where, event, unverified if unverified is not None else (None if row.valid else "not valid"))
+    stored = None if row.valid else (row.invalid_reason or "not valid")  # the audit's verdict: signer_not_allowed of a forged one
+    return DeadLetter(event.id, row.kafka_ts, where, event, unverified if unverified is not None else stored)
+
+
+def named_service(dl: DeadLetter) -> str:
+    """Who the on-call is told refused the record: the service a dead letter names, only when its row verifies.
+
+    One whose row does not (a key that may not say it of that service, that record or that tenant) is not shown as
+    that service's refusal: a stolen login's forgery must not send the on-call chasing the policy for a "lost" record.
+    """
+    service = dl.data.data.service
+    return service if dl.unverified is None else f"not verified (names {service})"
 
 
 def redriven_of(rows: Iterable[LogRow]) -> dict[str, tuple[Redriven, ...]]:
@@ -170,7 +182,7 @@ def why_not(dl: DeadLetter, prefix: str, *, allow_unknown_key: bool = False, aga
     """Why `dl` is not redriven (one line, with what to do instead), or None when it may be."""
     d = dl.data.data
     if dl.unverified is not None:
-        return f"its row does not verify ({dl.unverified}): not a dead letter a service wrote"
+        return f"its row does not verify ({dl.unverified}): not a dead letter {d.service} wrote; nothing is sent of it"
     topic = catalog_topic(d.topic, prefix)
     if topic is None:
         return f"{d.topic} is not a topic of this deployment ({prefix})"
@@ -225,6 +237,8 @@ def original_problem(dl: DeadLetter, row: LogRow | None) -> str | None:
             return f"the log's record at {dl.original} is not the one refused (its SHA-256 differs): not sent"
     elif d.truncated or d.raw_value != value.decode("utf-8", "replace"):
         return f"the dead letter carries no SHA-256 and the log's record at {dl.original} differs from its value: not sent"
+    if d.tenant_id != "unknown" and row.tenant_id is not None and d.tenant_id != row.tenant_id:
+        return f"the dead letter names tenant {d.tenant_id}, and the log's record at {dl.original} is of tenant {row.tenant_id}: not sent"
     return None
 
 
@@ -250,7 +264,8 @@ def as_json(dl: DeadLetter, prefix: str, why: str | None) -> str:
     d = dl.data.data
     return json.dumps(
         {
-            "id": dl.id, "at": dl.at.isoformat(), "where": dl.where, "service": d.service, "code": d.code, "error": d.error,
+            "id": dl.id, "at": dl.at.isoformat(), "where": dl.where, "service": d.service, "shown_as": named_service(dl),
+            "code": d.code, "error": d.error,
             "topic": catalog_topic(d.topic, prefix) or d.topic, "partition": d.partition, "offset": d.offset, "key": d.key,
             "tenant_id": d.tenant_id, "task_id": d.task_id, "size": d.size, "sha256": d.sha256, "unverified": dl.unverified,
             "redrivable": why is None, "why_not": why,

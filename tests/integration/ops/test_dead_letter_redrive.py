@@ -252,3 +252,64 @@ async def test_a_dead_letter_forged_into_the_database_is_not_redriven(infra: Any
     text = " ".join(result.output.split())
     assert "its row does not verify" in text
     assert "nothing sent" in text
+
+
+async def test_dead_letters_a_stolen_executor_login_writes_in_its_own_name_are_not_shown_as_refusals_nor_redriven(
+    kit: KitSettings, stack: dict[str, Any], wait_for: Any
+) -> None:
+    """deadprov (bindattack B6): the executor's Kafka login and key, on the real broker; the real audit service reads them.
+
+    Signed with the executor's key and naming the executor (as its key must), they lie about the record: one of the
+    policy's proposals (a topic the executor never reads), one of globex's records filed under acme. Before, the audit kept
+    both as valid and `dead-letters list` showed them as the executor's refusals, `redrivable`.
+    """
+    from prometheus_client import REGISTRY
+
+    from servicekit import service_key
+
+    def invalid_count() -> float:
+        labels = {"topic": kit.topic_prefix + "deadletter", "reason": "signer_not_allowed", "dead_lettered": "false"}
+        return REGISTRY.get_sample_value("tidegate_audit_invalid_records_total", labels) or 0.0
+
+    before = invalid_count()
+    task = f"t-{uuid.uuid4().hex[:8]}"
+    theirs = proposal("T-1001").model_copy(update={"tenantid": "globex"})
+    theirs = theirs.model_copy(update={"data": theirs.data.model_copy(update={"tenant_id": "globex", "task_id": task})})
+    ours = proposal("T-1002")
+    ours = ours.model_copy(update={"data": ours.data.model_copy(update={"task_id": task})})
+    forged = []
+    for topic, record, tenant in (("actions.proposed", ours, "acme"), ("actions.authorized", theirs, "acme")):
+        raw = s.encode(record)
+        data = s.EventRejectedData(
+            tenant_id=tenant, task_id=task, topic=kit.topic_prefix + topic, partition=0, offset=0, key=task, raw_value=raw.decode(),
+            size=len(raw), sha256=hashlib.sha256(raw).hexdigest(), code="handler_error", error="lost: call the on-call", service="executor",
+        )  # fmt: skip
+        forged.append(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
+    thief = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, "executor"))
+    await thief.start()
+    try:
+        for event in forged:  # the broker lets the executor's login write `deadletter`
+            await thief.send_and_wait(kit.topic_prefix + "deadletter", s.encode(event), key=task.encode())
+    finally:
+        await thief.stop()
+
+    shown = await listed(kit, wait_for, task, count=2)
+    assert {d["id"] for d in shown} == {e.id for e in forged}
+    for d in shown:
+        assert d["shown_as"] == "not verified (names executor)"
+        assert d["redrivable"] is False
+        assert d["unverified"].startswith("signer_not_allowed")
+    assert invalid_count() - before == 2  # counted where nothing else counts it (`TidegateInvalidRecords`)
+
+    result = await dead_letters(kit, "redrive", *(e.id for e in forged), "--reason", "the executor lost them", "--yes")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "its row does not verify" in text
+    assert "not a dead letter executor wrote" in text
+    searched = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["audit", "search", "--dead-letters", "--task", task, "--json"], env=cli_env(kit)
+    )
+    assert searched.exit_code == 0, searched.output
+    lines = [json.loads(line) for line in searched.stdout.splitlines()]
+    assert len(lines) == 2
+    assert all(line["valid"] is False and line["dead_letter"] is None for line in lines)

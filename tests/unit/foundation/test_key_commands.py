@@ -86,7 +86,8 @@ def test_rotating_a_client_key_as_documented_keeps_what_each_key_signed_verifiab
 
 def test_rotating_a_service_key_keeps_what_it_signed_verifiable(kit: KitSettings) -> None:
     event = s.EventRejected.build(
-        s.EventRejectedData(topic="x", partition=0, offset=0, raw_value="", code="c", error="e", service="policy"), source="p"
+        s.EventRejectedData(topic="tidegate.actions.proposed", partition=0, offset=0, raw_value="", code="c", error="e", service="policy"),
+        source="p",
     )
     before = sign_event(event, service_key(kit, "policy"))
     rotated = runner.invoke(app, ["keys", "rotate", "policy"])

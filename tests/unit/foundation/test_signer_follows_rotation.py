@@ -24,7 +24,7 @@ def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KitSettings:
 
 
 def rejected() -> s.EventRejected:
-    data = s.EventRejectedData(topic="x", partition=0, offset=0, raw_value="", code="c", error="e", service="policy")
+    data = s.EventRejectedData(topic="tidegate.tasks", partition=0, offset=0, raw_value="", code="c", error="e", service="policy")
     return s.EventRejected.build(data, source="tidegate/policy")
 
 

@@ -1,0 +1,134 @@
+"""A dead letter is held to its signer by every reader: a stolen service login's forgery is not a service's refusal.
+
+bindattack B6: every service's Kafka login may write `deadletter`. With the executor's login and key, an attacker signs
+dead letters in the executor's own name (the only name its key may use) that lie about the record: one of a topic the
+executor never reads (the policy's proposals: the on-call chases a "lost" proposal), or a globex record filed under
+acme. Before, the audit log kept them as valid events, `tidegate dead-letters list` showed them as the executor's
+refusals and nothing counted them. Now the audit records them as not valid (`signer_not_allowed`), counts them in
+`tidegate_audit_invalid_records_total`, and `dead-letters list` shows them as not verified, never redriven.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from typer.testing import CliRunner
+
+import schemas as s
+from servicekit import KitSettings, deployment_authority, service_key, sign_event
+from services.audit._log_base import SearchFilters
+from services.audit.handlers import Recorder
+from services.audit.repository import InMemoryAuditLog
+from tidegate.ops.redrive import DeadLetter, dead_letter_of, named_service, why_not
+
+PREFIX = "tidegate."
+
+
+class Record:
+    """What aiokafka hands the audit: one record as the broker appended it (LogAppendTime)."""
+
+    def __init__(self, topic: str, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.value = PREFIX + topic, 0, offset, value
+        self.timestamp, self.timestamp_type, self.key, self.headers = 1_790_000_000_000 + offset, 1, None, ()
+
+
+def count(reason: str) -> float:
+    labels = {"topic": PREFIX + "deadletter", "reason": reason, "dead_lettered": "false"}
+    return REGISTRY.get_sample_value("tidegate_audit_invalid_records_total", labels) or 0.0
+
+
+def record_of(tenant: str, task: str) -> bytes:
+    data = s.ActionProposedData(
+        action_id="a-1", task_id=task, tenant_id=tenant, step=1, tool="issue_refund", args={"amount": 10}, proposer="agent"
+    )
+    return s.encode(s.ActionProposed.build(data, source="agent"))
+
+
+def dead_letter(kit: KitSettings, topic: str, raw: bytes, tenant: str, task: str) -> bytes:
+    """A dead letter signed with the executor's key, naming the executor (what its stolen login and key can write)."""
+    data = s.EventRejectedData(
+        tenant_id=tenant, task_id=task, topic=PREFIX + topic, partition=0, offset=4, key=task, raw_value=raw.decode(),
+        size=len(raw), sha256=hashlib.sha256(raw).hexdigest(), code="handler_error", error="lost: call us", service="executor",
+    )  # fmt: skip
+    return s.encode(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> KitSettings:
+    (tmp_path / "keys").mkdir()
+    return KitSettings(keys_dir=tmp_path / "keys")
+
+
+def test_a_stolen_executor_login_s_dead_letters_are_counted_shown_as_not_verified_and_never_redriven(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder(prefix=PREFIX, log=InMemoryAuditLog(), authority=deployment_authority(kit, history=True))
+    before = count("signer_not_allowed")
+    forged = [
+        dead_letter(kit, "actions.proposed", record_of("acme", "t-1"), "acme", "t-1"),  # a topic only the policy reads
+        dead_letter(kit, "actions.authorized", record_of("globex", "g-1"), "acme", "g-1"),  # globex's record, filed under acme
+    ]
+    honest = dead_letter(kit, "actions.authorized", record_of("acme", "t-2"), "acme", "t-2")
+    asyncio.run(recorder.record_batch([Record("deadletter", n, v) for n, v in enumerate([*forged, honest])]))
+
+    assert count("signer_not_allowed") - before == 2
+    rows = asyncio.run(recorder.log.search(SearchFilters(event_type="tidegate.event.rejected", topic_prefix=PREFIX)))
+    assert [r.valid for r in sorted(rows, key=lambda r: r.kafka_offset)] == [False, False, True]
+    letters = [dl for r in sorted(rows, key=lambda r: r.kafka_offset) if (dl := dead_letter_of(r)) is not None]
+    assert [named_service(dl) for dl in letters] == ["not verified (names executor)"] * 2 + ["executor"]
+    for dl in letters[:2]:
+        assert dl.unverified is not None
+        assert dl.unverified.startswith("signer_not_allowed")
+        why = why_not(dl, PREFIX, allow_unknown_key=True, again=True)
+        assert why is not None
+        assert "does not verify" in why
+        assert "nothing is sent" in why
+
+    # `tidegate dead-letters list`: the forgeries are listed (nothing hidden), not as the executor's refusals
+    from tidegate.cli import app
+    from tidegate.commands import dead_letters as cli
+    from tidegate.commands._common import console
+
+    async def load(*_: object) -> list[DeadLetter]:
+        return letters
+
+    monkeypatch.setattr(cli, "_load", load)
+    monkeypatch.setattr(console, "_width", 200)
+    result = CliRunner().invoke(app, ["dead-letters", "list"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.replace("│", " ").split())
+    assert text.count("not verified (names executor)") == 2
+    assert text.count("redrivable") == 1
+
+
+def test_a_dead_letter_too_large_to_check_alone_is_held_to_the_tenant_of_the_logged_record_before_a_redrive(kit: KitSettings) -> None:
+    """A truncated dead letter carries not the record's whole bytes: its tenant is checked against the audit log's copy."""
+    from datetime import UTC, datetime
+
+    from services.audit.records import LogRow
+    from tidegate.ops.redrive import original_problem
+
+    big = record_of("globex", "g-1")
+    data = s.EventRejectedData(
+        tenant_id="acme", task_id="g-1", topic=PREFIX + "actions.authorized", partition=0, offset=4, raw_value=big[:20].decode(),
+        truncated=True, size=len(big), sha256=hashlib.sha256(big).hexdigest(), code="handler_error", error="e", service="executor",
+    )  # fmt: skip
+    event = sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor"))
+    assert deployment_authority(kit, history=True).check(s.encode(event), event) is None  # nothing to check it against alone
+    at = datetime(2026, 12, 7, tzinfo=UTC)
+    logged = LogRow(
+        PREFIX + "actions.authorized", 0, 4, 5, at, 1, None, [], big, True, None, "e-1", "tidegate.action.proposed", "globex",
+        "g-1", "a-1", None, None, [], None, None, None, False, at, b"", b"",
+    )  # fmt: skip
+    dl = DeadLetter(event.id, at, "deadletter[0]@9", event)
+    why = original_problem(dl, logged)
+    assert why is not None
+    assert "names tenant acme" in why
+    assert "of tenant globex" in why
+    theirs = event.model_copy(update={"tenantid": "globex", "data": data.model_copy(update={"tenant_id": "globex"})})
+    honest = DeadLetter(event.id, at, "deadletter[0]@9", theirs)
+    assert original_problem(honest, logged) is None
