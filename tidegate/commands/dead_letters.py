@@ -39,7 +39,9 @@ from tidegate.ops.redrive import (
     Selection,
     as_json,
     catalog_topic,
+    checked_alone,
     dead_letter_of,
+    held_to_record,
     named_service,
     original_of,
     original_problem,
@@ -81,8 +83,13 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
         out = []
         for row in rows:
             dl = dead_letter_of(row, recheck(row))
-            if dl is not None:
-                out.append(DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ())))
+            if dl is None:
+                continue
+            dl = DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ()))
+            if dl.unverified is None and not checked_alone(dl) and dl.data.data.tenant_id != "unknown":
+                d = dl.data.data  # too large to be checked alone (rare): held to the log's copy of the record it names
+                dl = held_to_record(dl, await log.row_at(d.topic, d.partition, d.offset))
+            out.append(dl)
         return out
 
     return await with_audit_log(go)

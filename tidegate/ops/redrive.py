@@ -29,13 +29,16 @@ __all__ = [
     "Redriven",
     "Selection",
     "catalog_topic",
+    "checked_alone",
     "dead_letter_of",
+    "held_to_record",
     "named_service",
     "original_of",
     "original_problem",
     "redriven_of",
     "refused_now",
     "select",
+    "tenant_problem",
     "why_not",
 ]
 
@@ -237,9 +240,32 @@ def original_problem(dl: DeadLetter, row: LogRow | None) -> str | None:
             return f"the log's record at {dl.original} is not the one refused (its SHA-256 differs): not sent"
     elif d.truncated or d.raw_value != value.decode("utf-8", "replace"):
         return f"the dead letter carries no SHA-256 and the log's record at {dl.original} differs from its value: not sent"
-    if d.tenant_id != "unknown" and row.tenant_id is not None and d.tenant_id != row.tenant_id:
-        return f"the dead letter names tenant {d.tenant_id}, and the log's record at {dl.original} is of tenant {row.tenant_id}: not sent"
+    if (other := tenant_problem(dl, row)) is not None:
+        return f"{other}: not sent"
     return None
+
+
+def checked_alone(dl: DeadLetter) -> bool:
+    """Whether a dead letter carries its record whole (the signer's check held its tenant to it): else the log's copy must."""
+    d = dl.data.data
+    return not d.truncated and d.sha256 is not None and hashlib.sha256(d.raw_value.encode("utf-8", "surrogatepass")).hexdigest() == d.sha256
+
+
+def tenant_problem(dl: DeadLetter, row: LogRow | None) -> str | None:
+    """Why a dead letter's tenant is not that of the log's record at its position (the record it names, by its SHA-256)."""
+    d = dl.data.data
+    if row is None or d.tenant_id == "unknown" or row.tenant_id is None or d.tenant_id == row.tenant_id:
+        return None
+    if d.sha256 is not None and hashlib.sha256(row.value or b"").hexdigest() != d.sha256:
+        return None  # not the record it names: `original_problem` says so
+    return f"the dead letter names tenant {d.tenant_id}, and the log's record at {dl.original} is of tenant {row.tenant_id}"
+
+
+def held_to_record(dl: DeadLetter, row: LogRow | None) -> DeadLetter:
+    """`dl`, marked not verified when its tenant is not that of the log's record it names (one too large to check alone)."""
+    if dl.unverified is not None or (why := tenant_problem(dl, row)) is None:
+        return dl
+    return DeadLetter(dl.id, dl.at, dl.where, dl.data, f"{ReasonCode.SIGNER_NOT_ALLOWED.value}: {why}", dl.redriven)
 
 
 def refused_now(authority: Authority, topic: str, original: Original, now_ms: int) -> str | None:

@@ -132,3 +132,42 @@ def test_a_dead_letter_too_large_to_check_alone_is_held_to_the_tenant_of_the_log
     theirs = event.model_copy(update={"tenantid": "globex", "data": data.model_copy(update={"tenant_id": "globex"})})
     honest = DeadLetter(event.id, at, "deadletter[0]@9", theirs)
     assert original_problem(honest, logged) is None
+
+
+class _Log(InMemoryAuditLog):
+    """The in-memory log, with the one look-up `dead-letters list` makes of a record by its position."""
+
+    async def row_at(self, topic: str, partition: int, offset: int) -> object:
+        return next((r for r in self.rows if (r.topic, r.partition, r.kafka_offset) == (topic, partition, offset)), None)
+
+
+def test_a_dead_letter_that_says_it_is_truncated_is_listed_as_not_verified_when_the_record_it_names_is_another_tenants(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attacker marks its dead letter `truncated`, so the signer's check cannot read its tenant: `list` reads the log's copy."""
+    import json
+
+    from tidegate.cli import app
+    from tidegate.commands import dead_letters as cli
+
+    theirs = record_of("globex", "g-1")
+    log = _Log()
+    recorder = Recorder(prefix=PREFIX, log=log, authority=deployment_authority(kit, history=True))
+    data = s.EventRejectedData(
+        tenant_id="acme", task_id="g-1", topic=PREFIX + "actions.authorized", partition=0, offset=4, raw_value=theirs[:30].decode(),
+        truncated=True, size=len(theirs), sha256=hashlib.sha256(theirs).hexdigest(), code="handler_error", error="lost", service="executor",
+    )  # fmt: skip
+    forged = s.encode(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
+    asyncio.run(recorder.record_batch([Record("actions.authorized", 4, theirs), Record("deadletter", 9, forged)]))
+
+    async def with_log(go: object) -> object:
+        return await go(log)  # type: ignore[operator]
+
+    monkeypatch.setattr(cli, "with_audit_log", with_log)
+    monkeypatch.setattr(cli, "row_recheck", lambda kit: lambda row: None)
+    result = CliRunner().invoke(app, ["dead-letters", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    [line] = [json.loads(x) for x in result.stdout.splitlines()]
+    assert line["shown_as"] == "not verified (names executor)"
+    assert "of tenant globex" in line["unverified"]
+    assert line["redrivable"] is False
