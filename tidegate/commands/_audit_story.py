@@ -155,14 +155,19 @@ _TRUST_HELP = (
 )
 
 
+def check_fingerprints(option: str, given: list[str]) -> None:
+    """Exit with a message unless each of `given` (the values of `option`) is a whole sha256 fingerprint, 64 hex digits."""
+    if bad := [t for t in given if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
+        fail(f"{option} {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
+
+
 def offline_recheck(archives: list[Path], prefix: str, trust: list[str]) -> Recheck:
     """How each row read offline is checked from its own value: with the signing keys the files' attested headers carry.
 
     Where no file's may be used (not attested, its audit key not trusted here), with this machine's keys folder, as before,
     and stderr says why.
     """
-    if bad := [t for t in trust if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
-        fail(f"--trust-key {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
+    check_fingerprints("--trust-key", trust)
     kit = settings()
     try:
         recheck, notes = archive_recheck(archives, Keyring.load(kit.keys_dir, "audit"), prefix, trust)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +30,7 @@ from services.audit import (
 )
 from tidegate.commands._audit_archive import checked_archives, print_archives, verify_archives_only
 from tidegate.commands._audit_log import row_recheck, with_audit_log
-from tidegate.commands._audit_story import offline_recheck, read_scope
+from tidegate.commands._audit_story import check_fingerprints, offline_recheck, read_scope
 from tidegate.commands._common import console, err_console, fail, run, settings
 from tidegate.commands._progress import progress_display
 
@@ -141,9 +140,8 @@ def verify(
         fail("--require-attested is about archive files' headers: give --archive FILE too")
     if attested_by and not archives:
         fail("--attested-by is about archive files' headers: give --archive FILE too")
-    for option, given in (("--trust-key", trust_keys), ("--attested-by", attested_by)):
-        if bad := [t for t in given if not re.fullmatch(r"[0-9a-fA-F]{64}", t.strip())]:
-            fail(f"{option} {bad[0]!r}: give the key's whole sha256 fingerprint, 64 hex digits, as `audit export` printed it")
+    check_fingerprints("--trust-key", trust_keys)
+    check_fingerprints("--attested-by", attested_by)
     if archives and not with_log:
         scope = read_scope(archives)
         rows_checked = offline_recheck(archives, scope, trust_keys) if signatures else None  # with the keys the files carry
