@@ -16,7 +16,7 @@ from aiokafka import ConsumerRecord
 from schemas import EventRejected, EventRejectedData
 from servicekit._bus_base import MAX_BACKOFF_S, log
 from servicekit._bus_publish import Publishing
-from servicekit.intake import Bounds, ErrorKind, check_bounds, classify, describe_raw, text_of
+from servicekit.intake import Bounds, ErrorKind, check_bounds, classify, describe_raw, named_tenant_and_task, text_of
 
 __all__ = ["DeadLettering", "raw_text"]
 
@@ -38,13 +38,8 @@ def _tenant_and_task(value: bytes | None, bounds: Bounds) -> tuple[str, str | No
     """Tenant and task of a value, if they can be read safely (never raises: the value may be anything)."""
     try:
         check_bounds(value, bounds)
-        doc = json.loads(value or b"")
-        if not isinstance(doc, dict):
-            return "unknown", None
-        data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
-        tenant = _utf8(str(doc.get("tenantid") or data.get("tenant_id") or "unknown")[:100]) or "unknown"
-        task = doc.get("subject") or data.get("task_id")
-        return tenant, (_utf8(str(task)[:200]) if task else None)
+        tenant, task = named_tenant_and_task(json.loads(value or b""))
+        return tenant or "unknown", task
     except Exception:  # RecursionError, MemoryError, anything: the dead letter goes out without them
         return "unknown", None
 

@@ -27,6 +27,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json, mixed_scripts, proposer_problem, skeleton
 from servicekit.bus_rights import rights_of
+from servicekit.intake import named_tenant_and_task
 from servicekit.settings import KitSettings
 from servicekit.signing import (
     SigningKey,
@@ -553,20 +554,9 @@ def _service_reads(service: str) -> tuple[re.Pattern[str], ...]:
 def _tenant_and_task_named(raw: str) -> tuple[str | None, str | None]:
     """The tenant and task a record's value names, read as the dead-letterer reads them (`_bus_deadletter`); None: none read."""
     try:
-        doc = json.loads(raw)
+        return named_tenant_and_task(json.loads(raw))
     except Exception:  # RecursionError, anything: a value it could not read names nothing
         return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    data = doc["data"] if isinstance(doc.get("data"), dict) else {}
-    tenant = doc.get("tenantid") or data.get("tenant_id")
-    task = doc.get("subject") or data.get("task_id")
-    return (_as_carried(str(tenant)[:100]) if tenant else None), (_as_carried(str(task)[:200]) if task else None)
-
-
-def _as_carried(value: str) -> str:
-    """`value` as a dead letter carries it (`_bus_deadletter._utf8`): a lone surrogate as `?`, U+0000 as U+FFFD."""
-    return value.encode("utf-8", "replace").decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 # (service, event type) → what an event of that type signed by that service must be: the approval service

@@ -16,6 +16,7 @@ import math
 import re
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import asyncpg
 from aiokafka.errors import (
@@ -30,7 +31,18 @@ from aiokafka.errors import (
 from schemas import ReasonCode
 from servicekit.refusals import REFUSED_FOR_GOOD
 
-__all__ = ["Bounds", "ErrorKind", "ProducerDead", "RawValue", "Refused", "check_bounds", "classify", "describe_raw", "text_of"]
+__all__ = [
+    "Bounds",
+    "ErrorKind",
+    "ProducerDead",
+    "RawValue",
+    "Refused",
+    "check_bounds",
+    "classify",
+    "describe_raw",
+    "named_tenant_and_task",
+    "text_of",
+]
 
 RAW_LIMIT = 64 * 1024
 
@@ -123,6 +135,26 @@ class RawValue:
 def text_of(raw: bytes) -> str:
     """`raw` as text an event may carry: UTF-8, with what is not UTF-8 and U+0000 (which the contract refuses) as U+FFFD."""
     return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def named_tenant_and_task(doc: Any) -> tuple[str | None, str | None]:
+    """The tenant and task a record's parsed value names, as a dead letter carries them (None: it names none).
+
+    The envelope's `tenantid` and `subject`, else its data's `tenant_id` and `task_id`; cut to 100 and 200 characters,
+    a lone surrogate (which `json.loads` lets through) as `?`, U+0000 as U+FFFD: a dead letter must always build. One
+    reading for the dead-letterer and for the check that holds a dead letter to the record it carries.
+    """
+    if not isinstance(doc, dict):
+        return None, None
+    data: dict[str, Any] = doc["data"] if isinstance(doc.get("data"), dict) else {}
+    tenant = doc.get("tenantid") or data.get("tenant_id")
+    task = doc.get("subject") or data.get("task_id")
+    return _carried(tenant, 100), _carried(task, 200)
+
+
+def _carried(value: Any, limit: int) -> str | None:
+    """`value` as a dead letter carries it (`named_tenant_and_task`); None for none."""
+    return text_of(str(value)[:limit].encode("utf-8", "replace")) if value else None
 
 
 def describe_raw(value: bytes | None, limit: int = RAW_LIMIT) -> RawValue:
