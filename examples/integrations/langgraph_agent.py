@@ -54,6 +54,8 @@ async def main() -> list[str]:
     )
     async with tidegate, client:
         # The three lines that govern an existing agent: a client, the middleware, a checkpointer.
+        # (In production a durable one, e.g. langgraph-checkpoint-sqlite's AsyncSqliteSaver: a worker restarted while a
+        # human decides resumes the thread from it; docs/integrations.md, LangGraph.)
         agent = create_agent(
             model, tools=[refund_customer], middleware=[TidegateMiddleware(client, serve=[refund_customer])], checkpointer=InMemorySaver()
         )
