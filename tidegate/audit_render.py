@@ -15,7 +15,7 @@ import schemas as s
 from servicekit.people import same_person
 from servicekit.printable import printable
 from servicekit.unreadable import Skipped
-from services.audit import FOLLOW_UP_PENDING, ActionStory, Explanation, LateReply, ToolCall
+from services.audit import FOLLOW_UP_PENDING, ActionStory, Explanation, LateReply, ToolCall, approver_credentials, credential_text
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -109,27 +109,8 @@ def _approval_line(ap: Any) -> str:
         + (f": “{_md(ap.comment)}”" if ap.comment else "")
         + (f" (reason: {_code(ap.review_reason)})" if ap.review_reason else "")
         + (f"; edited args {_code(_j(ap.edited_args))}" if ap.edited_args else "")
-        + "".join(f"\n  - **Authenticated** {_md(who)}: {_credential(c)}" for who, c in ap.credentials.items())
+        + "".join(f"\n  - **Authenticated** {_md(who)}: {credential_text(c, _code)}" for who, c in ap.credentials.items())
     )
-
-
-def _credential(c: Any, code: Callable[[str], str] = _code) -> str:
-    """How an approver was authenticated, from their signed vote: the credential's kind, id and who issued it (never the secret).
-
-    `code`: how an id is shown (`_code` in Markdown; `str` for the HTML table, which escapes it).
-    """
-    if c is None:
-        return "credential not recorded (a vote signed before Tidegate named it)"
-    if c.kind == "callback":
-        return f"chat callback through webhook endpoint {code(c.id)}" + (f" (message {code(c.message_id)})" if c.message_id else "")
-    what = {"api_token": "operator token" if c.operator else "API token", "link": "one-time link"}.get(c.kind, code(c.kind))
-    issued = f"issued by key {code(c.issued_by)}" if c.issued_by else "issuer not recorded"
-    return f"{what} {code(c.id)}, {issued}" + (f" at {c.issued_at}" if c.issued_at else "")
-
-
-def _credentials_text(ap: Any) -> str:
-    """`ap`'s approvers and how each was authenticated, as plain text (the HTML table escapes it)."""
-    return "; ".join(f"{who}: {_credential(c, str)}" for who, c in ap.credentials.items())
 
 
 def _late(r: LateReply) -> str:
@@ -304,7 +285,17 @@ def render_html(x: Explanation) -> str:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def approvals(steps: Sequence[Any]) -> list[str]:
-        rows = [[ap.approval_id, _who(ap), ap.decided_at or ap.at, ap.comment, ap.review_reason, _credentials_text(ap)] for ap in steps]
+        rows = [
+            [
+                ap.approval_id,
+                _who(ap),
+                ap.decided_at or ap.at,
+                ap.comment,
+                ap.review_reason,
+                "; ".join(approver_credentials(ap.credentials)),
+            ]
+            for ap in steps
+        ]
         return [table(["approval", "status and who", "at", "comment", "reason", "authenticated"], rows)] if rows else []
 
     parts = [

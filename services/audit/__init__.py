@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from services.audit.conflict_check import AcknowledgedConflict
     from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
     from services.audit.content import ContentReport, check_content
+    from services.audit.credentials import approver_credentials, credential_text
     from services.audit.handlers import Checkpointer
     from services.audit.ledger import ActionFilters, ActionLine, action_lines, csv_columns, csv_row
     from services.audit.pruned import PrunedBefore, pruned_before, with_archives
@@ -80,6 +81,7 @@ __all__ = [
     "VerifyReport",
     "acknowledge_conflict",
     "action_lines",
+    "approver_credentials",
     "archive_log",
     "archive_recheck",
     "audit_keys_of",
@@ -88,6 +90,7 @@ __all__ = [
     "check_content",
     "checkpoint_after",
     "checkpoint_before",
+    "credential_text",
     "csv_columns",
     "csv_row",
     "explain_task",
@@ -139,6 +142,8 @@ _HOME = {
     "list_conflicts": "conflicts",
     "ContentReport": "content",
     "check_content": "content",
+    "approver_credentials": "credentials",
+    "credential_text": "credentials",
     "Checkpointer": "handlers",
     "ActionFilters": "ledger",
     "ActionLine": "ledger",

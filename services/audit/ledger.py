@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.audit.credentials import approver_credentials
 from services.audit.reading import ActionStory, ApprovalStep, Explanation
 
 __all__ = ["COMPARISONS", "ActionFilters", "ActionLine", "action_lines", "csv_columns", "csv_row"]
@@ -41,20 +42,16 @@ class ActionLine(BaseModel):
     approval: str = Field(description="`granted`, `rejected`, `expired`, `pending`, or `none` (nobody was asked).")
     approval_ids: list[str]
     approvers: list[str] = Field(description="Who granted (or rejected) it.")
-    credentials: list[str] = Field(description="`approver: kind id (issued by KEY at TIME)` for each approver's signed vote.")
+    credentials: list[str] = Field(
+        description="`approver: credential` for each approver's signed vote, in `explain`'s words (`bob: operator token tok_…, issued "
+        "by key operator-… at TIME`; a one-time link, a chat callback by its endpoint)."
+    )
     comment: str | None
     authorized: bool
     bound: bool | None = Field(description="What ran is exactly what was approved (or proposed): `explain`'s Bound line.")
     result: str | None = Field(description="The call's last status: succeeded, failed, unknown (None: it never ran).")
     result_detail: dict[str, Any] | None
     unverified_rows: int = Field(description="Rows of its task that do not verify from their own value (not evidence).")
-
-
-def _credential(who: str, c: Any) -> str:
-    if c is None:
-        return f"{who}: not recorded"
-    issued = f" (issued by {c.issued_by}" + (f" at {c.issued_at:%Y-%m-%d %H:%M:%S} UTC" if c.issued_at else "") + ")" if c.issued_by else ""
-    return f"{who}: {c.kind} {c.id}{issued}"
 
 
 def _approval(steps: list[ApprovalStep]) -> tuple[str, list[str], list[str], list[str], str | None]:
@@ -64,7 +61,7 @@ def _approval(steps: list[ApprovalStep]) -> tuple[str, list[str], list[str], lis
     last = decided[-1] if decided else steps[-1]
     status = last.status if decided else "pending"
     approvers = sorted({a for s in decided for a in ([s.approver] if s.approver else []) + list(s.approvers)})
-    creds = [_credential(who, c) for s in decided for who, c in s.credentials.items()]
+    creds = [text for s in decided for text in approver_credentials(s.credentials)]
     return status, sorted({s.approval_id for s in steps}), approvers, creds, last.comment if decided else None
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import schemas as s
-from services.audit.reading import explain
+from services.audit.reading import Explanation, explain
 from services.audit.records import observe
 from services.audit.repository import InMemoryAuditLog
 from tidegate.audit_render import render_html, render_markdown
@@ -55,7 +55,8 @@ def _authorized(args: dict[str, Any], *, via: str = "approval", approval_id: str
     return s.ActionAuthorized.build(data, source="tidegate/policy")
 
 
-async def _explained(*events: tuple[str, s.Envelope]) -> str:
+async def _explanation(*events: tuple[str, s.Envelope]) -> Explanation:
+    """`explain` of task t-b over `events` (topic without prefix, event), recorded in that order."""
     log = InMemoryAuditLog()
     await log.append([
         observe(
@@ -64,7 +65,11 @@ async def _explained(*events: tuple[str, s.Envelope]) -> str:
         )
         for n, (topic, event) in enumerate(events)
     ])  # fmt: skip
-    x = explain("t-b", await log.task_rows("t-b", PREFIX))
+    return explain("t-b", await log.task_rows("t-b", PREFIX))
+
+
+async def _explained(*events: tuple[str, s.Envelope]) -> str:
+    x = await _explanation(*events)
     md, html = render_markdown(x), render_html(x)
     assert ("WARNING, not bound" in md) == ("WARNING, not bound" in html)
     return md
