@@ -15,7 +15,16 @@ import schemas as s
 from servicekit.people import same_person
 from servicekit.printable import printable
 from servicekit.unreadable import Skipped
-from services.audit import FOLLOW_UP_PENDING, ActionStory, Explanation, LateReply, ToolCall, approver_credentials, credential_text
+from services.audit import (
+    FOLLOW_UP_PENDING,
+    ActionStory,
+    ApprovalStep,
+    Explanation,
+    LateReply,
+    ToolCall,
+    approver_credentials,
+    credential_text,
+)
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -63,7 +72,7 @@ def _reasons(reasons: Sequence[s.Reason]) -> str:
     return "; ".join(f"`{r.code}` ({_md(r.policy_id)}){': ' + _md(r.message) if r.message else ''}" for r in reasons) or "-"
 
 
-def _requesters(ap: Any) -> str:
+def _requesters(ap: ApprovalStep) -> str:
     """Who a request's four eyes binds, each as what it is: the task's requester (its signed request), the proposal's requester."""
     task, proposal = ap.task_requested_by, ap.requested_by
     if task and (not proposal or same_person(task, proposal)):
@@ -74,7 +83,7 @@ def _requesters(ap: Any) -> str:
     return f"by {_md(proposal)} (the proposal's requester)" if proposal else "by an unnamed requester"
 
 
-def _who(ap: Any) -> str:
+def _who(ap: ApprovalStep) -> str:
     """An approval step's status and who it names: a decision's approvers, a request's requesters, an expiry's clock."""
     said = _md(ap.status) + (f" ({_md(ap.resolution)})" if ap.resolution else "")
     if ap.status == "requested":
@@ -88,7 +97,7 @@ CLOSED_LATE_S = 5.0
 """An expiry closed this much after the request's deadline is said late: the approval's sweep looks every 2 s."""
 
 
-def _expiry_kept(ap: Any) -> str:
+def _expiry_kept(ap: ApprovalStep) -> str:
     """When an expired request was closed against its deadline: `at its expiry`, or how late.
 
     Late when the approval service or its database was down: an on-call probe read "closed … at its expiry … at 02:57:09"
@@ -101,7 +110,7 @@ def _expiry_kept(ap: Any) -> str:
     return f"{_duration(late)} after its expiry ({ap.expires_at}; the approval service or its database was down or behind)"
 
 
-def _approval_line(ap: Any) -> str:
+def _approval_line(ap: ApprovalStep) -> str:
     """One approval step (an `ApprovalStep`) as a Markdown bullet."""
     return (
         f"- **Approval** {_md(ap.approval_id)} {_who(ap)} at {ap.decided_at or ap.at}"
@@ -284,7 +293,7 @@ def render_html(x: Explanation) -> str:
         body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>" for row in rows)
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
-    def approvals(steps: Sequence[Any]) -> list[str]:
+    def approvals(steps: Sequence[ApprovalStep]) -> list[str]:
         rows = [
             [
                 ap.approval_id,
@@ -393,7 +402,7 @@ def render_html(x: Explanation) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _signed(a: Any, escape: Callable[[str], str]) -> str:
+def _signed(a: ActionStory, escape: Callable[[str], str]) -> str:
     """Whose key signed a proposal, beside the name its producer typed: an agent cannot pass for the planner in a story."""
     return f" (signed by {escape(a.signed_by)})" if a.signed_by else ""
 

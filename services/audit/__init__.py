@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from services.audit.reading import (
         FOLLOW_UP_PENDING,
         ActionStory,
+        ApprovalStep,
         Explanation,
         LateReply,
         SeveralTenants,
@@ -52,6 +53,7 @@ __all__ = [
     "ActionFilters",
     "ActionLine",
     "ActionStory",
+    "ApprovalStep",
     "ArchiveError",
     "ArchivePolicy",
     "ArchiveReading",
@@ -157,6 +159,7 @@ _HOME = {
     "StoryLine": "reading",
     "explain_task": "reading",
     "ActionStory": "reading",
+    "ApprovalStep": "reading",
     "Explanation": "reading",
     "ToolCall": "reading",
     "LateReply": "reading",
