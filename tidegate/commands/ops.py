@@ -120,7 +120,7 @@ def replay(
 ) -> None:
     """Re-run recorded traffic in a sandbox prefix: today's policy (and planner), answers from the record, no side effects."""
     from tidegate.ops.replay import ReplayOptions, SeveralTenants, run_replay
-    from tidegate.ops.replay_report import then_now
+    from tidegate.ops.replay_report import Story, then_now
 
     t0, t1 = _window(start, end)
     if policy_dir is not None:
@@ -144,9 +144,9 @@ def replay(
     for t in report.tasks:
         changed = [k for k, v in (("actions", t.actions_changed), ("decisions", t.decisions_changed), ("outcome", t.outcome_changed)) if v]
 
-        def steps(story: Any) -> str:
+        def steps(story: Story) -> str:
             return "\n".join(
-                f"{a['tool']}: {a['decision'] or '—'}" + then_now(a.get("after_human")) + (f" → {a['result']}" if a["result"] else "")
+                f"{a['tool']}: {a['decision'] or '—'}" + then_now(a["after_human"]) + (f" → {a['result']}" if a["result"] else "")
                 for a in story.actions
             )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from schemas import (
     ActionDecided,
@@ -21,7 +21,24 @@ from servicekit import action_digest
 from servicekit.unreadable import Skipped
 from tidegate.ops.sandbox import UNANSWERABLE
 
-__all__ = ["ReplayReport", "Story", "TaskDiff", "TaskKey", "stories", "then_now"]
+__all__ = ["ReplayReport", "ReplayedAction", "Story", "TaskDiff", "TaskKey", "stories", "then_now"]
+
+
+class ReplayedAction(TypedDict):
+    """One proposed action on one side of a replay: its call, what policy and a human made of it, its result and cost.
+
+    A dict (the report's JSON is these as they are), typed so that every reader names the same keys.
+    """
+
+    step: int
+    tool: str
+    args: dict[str, Any]
+    digest: str  # the first 16 hex of its action digest: the same call on both sides
+    decision: str | None  # what policy alone said (None: undecided)
+    reasons: list[str]
+    after_human: str | None  # `then_now`: the decision after a grant, `reject`, `expired`, or None
+    result: str | None
+    cost_usd: float
 
 
 @dataclass
@@ -32,7 +49,7 @@ class Story:
     tools, orchestration, human review) when both sides have one, else the sum of its actions' costs.
     """
 
-    actions: list[dict[str, Any]] = field(default_factory=list)
+    actions: list[ReplayedAction] = field(default_factory=list)
     outcome: str | None = None
     cost_usd: float = 0.0
     task_cost_usd: float | None = None
@@ -144,7 +161,7 @@ def stories(events: list[Any]) -> dict[TaskKey, Story]:
     `expired` when nobody answered; None while it waits (or, in a sandbox without recorded humans, was never asked).
     """
     stories: dict[TaskKey, Story] = {}
-    actions: dict[tuple[str, str], dict[str, Any]] = {}
+    actions: dict[tuple[str, str], ReplayedAction] = {}
     # Proposals first: a decision or result read from another topic may come before its proposal.
     events = [e for e in events if isinstance(e, ActionProposed)] + [e for e in events if not isinstance(e, ActionProposed)]
     for e in events:
@@ -154,8 +171,10 @@ def stories(events: list[Any]) -> dict[TaskKey, Story]:
             continue
         a = actions.get((d.tenant_id, d.action_id)) if getattr(d, "action_id", None) else None
         if isinstance(e, ActionProposed) and a is None:
-            a = {"step": d.step, "tool": d.tool, "args": d.args, "digest": action_digest(d.tenant_id, d.tool, d.args)[:16],
-                 "decision": None, "reasons": [], "after_human": None, "result": None, "cost_usd": d.cost.usd}  # fmt: skip
+            a = ReplayedAction(
+                step=d.step, tool=d.tool, args=d.args, digest=action_digest(d.tenant_id, d.tool, d.args)[:16], decision=None,
+                reasons=[], after_human=None, result=None, cost_usd=d.cost.usd,
+            )  # fmt: skip
             actions[(d.tenant_id, d.action_id)] = a
             story.actions.append(a)
         elif isinstance(e, ActionDecided) and a is not None:
