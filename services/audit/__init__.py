@@ -19,26 +19,20 @@ if TYPE_CHECKING:
     from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
     from services.audit.content import ContentReport, check_content
     from services.audit.credentials import approver_credentials, credential_text
-    from services.audit.handlers import Checkpointer
-    from services.audit.ledger import ActionFilters, ActionLine, action_lines, csv_columns, csv_row
-    from services.audit.pruned import PrunedBefore, pruned_before, with_archives
-    from services.audit.published import read_published_checkpoints
-    from services.audit.reading import (
+    from services.audit.explanation import (
         FOLLOW_UP_PENDING,
         ActionStory,
         ApprovalStep,
         Explanation,
         LateReply,
-        SeveralTenants,
-        StoryLine,
         ToolCall,
         explain_task,
-        rechecked,
-        search,
-        story,
-        task_rows_of,
-        tasks_of_action,
     )
+    from services.audit.handlers import Checkpointer
+    from services.audit.ledger import ActionFilters, ActionLine, action_lines, csv_columns, csv_row
+    from services.audit.pruned import PrunedBefore, pruned_before, with_archives
+    from services.audit.published import read_published_checkpoints
+    from services.audit.reading import SeveralTenants, StoryLine, rechecked, search, story, task_rows_of, tasks_of_action
     from services.audit.records import LogRow, observe
     from services.audit.repository import AuditLog, InMemoryAuditLog, PostgresAuditLog, SearchFilters
     from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_after, checkpoint_before
@@ -157,13 +151,13 @@ _HOME = {
     "pruned_before": "pruned",
     "with_archives": "pruned",
     "StoryLine": "reading",
-    "explain_task": "reading",
-    "ActionStory": "reading",
-    "ApprovalStep": "reading",
-    "Explanation": "reading",
-    "ToolCall": "reading",
-    "LateReply": "reading",
-    "FOLLOW_UP_PENDING": "reading",
+    "explain_task": "explanation",
+    "ActionStory": "explanation",
+    "ApprovalStep": "explanation",
+    "Explanation": "explanation",
+    "ToolCall": "explanation",
+    "LateReply": "explanation",
+    "FOLLOW_UP_PENDING": "explanation",
     "rechecked": "reading",
     "search": "reading",
     "story": "reading",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 import schemas as s
 
 if TYPE_CHECKING:
-    from services.audit.reading import ActionStory
+    from services.audit.explanation import ActionStory
 
 __all__ = ["FOLLOW_UP_PENDING", "TaskStatus", "standing"]
 

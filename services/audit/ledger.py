@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.audit.credentials import approver_credentials
-from services.audit.reading import ActionStory, ApprovalStep, Explanation
+from services.audit.explanation import ActionStory, ApprovalStep, Explanation
 
 __all__ = ["COMPARISONS", "ActionFilters", "ActionLine", "action_lines", "csv_columns", "csv_row"]
 

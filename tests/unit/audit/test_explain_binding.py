@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import schemas as s
-from services.audit.reading import Explanation, explain
+from services.audit.explanation import Explanation, explain
 from services.audit.records import observe
 from services.audit.repository import InMemoryAuditLog
 from tidegate.audit_render import render_html, render_markdown

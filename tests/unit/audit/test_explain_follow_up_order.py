@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.audit.reading import ActionStory, ApprovalStep, Costs, Explanation, ToolCall
+from services.audit.explanation import ActionStory, ApprovalStep, Costs, Explanation, ToolCall
 from tidegate.audit_render import render_html, render_markdown
 
 AT = datetime(2026, 12, 4, 23, 20, tzinfo=UTC)

@@ -12,7 +12,8 @@ import pytest
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.reading import SeveralTenants, explain_task
+from services.audit.explanation import explain_task
+from services.audit.reading import SeveralTenants
 from services.audit.repository import InMemoryAuditLog
 from tidegate.audit_render import render_markdown
 

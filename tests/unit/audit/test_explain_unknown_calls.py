@@ -12,7 +12,7 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.reading import FOLLOW_UP_PENDING, Explanation, explain
+from services.audit.explanation import FOLLOW_UP_PENDING, Explanation, explain
 from services.audit.repository import InMemoryAuditLog
 from tidegate.audit_render import render_html, render_markdown
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 import schemas as s
 from services.audit import StoryLine
-from services.audit.reading import explain
+from services.audit.explanation import explain
 from services.audit.repository import InMemoryAuditLog
 from tidegate.audit_render import render_html, render_markdown
 from tidegate.commands._audit_story import _lines_table

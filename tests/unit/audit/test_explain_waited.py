@@ -7,7 +7,7 @@ the on-call engineer replaying the night saw the decision's own time and nothing
 from __future__ import annotations
 
 import schemas as s
-from services.audit.reading import explain
+from services.audit.explanation import explain
 from services.audit.records import observe
 from services.audit.repository import InMemoryAuditLog
 from tidegate.audit_render import render_html, render_markdown

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import schemas as s
-from services.audit.reading import explain, tasks_of_action
+from services.audit.explanation import explain
+from services.audit.reading import tasks_of_action
 from services.audit.repository import InMemoryAuditLog
 from tidegate.audit_render import render_html, render_markdown
 

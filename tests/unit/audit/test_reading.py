@@ -7,7 +7,8 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.reading import explain, story
+from services.audit.explanation import explain
+from services.audit.reading import story
 from services.audit.repository import InMemoryAuditLog, SearchFilters
 from tidegate.audit_render import render_html, render_markdown
 
