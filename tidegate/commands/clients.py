@@ -268,7 +268,7 @@ def ended(r: Any, *, bold: bool = False) -> str:
 
 async def _propose_and_wait(event: ActionProposed, wait_s: float) -> tuple[Any, Any]:
     """Publish a proposal; with wait_s > 0, its decision and, when it was allowed, its result, each within what is left of `wait_s`."""
-    from tidegate.demo.run import Watcher, publish_events
+    from tidegate.bus_client import Watcher, publish_events
 
     kit = settings()
     if wait_s <= 0:
@@ -295,7 +295,7 @@ async def _propose_and_wait(event: ActionProposed, wait_s: float) -> tuple[Any, 
 
 async def _publish_and_wait(topic: str, event: Any, wait_s: float, match: Any) -> Any:
     """Publish `event`; with wait_s > 0, return the first event on the watched topics that `match`es."""
-    from tidegate.demo.run import Watcher, publish_events
+    from tidegate.bus_client import Watcher, publish_events
 
     kit = settings()
     watched = ["tasks.outcomes"] if topic == "tasks" else ["actions.decided"]

@@ -56,7 +56,7 @@ def undo(
     unknown outcome, one undone already (or whose undo failed or was denied), and an undo itself.
     """
     from schemas import ActionProposed, Envelope
-    from tidegate.demo.run import publish_events
+    from tidegate.bus_client import publish_events
 
     if (action_id is None) == (task is None):
         fail("give an ACTION_ID or --task TASK_ID (one of them)")

@@ -16,104 +16,28 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from schemas import ControlTenant, ControlTenantData, Envelope, TaskSubmitted, decode, encode, headers_for
+from schemas import ControlTenant, ControlTenantData, TaskSubmitted
 from servicekit import (
-    AGENT,
-    OPS,
     KitSettings,
     ToolCatalog,
     catalog_topic_names,
     create_pool,
-    deployment_authority,
     ensure_topics,
-    kafka_options,
-    sign_as_client,
-    sign_as_operator,
 )
-from servicekit.partitions import partitions_of
 from systems.seed import TICKETS
+from tidegate.bus_client import Watcher, publish_events
 from tidegate.demo.tickets import DEMO_CASES, DEMO_TENANTS, FRESH_ORDER_TICKETS, demo_tasks
 
-__all__ = ["TaskView", "Watcher", "fresh_orders", "publish_events", "run_demo", "untrusted_lines"]
+__all__ = ["TaskView", "fresh_orders", "run_demo", "untrusted_lines"]
 
 WATCHED = ["actions.proposed", "actions.decided", "approvals", "actions.results", "tasks.outcomes"]
-
-
-async def publish_events(kit: KitSettings, events: list[tuple[str, Envelope]]) -> None:
-    """Publish events on catalog topics (keyed by task id, CloudEvents headers); unsigned ones are signed as the CLI would.
-
-    Logged in as an outside agent (`agent`), or as the operator (`ops`) for `control` records.
-    """
-    principal = OPS if events and all(topic == "control" for topic, _ in events) else AGENT
-    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(kit, principal))
-    await producer.start()
-    try:
-        for topic, event in events:
-            if event.signature is None:
-                event = sign_as_operator(kit, event) if topic == "control" else sign_as_client(kit, event)
-            headers = [(k, v.encode()) for k, v in headers_for(event).items()]
-            await producer.send(kit.topic_prefix + topic, encode(event), key=event.key, headers=headers)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
-class Watcher:
-    """Reads catalog topics from their current end (what happens from now on), without a consumer group.
-
-    Only events the deployment's keys verify are shown, as the services would accept them: an unsigned
-    or forged event on a watched topic is never reported as something that happened.
-    """
-
-    def __init__(self, kit: KitSettings, names: list[str]) -> None:
-        self.kit = kit
-        self.names = names
-        self.authority = deployment_authority(kit)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, enable_auto_commit=False, **kafka_options(kit, OPS))
-
-    async def start(self) -> None:
-        """Assign every partition of the watched topics and position at their ends."""
-        await self.consumer.start()
-        tps = await partitions_of(self.consumer, [self.kit.topic_prefix + n for n in self.names])
-        self.consumer.assign(tps)
-        ends = await self.consumer.end_offsets(tps)
-        for tp, end in ends.items():
-            self.consumer.seek(tp, end)
-
-    async def poll(self, timeout_s: float = 0.2) -> list[tuple[str, Any]]:
-        """Events that arrived since the last poll, as (catalog topic, event)."""
-        batches = await self.consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=2000)
-        out = []
-        for tp, records in batches.items():
-            name = tp.topic.removeprefix(self.kit.topic_prefix)
-            for record in records:
-                with contextlib.suppress(ValueError):  # an invalid event is the dead-letter topic's business, not the demo's
-                    event = decode(name, record.value)
-                    if self.authority.check(record.value, event) is None:
-                        out.append((name, event))
-        return out
-
-    async def first(self, match: Callable[[str, Any], bool], timeout_s: float) -> Any:
-        """The first event that matches, or None after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for name, event in await self.poll(min(0.5, max(0.05, deadline - time.monotonic()))):
-                if match(name, event):
-                    return event
-        return None
-
-    async def stop(self) -> None:
-        """Disconnect."""
-        await self.consumer.stop()
 
 
 @dataclass

@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from servicekit import action_digest, create_pool
+from tidegate import bus_client
 from tidegate.cli import app as cli
-from tidegate.demo import run as demo_run
 
 ARGS = {"ticket_id": "T-1001", "tags": ["vip"]}
 
@@ -53,8 +53,8 @@ class _SilentBus:
 def bus(monkeypatch: pytest.MonkeyPatch) -> _SilentBus:
     fake = _SilentBus()
     monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.setattr(demo_run, "Watcher", fake.watcher)
-    monkeypatch.setattr(demo_run, "publish_events", fake.publish)
+    monkeypatch.setattr(bus_client, "Watcher", fake.watcher)
+    monkeypatch.setattr(bus_client, "publish_events", fake.publish)
     return fake
 
 

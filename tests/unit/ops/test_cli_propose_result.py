@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 import schemas as s
+from tidegate import bus_client
 from tidegate.cli import app
-from tidegate.demo import run as demo_run
 
 runner = CliRunner()
 
@@ -73,8 +73,8 @@ class _Bus:
 def bus(monkeypatch: pytest.MonkeyPatch) -> _Bus:
     fake = _Bus("allow")
     monkeypatch.setenv("COLUMNS", "400")
-    monkeypatch.setattr(demo_run, "Watcher", fake.watcher)
-    monkeypatch.setattr(demo_run, "publish_events", fake.publish)
+    monkeypatch.setattr(bus_client, "Watcher", fake.watcher)
+    monkeypatch.setattr(bus_client, "publish_events", fake.publish)
     return fake
 
 

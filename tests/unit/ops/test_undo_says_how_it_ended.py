@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import schemas as s
 from tests.unit.executor_results import executor_result
+from tidegate import bus_client
 from tidegate.cli import app
-from tidegate.demo import run as demo_run
 
 READY = s.UndoPlan(status="ready", tool="untag_ticket", args={"ticket_id": "T-1", "tags": ["refund"]})
 ORIGINAL = executor_result(s.ActionSucceeded, "a-1", "tag_ticket", "succeeded", idempotency_key="a-1", undo=READY)
@@ -79,8 +79,8 @@ def _undo(monkeypatch: pytest.MonkeyPatch, bus: _Bus, *args: str) -> Any:
 
     monkeypatch.setattr(services.audit.PostgresAuditLog, "connect", connect)
     monkeypatch.setattr(tidegate.ops.undo, "read_recorded", read_recorded)
-    monkeypatch.setattr(demo_run, "Watcher", bus.watcher)
-    monkeypatch.setattr(demo_run, "publish_events", bus.publish)
+    monkeypatch.setattr(bus_client, "Watcher", bus.watcher)
+    monkeypatch.setattr(bus_client, "publish_events", bus.publish)
     return CliRunner().invoke(app, ["undo", "a-1", *args], env={"COLUMNS": "400"})
 
 
