@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from services.audit.app import MIGRATIONS, AuditDeps, AuditProcess, build
-    from services.audit.archive import ArchiveError, ArchivePolicy, ArchiveReading, audit_keys_of, read_archive, signers_of
+    from services.audit.archive import (
+        ArchiveError,
+        ArchivePolicy,
+        ArchiveReading,
+        ArchiveSigner,
+        audit_keys_of,
+        read_archive,
+        signers_of,
+    )
     from services.audit.archive_check import ArchiveReport, archive_recheck, verify_archives
     from services.audit.completeness import CompletenessReport, Missing, check_complete, recorded_missing
     from services.audit.conflict_check import AcknowledgedConflict
@@ -53,6 +61,7 @@ __all__ = [
     "ArchiveReading",
     "ArchiveRefused",
     "ArchiveReport",
+    "ArchiveSigner",
     "Archived",
     "AuditDeps",
     "AuditLog",
@@ -119,6 +128,7 @@ _HOME = {
     "read_archive": "archive",
     "audit_keys_of": "archive",
     "ArchiveReading": "archive",
+    "ArchiveSigner": "archive",
     "signers_of": "archive",
     "ArchiveReport": "archive_check",
     "archive_recheck": "archive_check",

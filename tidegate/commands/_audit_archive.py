@@ -12,7 +12,7 @@ import typer
 import yaml
 from rich.markup import escape
 
-from servicekit import Keyring, SigningKey, ToolCatalog, deployment_authority
+from servicekit import Keyring, KitSettings, SigningKey, ToolCatalog, deployment_authority
 from services.audit import (
     Archived,
     ArchiveError,
@@ -20,6 +20,7 @@ from services.audit import (
     ArchiveReading,
     ArchiveRefused,
     ArchiveReport,
+    ArchiveSigner,
     PostgresAuditLog,
     Recheck,
     archive_log,
@@ -127,7 +128,7 @@ def audit_signer(keys_dir: Path) -> SigningKey | None:
         return None
 
 
-def _signers(kit: Any) -> tuple[list[Any], ArchiveReading]:
+def _signers(kit: KitSettings) -> tuple[list[ArchiveSigner], ArchiveReading]:
     """Every public key the deployment's rows may be signed with (its keys folders and tool catalog), and how they are judged."""
     tools = ToolCatalog.load(*kit.tool_dirs) if kit.tools_dir.is_dir() else None
     reading = ArchiveReading(
@@ -137,7 +138,7 @@ def _signers(kit: Any) -> tuple[list[Any], ArchiveReading]:
 
 
 async def _write(
-    log: PostgresAuditLog, kit: Any, out: Path, *, through: int, after: int | None = None, doing: str, quiet: bool
+    log: PostgresAuditLog, kit: KitSettings, out: Path, *, through: int, after: int | None = None, doing: str, quiet: bool
 ) -> Archived:
     """Write the log's rows through checkpoint `through` (after `after`'s heads, else the last prune's) to `out`, with progress.
 

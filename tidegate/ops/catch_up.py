@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from schemas import (
     ActionAuthorized,
     ActionDecided,
@@ -129,7 +131,7 @@ async def catch_up(kit: KitSettings, *, since_ms: int | None = None, say: Callab
     return done
 
 
-async def _executor(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
+async def _executor(reader: _Reader, pool: asyncpg.Pool, kit: KitSettings, done: CaughtUp) -> None:
     results: dict[str, SignedEvent] = {}
     for result in await reader.read("actions.results", strict=True):
         results.setdefault(result.data(ActionResultData).action_id, result)  # a republished result is the same
@@ -151,7 +153,7 @@ async def _executor(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp
             done.notes.append(f"action {action_id}: its authorization has left the bus; its claim keeps the result without its call")
 
 
-async def _approvals(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
+async def _approvals(reader: _Reader, pool: asyncpg.Pool, kit: KitSettings, done: CaughtUp) -> None:
     events = await reader.read("approvals", strict=True)
     requested = {e.data(ApprovalData).approval_id: e for e in events if e.event.type == "tidegate.approval.requested"}
     decisions = [e for e in events if e.event.type in DECIDED]
@@ -184,7 +186,7 @@ async def _approvals(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtU
             )
 
 
-def _restoration(kit: KitSettings, pool: Any) -> Restoration:
+def _restoration(kit: KitSettings, pool: asyncpg.Pool) -> Restoration:
     """The approval service's own writing: its repository, its key's seals, its groups and catalog."""
     settings = ApprovalSettings()
     authority = deployment_authority(kit, None)
@@ -197,7 +199,7 @@ def _restoration(kit: KitSettings, pool: Any) -> Restoration:
     return Restoration(PgApprovalRepository(pool, "approval", seals=seals), seals, GroupsConfig.load(settings.groups_file), risk_of)
 
 
-async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) -> None:
+async def _policy(reader: _Reader, pool: asyncpg.Pool, kit: KitSettings, done: CaughtUp) -> None:
     """The policy's decisions since the backup, recorded as signed (never decided again); then the results and findings it lacks."""
     restoration = PolicyRestoration.of(kit, pool)
     decided = await reader.read("actions.decided", strict=True)
@@ -246,7 +248,7 @@ async def _policy(reader: _Reader, pool: Any, kit: KitSettings, done: CaughtUp) 
         done.counts["policy findings recorded"] += 1
 
 
-async def _planner(pool: Any, kit: KitSettings, since_ms: int | None, say: Callable[[str], None], done: CaughtUp) -> None:
+async def _planner(pool: asyncpg.Pool, kit: KitSettings, since_ms: int | None, say: Callable[[str], None], done: CaughtUp) -> None:
     """Hand the planner again, in the order they happened, the events its restored database has not seen; each partition said."""
     try:
         replayed = await replay(kit, pool, PlannerSettings(), since_ms=since_ms, say=say)
