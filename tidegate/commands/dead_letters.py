@@ -87,7 +87,7 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
                 continue
             dl = DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ()))
             if dl.unverified is None and not checked_alone(dl) and dl.data.data.tenant_id != "unknown":
-                d = dl.data.data  # too large to be checked alone (rare): held to the log's copy of the record it names
+                d = dl.data.data  # not checked alone (truncated, rare; or a sha256 of something else): held to the log's copy
                 dl = held_to_record(dl, await log.row_at(d.topic, d.partition, d.offset))
             out.append(dl)
         return out

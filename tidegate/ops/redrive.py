@@ -262,8 +262,20 @@ def tenant_problem(dl: DeadLetter, row: LogRow | None) -> str | None:
 
 
 def held_to_record(dl: DeadLetter, row: LogRow | None) -> DeadLetter:
-    """`dl`, marked not verified when its tenant is not that of the log's record it names (one too large to check alone)."""
-    if dl.unverified is not None or (why := tenant_problem(dl, row)) is None:
+    """`dl` (one not checked alone), marked not verified when the log's record at its position is another, or another tenant's.
+
+    The signer's check passes a dead letter whose bytes are not the record's whole, `truncated` or with a SHA-256 of
+    something else than what it carries: only the log's copy holds it. A record there whose SHA-256 is not the one the
+    dead letter names is not the record it says was refused (the audit keeps every record's bytes as the bus held them).
+    """
+    if dl.unverified is not None or row is None:
+        return dl
+    d = dl.data.data
+    if d.sha256 is not None and hashlib.sha256(row.value or b"").hexdigest() != d.sha256:
+        why: str | None = f"the log's record at {dl.original} is not the one it names (its SHA-256 differs)"
+    else:
+        why = tenant_problem(dl, row)
+    if why is None:
         return dl
     return DeadLetter(dl.id, dl.at, dl.where, dl.data, f"{ReasonCode.SIGNER_NOT_ALLOWED.value}: {why}", dl.redriven)
 

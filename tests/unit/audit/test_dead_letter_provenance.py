@@ -141,24 +141,24 @@ class _Log(InMemoryAuditLog):
         return next((r for r in self.rows if (r.topic, r.partition, r.kafka_offset) == (topic, partition, offset)), None)
 
 
-def test_a_dead_letter_that_says_it_is_truncated_is_listed_as_not_verified_when_the_record_it_names_is_another_tenants(
-    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The attacker marks its dead letter `truncated`, so the signer's check cannot read its tenant: `list` reads the log's copy."""
+def _listed(kit: KitSettings, monkeypatch: pytest.MonkeyPatch, theirs: bytes, **forged: object) -> dict[str, object]:
+    """`dead-letters list --json`'s line for a dead letter the executor's key signs of `theirs` (the log's record at its position).
+
+    `forged`: what the attacker writes in it beside the tenant (acme), the task and the position of globex's record.
+    """
     import json
 
     from tidegate.cli import app
     from tidegate.commands import dead_letters as cli
 
-    theirs = record_of("globex", "g-1")
     log = _Log()
     recorder = Recorder(prefix=PREFIX, log=log, authority=deployment_authority(kit, history=True))
     data = s.EventRejectedData(
-        tenant_id="acme", task_id="g-1", topic=PREFIX + "actions.authorized", partition=0, offset=4, raw_value=theirs[:30].decode(),
-        truncated=True, size=len(theirs), sha256=hashlib.sha256(theirs).hexdigest(), code="handler_error", error="lost", service="executor",
+        tenant_id="acme", task_id="g-1", topic=PREFIX + "actions.authorized", partition=0, offset=4, size=len(theirs),
+        code="handler_error", error="lost", service="executor", **forged,  # type: ignore[arg-type]
     )  # fmt: skip
-    forged = s.encode(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
-    asyncio.run(recorder.record_batch([Record("actions.authorized", 4, theirs), Record("deadletter", 9, forged)]))
+    signed = s.encode(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
+    asyncio.run(recorder.record_batch([Record("actions.authorized", 4, theirs), Record("deadletter", 9, signed)]))
 
     async def with_log(go: object) -> object:
         return await go(log)  # type: ignore[operator]
@@ -168,6 +168,31 @@ def test_a_dead_letter_that_says_it_is_truncated_is_listed_as_not_verified_when_
     result = CliRunner().invoke(app, ["dead-letters", "list", "--json"])
     assert result.exit_code == 0, result.output
     [line] = [json.loads(x) for x in result.stdout.splitlines()]
+    return line  # type: ignore[no-any-return]
+
+
+def test_a_dead_letter_that_says_it_is_truncated_is_listed_as_not_verified_when_the_record_it_names_is_another_tenants(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attacker marks its dead letter `truncated`, so the signer's check cannot read its tenant: `list` reads the log's copy."""
+    theirs = record_of("globex", "g-1")
+    line = _listed(kit, monkeypatch, theirs, raw_value=theirs[:30].decode(), truncated=True, sha256=hashlib.sha256(theirs).hexdigest())
     assert line["shown_as"] == "not verified (names executor)"
-    assert "of tenant globex" in line["unverified"]
+    assert "of tenant globex" in str(line["unverified"])
+    assert line["redrivable"] is False
+
+
+def test_a_dead_letter_whose_sha256_is_not_what_it_carries_is_listed_as_not_verified_when_the_log_holds_another_record_there(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attacker leaves `truncated` unset and carries globex's record whole, but writes a SHA-256 of nothing it carries.
+
+    The signer's check cannot hold such a dead letter to what it carries (its bytes are not the record it names), so it
+    passes it; `list` must read the log's copy, and a log whose record at that position is another one is not the record
+    this dead letter says the executor refused (before, a SHA-256 that matched neither let it through as verified).
+    """
+    theirs = record_of("globex", "g-1")
+    line = _listed(kit, monkeypatch, theirs, raw_value=theirs.decode(), sha256=hashlib.sha256(b"any other record").hexdigest())
+    assert line["shown_as"] == "not verified (names executor)"
+    assert "is not the one it names" in str(line["unverified"])
     assert line["redrivable"] is False
