@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from schemas import ControlRedrive, ControlRedriveData
-from servicekit import OPS, Bus, KitSettings, Producer, ToolCatalog, deployment_authority, kafka_options
+from servicekit import OPS, Bus, Keyring, KitSettings, Producer, ToolCatalog, deployment_authority, kafka_options
 from servicekit.bus_rights import redrive_principal
 from services.audit import PostgresAuditLog, SearchFilters
 from tidegate.commands._audit_log import row_recheck, with_audit_log
@@ -95,6 +95,11 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
     return await with_audit_log(go)
 
 
+def approval_keys(kit: KitSettings) -> Keyring:
+    """The approval service's public keys, as the policy service loads them to verify a decision (`approval`)."""
+    return Keyring.load(kit.keys_dir, "approval")
+
+
 def _status(dl: DeadLetter, why: str | None) -> str:
     done = "; ".join(f"redriven by {shown(r.by)} at {r.at:%Y-%m-%d %H:%M:%S}Z" for r in dl.redriven)
     if why is None:
@@ -119,7 +124,8 @@ def list_(
     shown_ = sorted(found, key=lambda dl: dl.at)[-limit:]
     if len(found) > limit:
         err_console.print(f"{len(found)} dead letters match: these are the newest {limit}; --limit N to see more")
-    whys = [why_not(dl, kit.topic_prefix, allow_unknown_key=allow_unknown_key) for dl in shown_]
+    keys = approval_keys(kit)
+    whys = [why_not(dl, kit.topic_prefix, allow_unknown_key=allow_unknown_key, approval_keys=keys) for dl in shown_]
     if as_json_lines:
         for dl, why in zip(shown_, whys, strict=True):
             typer.echo(as_json(dl, kit.topic_prefix, why))
@@ -159,11 +165,12 @@ async def _plan(kit: KitSettings, chosen: list[DeadLetter], allow_unknown_key: b
     plan = _Plan()
     tools = ToolCatalog.load(*kit.tool_dirs) if kit.tools_dir.is_dir() else None
     authority = deployment_authority(kit, tools)  # as the consumers check: keys put on file since are known
+    keys = approval_keys(kit)
     now_ms = int(time.time() * 1000)
 
     async def go(log: PostgresAuditLog) -> None:
         for dl in chosen:
-            why = why_not(dl, kit.topic_prefix, allow_unknown_key=allow_unknown_key, again=again)
+            why = why_not(dl, kit.topic_prefix, allow_unknown_key=allow_unknown_key, again=again, approval_keys=keys)
             d = dl.data.data
             if why is None:
                 row = await log.row_at(d.topic, d.partition, d.offset)

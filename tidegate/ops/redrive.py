@@ -17,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from schemas import ControlRedrive, EventRejected, ReasonCode, decode_document
+from schemas import ControlRedrive, EventRejected, ReasonCode, approval_document, approval_message, decode_document
 from servicekit.authority import Authority
 from servicekit.bus_rights import redrive_principal
+from servicekit.signing import Keyring
 from services.audit import LogRow
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "catalog_topic",
     "checked_alone",
     "dead_letter_of",
+    "decision_verifies",
     "held_to_record",
     "named_service",
     "original_of",
@@ -47,13 +49,16 @@ __all__ = [
 REDRIVABLE = frozenset({ReasonCode.HANDLER_ERROR.value, ReasonCode.OUTPUT_TOO_LARGE.value, ReasonCode.OUTPUT_REFUSED.value})
 # A key not on file when the record came: redriven only when asked (`--allow-unknown-key`), once the key is distributed.
 UNKNOWN_KEY = ReasonCode.UNKNOWN_KEY.value
+# A decision a policy could not verify: redriven when it verifies with the approval keys on file, as a policy of this release
+# verifies it (one signed over `approval_document` reached a release 21 policy during the upgrade: upgrade note 22).
+APPROVAL_UNAUTHENTICATED = ReasonCode.APPROVAL_UNAUTHENTICATED.value
 
 _AUTHORITY = frozenset(
     c.value
     for c in (
         ReasonCode.SIGNATURE_MISSING, ReasonCode.SIGNATURE_INVALID, ReasonCode.SIGNER_NOT_ALLOWED, ReasonCode.SIGNER_RETIRED,
         ReasonCode.DIGEST_MISMATCH, ReasonCode.ACTION_ID_REUSED, ReasonCode.TASK_ID_REUSED, ReasonCode.AUTHORIZATION_REPLAYED,
-        ReasonCode.CONTROL_REPLAYED, ReasonCode.APPROVAL_UNAUTHENTICATED, ReasonCode.TOOL_REPLY_MISMATCH,
+        ReasonCode.CONTROL_REPLAYED, ReasonCode.TOOL_REPLY_MISMATCH,
         ReasonCode.KEPT_RESULT_REFUSED, ReasonCode.TASK_OF_ANOTHER_REQUESTER,
     )
 )  # fmt: skip
@@ -181,8 +186,14 @@ def select(dead: Sequence[DeadLetter], s: Selection, prefix: str) -> list[DeadLe
     return [dl for dl in picked if dl.id in chosen]
 
 
-def why_not(dl: DeadLetter, prefix: str, *, allow_unknown_key: bool = False, again: bool = False) -> str | None:
-    """Why `dl` is not redriven (one line, with what to do instead), or None when it may be."""
+def why_not(
+    dl: DeadLetter, prefix: str, *, allow_unknown_key: bool = False, again: bool = False, approval_keys: Keyring | None = None
+) -> str | None:
+    """Why `dl` is not redriven (one line, with what to do instead), or None when it may be.
+
+    `approval_keys`: the approval service's public keys, to tell a decision a policy could not verify (one signed as a newer
+    release signs, at an older policy: upgrade note 22) from one that does not verify (None: no decision is redriven).
+    """
     d = dl.data.data
     if dl.unverified is not None:
         return f"its row does not verify ({dl.unverified}): not a dead letter {d.service} wrote; nothing is sent of it"
@@ -196,18 +207,37 @@ def why_not(dl: DeadLetter, prefix: str, *, allow_unknown_key: bool = False, aga
     code = d.code
     if code in _AUTHORITY:
         return f"{code} is a refusal for authority: the same bytes are refused again, and a redrive grants none (the signer sends anew)"
+    if code == APPROVAL_UNAUTHENTICATED and not (approval_keys is not None and decision_verifies(dl, prefix, approval_keys)):
+        return f"{code}: the decision it carries does not verify with the approval service's keys on file either; a redrive grants none"
     if code in _EXPIRED:
         return f"{code}: what it carried has expired for good; ask for a new decision (propose again)"
     if code in _CONTENT:
         return f"{code}: the same bytes fail the same check; the sender must send a corrected record"
     if code == UNKNOWN_KEY and not allow_unknown_key:
         return "unknown_key: once the signer's public key is on file (`tidegate keys list`), redrive it with --allow-unknown-key"
-    if code not in REDRIVABLE and code != UNKNOWN_KEY:
+    if code not in REDRIVABLE and code not in (UNKNOWN_KEY, APPROVAL_UNAUTHENTICATED):
         return f"{code} is not a cause a redrive fixes (redriven: {', '.join(sorted(REDRIVABLE))}, and unknown_key when asked)"
     if dl.redriven and not again:
         last = dl.redriven[-1]
         return f"already redriven by {last.by} at {last.at:%Y-%m-%d %H:%M:%S}Z; --again sends it once more"
     return None
+
+
+def decision_verifies(dl: DeadLetter, prefix: str, approval_keys: Keyring) -> bool:
+    """Whether the decision `dl` carries whole verifies with `approval_keys` over either form a policy verifies now.
+
+    Over `approval_document` of its data as carried (never parsed and dumped again), or over `approval_message` (before
+    release 22). The policy verifies it again when it comes: this only tells a redrive that may help from one that cannot.
+    """
+    if not checked_alone(dl) or catalog_topic(dl.data.data.topic, prefix) != "approvals":
+        return False
+    try:
+        event, document = decode_document("approvals", dl.data.data.raw_value)
+        data = event.data
+        messages = (approval_document(event.type, document["data"]), approval_message(event.type, data))
+    except (ValueError, TypeError, KeyError):  # not a decision of the contract
+        return False
+    return bool(data.key_id and data.signature) and any(approval_keys.verify(data.key_id, m, data.signature) for m in messages)
 
 
 def _headers(stored: list[dict[str, str]]) -> list[tuple[str, bytes | None]]:
