@@ -102,7 +102,7 @@ integrations-test: $(INT_STAMP) $(CREW_STAMP) $(AG_STAMP) ## Offline tests of th
 	PYTHONPATH=$(CURDIR) $(AG_VENV)/bin/pytest integrations/autogen_tests -q -p no:cacheprovider
 
 .PHONY: browser-deps
-browser-deps: ## Install Debian's chromium (the approver page's browser test) and faketime (the clock-skew test) when missing (idempotent; needs root or sudo)
+browser-deps: ## Install Debian's chromium (the approver page's browser test), faketime (the clock-skew test) and promtool (the alert rules' test) when missing (idempotent; needs root or sudo)
 	bash tests/e2e/approval/browser_deps.sh
 
 .PHONY: test-unit

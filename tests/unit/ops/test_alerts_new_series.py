@@ -3,7 +3,8 @@
 prometheus_client makes a labelled counter's series at its first `.inc()`: Prometheus's first sample of it is 1, and
 `increase()` over one sample, or over samples that all read 1, is nothing. So a rule written on `increase()` alone never
 fired for the one forged dead letter it was written for (or for the first record of a topic and reason since the audit
-started). Held here by Prometheus's own rule tester, `promtool test rules`, on the shipped `deploy/prometheus/alerts.yml`.
+started), nor the first conflict in the audit log, the first unknown outcome of a tool, the first dead letter of a code
+(review61). Held here by Prometheus's own rule tester, `promtool test rules`, on the shipped `deploy/prometheus/alerts.yml`.
 """
 
 from __future__ import annotations
@@ -35,16 +36,23 @@ PAGE = {
 }
 
 
-def _promtool(tmp_path: Path, values: str, expected: list[tuple[str, list[dict[str, Any]]]]) -> subprocess.CompletedProcess[str]:
-    """`promtool test rules` of `RULE` over one series scraped each minute (`values`), at each (time, alerts)."""
+def _promtool(
+    tmp_path: Path,
+    values: str,
+    expected: list[tuple[str, list[dict[str, Any]]]],
+    *,
+    rule: str = RULE,
+    series: str = SERIES,
+) -> subprocess.CompletedProcess[str]:
+    """`promtool test rules` of `rule` over one series scraped each minute (`values`), at each (time, alerts)."""
     tests = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "1m",
         "tests": [
             {
                 "interval": "1m",
-                "input_series": [{"series": SERIES, "values": values}],
-                "alert_rule_test": [{"eval_time": at, "alertname": RULE, "exp_alerts": alerts} for at, alerts in expected],
+                "input_series": [{"series": series, "values": values}],
+                "alert_rule_test": [{"eval_time": at, "alertname": rule, "exp_alerts": alerts} for at, alerts in expected],
             }
         ],
     }
@@ -63,4 +71,49 @@ def test_a_count_that_grows_pages_and_one_that_stays_does_not(tmp_path: Path) ->
     """What the rule did before is kept: a count that grows pages (across a restart of the audit too); a still one is quiet."""
     quiet, grown, restarted = [("20m", []), ("39m", [])], [("43m", [PAGE])], [("55m", [PAGE])]
     done = _promtool(tmp_path, "1x40 2 2x10 1x10", quiet + grown + restarted)  # born at 0, 2 at 41m, a restart's 1 at 52m
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Every rule that fires on `increase(counter[w]) > 0` of a labelled counter, with a series of it: (rule, labels, window).
+FIRST_COUNT = [
+    ("TidegateOutcomeUnknown", 'tidegate_action_results_total{tenant="acme",tool="issue_refund",status="unknown"}', 15),
+    ("TidegateAuthorizationsExpiredUnused", 'tidegate_action_refusals_total{tenant="acme",tool="t",reason="authorization_expired"}', 15),
+    ("TidegateWebhookUndelivered", 'tidegate_webhook_deliveries_total{tenant="acme",status="failed"}', 15),
+    ("TidegateAuditConflict", 'tidegate_audit_conflicts_total{topic="tidegate.actions.authorized"}', 15),
+    ("TidegateRowsRefused", 'tidegate_rows_refused_total{service="approval",table="approvals",reason="invalid"}', 15),
+    ("TidegateDeadLetters", 'tidegate_dead_letters_total{service="policy",code="signature_invalid"}', 10),
+    ("TidegateHandlerErrors", 'tidegate_events_handled_total{service="policy",event_type="action.proposed",result="error"}', 10),
+]
+
+
+def _rule(name: str) -> dict[str, Any]:
+    """The shipped rule of that name."""
+    [rule] = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if r.get("alert") == name]
+    return dict(rule)
+
+
+def _labels(series: str, rule: str) -> dict[str, str]:
+    """The labels the rule's alert carries: its `by` labels of the series (as `sum by` keeps them) and its severity."""
+    by = _rule(rule)["expr"].split("sum by (", 1)[1].split(")", 1)[0].split(", ")
+    pairs = dict(p.split("=", 1) for p in series.split("{", 1)[1].rstrip("}").split(","))
+    return {k: pairs[k].strip('"') for k in by} | {"severity": _rule(rule)["labels"]["severity"]}
+
+
+def _annotations(rule: str, labels: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for key, text in _rule(rule)["annotations"].items():
+        for name, value in labels.items():
+            text = text.replace("{{ $labels." + name + " }}", value)
+        out[key] = text.replace("{{ $value }}", "1")
+    return out
+
+
+@pytest.mark.parametrize(("rule", "series", "window"), FIRST_COUNT, ids=[r for r, _, _ in FIRST_COUNT])
+def test_the_first_count_of_a_label_set_fires(tmp_path: Path, rule: str, series: str, window: int) -> None:
+    """A conflict, an unknown outcome, a dead letter: the first one since the service started fires, for the rule's window."""
+    alert = _labels(series, rule)
+    fired = [{"exp_labels": alert, "exp_annotations": _annotations(rule, alert)}]
+    done = _promtool(
+        tmp_path, "_ _ _ 1x40", [("2m", []), ("5m", fired), (f"{window + 2}m", fired), (f"{window + 10}m", [])], rule=rule, series=series
+    )
     assert done.returncode == 0, done.stdout + done.stderr
