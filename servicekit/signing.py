@@ -28,8 +28,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from nacl.bindings import crypto_sign_BYTES, crypto_sign_open
-from nacl.exceptions import BadSignatureError
+from nacl._sodium import ffi as _sodium_ffi
+from nacl._sodium import lib as _sodium_lib
+from nacl.bindings import crypto_sign_BYTES
 from nacl.signing import SigningKey as SodiumKey
 from nacl.signing import VerifyKey
 
@@ -117,15 +118,22 @@ def verifies_raw(public_raw: bytes, signature: bytes, message: bytes) -> bool:
     """`verifies`, given the public key's raw bytes (a caller that holds them reads them out of the key once).
 
     What `VerifyKey.verify` does, without its layers: a signature that is not 64 bytes verifies nothing, the
-    signature and the message are handed to libsodium's `crypto_sign_open` together.
+    signature and the message are handed to libsodium's `crypto_sign_open` together. With no output buffer (NULL,
+    which libsodium allows): PyNaCl's binding of it allocates a zeroed buffer the size of the message and copies the
+    message out of it, ~19,000 instructions a check that nothing reads (tests/unit/foundation/test_signature_check_path.py).
     """
     if not isinstance(signature, bytes) or len(signature) != crypto_sign_BYTES:
         return False
     try:
-        crypto_sign_open(signature + message, _sodium_key(public_raw))
-    except (BadSignatureError, ValueError, TypeError):
+        signed = signature + message
+        key = _sodium_key(public_raw)
+    except (ValueError, TypeError):
         return False
-    return True
+    status: int = _sodium_lib.crypto_sign_open(_NULL, _NULL, signed, len(signed), key)
+    return status == 0
+
+
+_NULL = _sodium_ffi.NULL
 
 
 def key_id_of(name: str, public: Ed25519PublicKey) -> str:
