@@ -969,6 +969,17 @@ CUTS = (
     "read, one each), rows the gauge reads 210 → 10, verdicts 210 → 0, the round's CPU 3.42 / 3.97 → 0.43 / 0.39 "
     "ms. The sweep's `overlaps_ended` reads only rows with an overlap due (its partial index), unchanged. In "
     "process on the local cluster, not `make bench`.",
+    "- **A check's message copied out of libsodium for nobody (2026-12-07).** `verifies_raw` went through PyNaCl's "
+    "`crypto_sign_open` binding, which allocates a zeroed buffer the size of the message, has libsodium copy the "
+    "message into it and then copies it out again as bytes, for a result the check throws away. libsodium's "
+    "`crypto_sign_open` takes no output buffer (NULL), so the check now calls it so through PyNaCl's own cffi "
+    "library: the same verification (`crypto_sign_ed25519_verify_detached` inside), the same verdicts "
+    "(tests/unit/foundation/test_signature_check_path.py), and a check holds the signed bytes once (the test "
+    "checks a 1 MiB message's peak allocation: 2.0 → 1.0 MiB). The earlier try of `crypto_sign_open` called "
+    "directly (above, not kept) still handed it a buffer. One check of a 700-byte message in process, 1,000 "
+    "under callgrind: 708,968 → 689,697 instructions; the audit's ingest (`bench.audit_cpu --callgrind`, one "
+    "pair, not back to back on a machine at load ~20): 1,121,496 → 1,115,348 instructions an event (−0.55 %). "
+    "Every consumer's check takes this path. In process, on a shared machine, not `make bench`.",
 )
 
 
