@@ -256,18 +256,24 @@ def _evaluate(pack: CompiledPack, policy_set: Any, request: dict[str, Any]) -> l
     whole = _context_text(context) if pack.reads_spend else None
     read = whole if whole is not None else _context_text(context | {"facts": context["facts"] | dict.fromkeys(SPEND_FACTS, 0)})
     scope = tuple((request[part]["type"], request[part]["id"]) for part in ("principal", "action", "resource"))
-    return list(pack.remembered((id(policy_set), scope, read), lambda: _cedar(pack, policy_set, request, _read_text(pack, context, whole))))
+
+    def answer() -> tuple[tuple[str, Reason], ...]:  # Cedar's text is made only for an answer not remembered
+        return _cedar(pack, policy_set, request, _read_text(pack, policy_set, context, whole))
+
+    return list(pack.remembered((id(policy_set), scope, read), answer))
 
 
-def _read_text(pack: CompiledPack, context: dict[str, Any], whole: str | None) -> str:
-    """The context's text as Cedar is given it: only what the pack's policies read (`context_reads`), else all of it.
+def _read_text(pack: CompiledPack, policy_set: Any, context: dict[str, Any], whole: str | None) -> str:
+    """The context's text as Cedar is given it: only what the policies of `policy_set` read (`context_read_for`), else all of it.
 
     A pack is checked against the context's schema, every attribute of which `cedar_context` always sets: no policy can
-    read one that is not there, so what no policy reads changes no answer and no error; Cedar only parses less. `whole`:
-    the whole context's text when it was made already.
+    read one that is not there, so what no policy of the set reads changes no answer and no error; Cedar only parses
+    less (its parse of the context was over half of its cost a request). `whole`: the whole context's text when it was
+    made already.
     """
-    if pack.context_read is not None:
-        return _context_text(read_of(context, pack.context_read))
+    context_read = pack.context_read_for(policy_set)
+    if context_read is not None:
+        return _context_text(read_of(context, context_read))
     return whole if whole is not None else _context_text(context)
 
 

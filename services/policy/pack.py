@@ -370,6 +370,8 @@ class CompiledPack:
     # Not init fields: a copy made with `dataclasses.replace` (other policies) starts with none.
     _call_slices: dict[tuple[str | None, str], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
     _kept_sets: dict[frozenset[str], Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # What the policies of each set sliced from the pack read of the context (`context_reads`), by the set's id (`context_read_for`).
+    _set_reads: dict[int, ContextRead | None] = field(default_factory=dict, init=False, compare=False, repr=False)
     _tenants: dict[str | None, TenantSettings] = field(default_factory=dict, compare=False, repr=False)
     # Not an init field: a copy made with `dataclasses.replace` (other policies or entities) starts with no answers.
     _answers: dict[Hashable, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
@@ -411,7 +413,7 @@ class CompiledPack:
         sliced = self._slices.get(tenant)
         if sliced is None:
             keep = {pid: p for pid, p in self.policies.items() if self.tenant_bound.get(pid, tenant) == tenant}
-            sliced = self._slices[tenant] = _policy_set(keep)
+            sliced = self._slices[tenant] = self._sliced(keep)
         return sliced
 
     def policy_set_for_call(self, tenant: str, tool: str) -> Any:
@@ -436,9 +438,25 @@ class CompiledPack:
         if found is None:
             if len(self._kept_sets) >= CALL_SLICES:
                 return self.policy_set_for(tenant)
-            found = self._kept_sets[keep] = _policy_set({pid: self.policies[pid] for pid in self.policies if pid in keep})
+            found = self._kept_sets[keep] = self._sliced({pid: self.policies[pid] for pid in self.policies if pid in keep})
         self._call_slices[key] = found
         return found
+
+    def _sliced(self, policies: dict[str, Any]) -> Any:
+        """`policies` parsed as a set (`_policy_set`), with what they read of the context (`context_read_for`)."""
+        parsed = _policy_set(policies)
+        self._set_reads[id(parsed)] = context_reads(list(policies.values()))
+        return parsed
+
+    def context_read_for(self, policy_set: Any) -> ContextRead | None:
+        """What the policies of `policy_set`, one of this pack's sets, read of the context; None: all of it.
+
+        A set sliced for a tenant or a call (`policy_set_for`, `policy_set_for_call`) reads what its own policies read:
+        a refund's set leaves out the policies of code changes and low-risk writes, and so the facts only they read
+        (`reviewed`, `confidence_pct`…). Any other set (the whole pack's, the shadow set) reads `context_read`. The sets
+        live as long as the pack, so their ids stay theirs (as `remembered`'s keys rely on too).
+        """
+        return self._set_reads.get(id(policy_set), self.context_read)
 
 
 ContextRead = dict[str, "ContextRead | None"]

@@ -162,7 +162,8 @@ def test_cedar_is_given_only_what_the_pack_reads_of_the_context_and_answers_as_w
     pack = compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
     cases = load_cases(PACK_DIR)
     read = [_answer(run_case(pack, case).verdict) for case in cases]
-    given = json.loads(asked[0]["context"])
+    # A refund's request: the first case's (a tag) is asked of a set that reads no amount (what a call's set reads)
+    given = next(json.loads(r["context"]) for r in asked if r["action"]["id"] == "issue_refund")
     assert "tools_called" not in given["flow"]  # no policy of the default pack reads it
     assert "record_id" not in given["facts"]
     assert given["facts"]["amount_cents"] is not None
@@ -188,3 +189,22 @@ def test_what_policies_read_of_the_context() -> None:
     assert reads('permit (principal, action, resource) when { context == {"a": 1} };') is None  # the context itself: all of it
     assert reads('permit (principal, action, resource) when { {"context": 1}.context == 1 };') == {}
     assert read_of({"a": {"b": 1, "c": 2}, "d": 3, "e": [1]}, {"a": {"b": None}, "e": None, "z": None}) == {"a": {"b": 1}, "e": [1]}
+
+
+def test_a_calls_context_holds_only_what_the_policies_its_action_can_match_read(
+    asked: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refund's request leaves out the facts only code changes' and low-risk writes' policies read; no answer changes."""
+    cases, pack = load_cases(PACK_DIR), compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
+    read = [_answer(run_case(pack, case).verdict) for case in cases]
+    refunds = [json.loads(r["context"]) for r in asked if r["action"]["id"] == "issue_refund"]
+    assert refunds
+    for given in refunds:
+        assert "reviewed" not in given["facts"]  # read by the code-change policies alone
+        assert "confidence_pct" not in given["facts"]  # by the low-risk writes' alone
+        assert "min_confidence_pct" not in given["settings"]
+        assert given["facts"]["amount_cents"] is not None
+    assert {r["action"]["id"] for r in asked} > {"issue_refund"}  # the cases ask of other actions' sets too
+    monkeypatch.setattr(CompiledPack, "context_read_for", lambda self, policy_set: self.context_read)  # what the whole pack reads
+    whole = compile_pack(PackSource.from_dir(PACK_DIR), CATALOG)
+    assert read == [_answer(run_case(whole, case).verdict) for case in cases]
