@@ -101,6 +101,9 @@ class ApprovalRecord(Frozen):
     escalated_at: datetime | None = None
     version: int = 0
     traceparent: str | None = None  # trace of the escalation, so a human's decision continues the task's trace
+    # the policy's `action.decided` this request was opened from, as received (signed): what the approver is shown is
+    # checked against it (`_decision_proofs`); None: a follow-up, or a request opened before this release
+    decision: str | None = None
 
     @property
     def is_pending(self) -> bool:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import ApprovalVote
 from services.approval import domain
+from services.approval._decision_proofs import as_signed, unproven_refusal
 from services.approval._outcome import outcome_of
 from services.approval._summary import decision_summary
 from services.approval._view_args import key_args
@@ -212,6 +213,14 @@ class ApprovalView(BaseModel):
         description="A pending request's approvals the service does not count (no valid signature of the service: given before "
         "approvals were signed, or written into the database), each with why and what to do (the approver votes again).",
     )
+    not_as_signed: str | None = Field(
+        default=None,
+        description="Why what this request shows is not proven to be the policy's signed escalation (null: it is). The service "
+        "keeps the policy's `action.decided` and checks the row against it each time it shows it: where the row was rewritten "
+        "in the database, the reasons, facts, rationale, args and cost shown are the signed ones, and this says which "
+        "fields the row had changed; where there is no signed event to check (a request opened before release 23, or one the "
+        "database login wrote), the row is shown as it is. Either way approving is refused (`request_unproven`); reject it.",
+    )
     edited_args: dict[str, Any] | None
     votes: list[ApprovalVote] = Field(
         default_factory=list,
@@ -298,6 +307,7 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
     """
     who = session.approver
     record, not_counted = votes_counted(service.seals.ballots if service.seals else None, record)
+    shown = as_signed(record, service.authority, service.seals)  # what the policy signed, never the login's text
     overdue = is_overdue(service, record)
     state: Refusal | None = None
     if not record.is_pending:
@@ -315,9 +325,10 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
     if refusal is None and domain.has_approved(record, who.approver):
         refusal = Refusal(code="already_approved", status=409, message="you already approved; waiting for another approver")
     refusal = refusal or domain.second_vote_without_token(record, who, Vote(decision="approve", edited_args=record.edited_args))
-    refusal = refusal or service.approval_held(record)
+    refusal = refusal or service.approval_held(record) or unproven_refusal(shown)
+    record = shown.record
     return {
-        **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at"}),
+        **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at", "decision"}),
         "status": "expired" if overdue else record.status,
         "approvers": domain.approvals_of(record),  # who approved: of a rejected request never its rejecter (`rejected_by`)
         "rejected_by": record.decided_by if record.status == "rejected" else None,
@@ -330,5 +341,6 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
         "killswitch": service.killswitch(record.tenant_id, record.tool),
         "outcome": await outcome_of(service.repo, record),
         "not_counted": not_counted,
+        "not_as_signed": shown.not_as_signed,
         "summary": decision_summary(record, service.catalog, service.review_price),
     }

@@ -82,25 +82,32 @@ def _handling(event: ActionDecided | ActionResult) -> AbstractContextManager[Any
 class BusIntake(People, Announcing):
     """Decisions and results, one at a time or a polled batch: kept, then a request or a follow-up opened where a human is needed."""
 
-    async def on_decided(self, decided: ActionDecidedData, *, event_id: str, at: datetime) -> ApprovalRecord | None:
-        """Remember a decision for context; open (or refresh) a request for an escalation by policy."""
-        await self.repo.record_task_events([_decided_task_event(decided, event_id, at)])
-        return await self._request_for(decided)
+    async def on_decided(
+        self, decided: ActionDecidedData, *, event_id: str, at: datetime, signed: bytes | None = None
+    ) -> ApprovalRecord | None:
+        """Remember a decision for context; open (or refresh) a request for an escalation by policy.
 
-    async def on_decided_batch(self, events: Sequence[ActionDecided]) -> None:
+        `signed`: the policy's event as received (`servicekit.received`), kept in the request: what an approver is shown of it
+        is checked against it (`_decision_proofs`; None: the request's approval is refused as unproven).
+        """
+        await self.repo.record_task_events([_decided_task_event(decided, event_id, at)])
+        return await self._request_for(decided, signed)
+
+    async def on_decided_batch(self, events: Sequence[ActionDecided], signed: Sequence[bytes | None] | None = None) -> None:
         """A polled batch of decisions: kept in one write, then a request for each escalation by policy, under its own span.
 
         Most decisions need no human: for them this is the whole work (the approver page's context
         and a follow-up's requester read them). A `Reject` of one request raises out of the batch,
         which the bus then handles one event at a time (`on_decided`): the writes are idempotent.
+        `signed`: each event as received, as in `on_decided` (None: none).
         """
         await self.repo.record_task_events([_decided_task_event(e.data, e.id, e.time) for e in events])
-        for event in events:
+        for event, text in zip(events, signed or [None] * len(events), strict=True):
             if domain.opens_request(event.data):
                 with _handling(event):
-                    await self._request_for(event.data)
+                    await self._request_for(event.data, text)
 
-    async def _request_for(self, decided: ActionDecidedData) -> ApprovalRecord | None:
+    async def _request_for(self, decided: ActionDecidedData, signed: bytes | None = None) -> ApprovalRecord | None:
         now = self.issued_now()  # its deadline from the broker's time: a host ahead does not lengthen it
         fresh = domain.request_from_decision(
             decided,
@@ -109,6 +116,7 @@ class BusIntake(People, Announcing):
             ttl=timedelta(seconds=self.settings.expiry_s),
             groups=self.groups,
             risk=self.risk_of(decided.tool),
+            decision=None if signed is None else signed.decode("utf-8", "replace"),
         )
         if fresh is None:
             return None

@@ -19,12 +19,20 @@ def opens_request(decided: ActionDecidedData) -> bool:
 
 
 def request_from_decision(
-    decided: ActionDecidedData, *, approval_id: str, now: datetime, ttl: timedelta, groups: GroupsConfig, risk: str
+    decided: ActionDecidedData,
+    *,
+    approval_id: str,
+    now: datetime,
+    ttl: timedelta,
+    groups: GroupsConfig,
+    risk: str,
+    decision: str | None = None,
 ) -> ApprovalRecord | None:
     """A pending request for an escalation by policy; None for anything else.
 
     `risk` is the tool's class in the approval service's own catalog, never the event's claim: it
-    picks who may approve and how many must agree. A re-evaluation after a grant
+    picks who may approve and how many must agree. `decision`: the policy's event as received (its signed text), kept
+    so that what is shown of the request is checked against it (`_decision_proofs`). A re-evaluation after a grant
     (`via == "approval"`) never opens a new request: its outcome is the policy service's answer to
     the human, not a new question.
     """
@@ -49,6 +57,7 @@ def request_from_decision(
         required_approvals=max(groups.required(decided.tenant_id, risk), _asked_by_policy(decided.facts)),
         created_at=now,
         expires_at=now + ttl,
+        decision=decision,
     )
 
 
@@ -79,8 +88,11 @@ def refresh_request(existing: ApprovalRecord, fresh: ApprovalRecord) -> Approval
             "risk": fresh.risk,
             "policy_version": fresh.policy_version,
             "estimated_cost_usd": fresh.estimated_cost_usd,
+            "proposer": fresh.proposer,  # why and by whom the new call was proposed: the decision kept below says so
+            "rationale": fresh.rationale,
             "task_requested_by": existing.task_requested_by or fresh.task_requested_by,  # learned since: four eyes binds them too
             "required_approvals": fresh.required_approvals,
+            "decision": fresh.decision,
             "approvers": [],
             "approver_groups": {},
             "approved_via": {},

@@ -15,6 +15,7 @@ from servicekit.metrics import observe_human_decision
 from services.approval import domain
 from services.approval._announcing import Announcing
 from services.approval._ballots import proven_approvals, with_ballot
+from services.approval._decision_proofs import as_signed, unproven_refusal
 from services.approval._people import People, Session
 from services.approval._reads import Reads
 from services.approval._refusals import digest_changed
@@ -120,6 +121,7 @@ class Voting(People, Reads, Announcing):
             domain.edit_pending(record, session.approver, vote)
             or domain.second_vote_without_token(record, session.approver, vote)
             or self.approval_held(record)
+            or unproven_refusal(as_signed(record, self.authority, self.seals))  # not shown as the policy signed it
         )
 
     def approval_held(self, record: ApprovalRecord) -> Refusal | None:

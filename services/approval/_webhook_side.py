@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from servicekit import SigningKey, ToolCatalog
+from servicekit import Authority, SigningKey, ToolCatalog
 from servicekit.costs import ReviewPrice
 from servicekit.metrics import observe_webhook_delivery, observe_webhook_owed
 from services.approval import auth, domain, webhooks
+from services.approval._decision_proofs import as_signed
+from services.approval._row_proofs import Seals
 from services.approval._summary import decision_summary
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal
 from services.approval.repository import ApprovalRepository, Delivery, Endpoint
@@ -62,6 +64,8 @@ class WebhookSide:
     review_price: ReviewPrice
     catalog: ToolCatalog | None
     sender: webhooks.WebhookSender | None
+    authority: Authority | None
+    seals: Seals | None
     clock: Callable[[], datetime]
     issuing_clock: Callable[[], datetime] | None
     base_url: Callable[[], str]
@@ -277,7 +281,13 @@ class WebhookSide:
         }
 
     def _webhook_body(self, record: ApprovalRecord, event_type: str, endpoint: Endpoint) -> str:
-        """The message as stored: everything but the one-time links, which each attempt adds (`_attempt_body`)."""
+        """The message as stored: everything but the one-time links, which each attempt adds (`_attempt_body`).
+
+        What the request shows is what the policy signed (`_decision_proofs`), never the database login's text; `not_as_signed`
+        says why the row was not that (approving is then refused).
+        """
+        shown = as_signed(record, self.authority, self.seals)
+        record, not_as_signed = shown.record, shown.not_as_signed
         base = self.base_url().rstrip("/")
         payload: dict[str, Any] = {
             "approval_id": record.approval_id,
@@ -307,6 +317,7 @@ class WebhookSide:
             "resolution": record.resolution,
             # What a person needs to decide it (the page's summary): a chat message can show the amount, payee and record.
             "summary": decision_summary(record, self.catalog, self.review_price, quotes=False),
+            "not_as_signed": not_as_signed,
             "page_url": f"{base}/?approval={quote(record.approval_id)}",
             "callback_url": f"{base}/api/v1/callbacks/{quote(endpoint.tenant_id, safe='')}/{quote(endpoint.endpoint_id)}",
         }

@@ -18,12 +18,12 @@ __all__ = ["on_decided", "on_decided_batch", "on_result", "on_result_batch"]
 
 
 def on_decided(service: ApprovalService) -> Handler:
-    """`actions.decided`: keep the decision for context; an escalation by policy opens a request."""
+    """`actions.decided`: keep the decision for context; an escalation by policy opens a request, its signed event kept in it."""
 
     async def handle(event: ActionDecided) -> None:
         if has_non_finite(event.data.args):  # JSON has no NaN; the page would show null and a person approve it
             raise Reject("invalid_event", f"args of {event.data.action_id} hold NaN or Infinity: no one can be asked to approve them")
-        await service.on_decided(event.data, event_id=event.id, at=event.time)
+        await service.on_decided(event.data, event_id=event.id, at=event.time, signed=received(event))
 
     return handle
 
@@ -34,7 +34,7 @@ def on_decided_batch(service: ApprovalService) -> Callable[[list[ActionDecided]]
     async def handle(events: list[ActionDecided]) -> None:
         if any(has_non_finite(e.data.args) for e in events):
             raise ValueError("a decision's args hold NaN or Infinity: handle the batch one event at a time")
-        await service.on_decided_batch(events)
+        await service.on_decided_batch(events, [received(e) for e in events])
 
     return handle
 

@@ -1,0 +1,135 @@
+"""What an approver is shown of a request is what the policy signed: its `action.decided`, kept as received, checked when shown.
+
+A request's reasons, facts (the amount, a new payee, the taint and the passages flagged as injected), rationale, args,
+proposer, requester and cost come from the policy's escalation. The service keeps that event as it received it
+(envelope and signature, byte for byte: `ApprovalRecord.decision`) beside its copy of those fields, and its own database
+login can write both. So before the API, the page, the CLI (through the API) or a webhook message shows a request, the
+kept event must verify as the policy's (`servicekit.received.proven`: `Authority.check`, as every consumer checks it)
+for exactly that action, tenant, task and step, and the row's copy must be the event's. When it is not:
+
+- an event that verifies, with a copy the login rewrote: what is shown is the event's (the login's text is never shown);
+- no event, or one that does not verify: nothing proves what the row says; it is shown as the row says, flagged;
+
+and either way `not_as_signed` says why, approving is refused (`409 request_unproven`; a reject still settles it,
+failing closed), and the operator is told once per row (a WARNING naming it and the fix) and at every read in
+`tidegate_rows_refused_total{service="approval",table="approvals",reason}` (`unsigned` or `invalid`).
+A follow-up (an unknown outcome) comes from the executor's result, not a decision: it is not checked here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import ActionDecided, ActionDecidedData, action_identity
+from servicekit import Authority
+from servicekit.metrics import observe_row_refused
+from servicekit.received import NotProven, proven
+from services.approval._row_proofs import Seals
+from services.approval.domain import ApprovalRecord, Refusal
+
+__all__ = ["SIGNED_FIELDS", "Shown", "as_signed", "unproven_refusal"]
+
+log = logging.getLogger("services.approval.service")  # as every part of the service logs
+TOPIC = "actions.decided"
+# The fields a request copies from the policy's decision (`_requests.request_from_decision`): what the approver is shown.
+SIGNED_FIELDS = (
+    "tool",
+    "args",
+    "action_digest",
+    "reasons",
+    "facts",
+    "policy_version",
+    "requested_by",
+    "task_requested_by",
+    "proposer",
+    "rationale",
+    "estimated_cost_usd",
+)
+_FIX = (
+    "approving it is refused and the approver is told; the approval service's database login may have been used to write the "
+    "row: rotate that login's password (docs/security/database.md), and reject the request (the agent proposes the call again)"
+)
+_told: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A request as it may be shown, and why what it shows is not proven to be the policy's (`not_as_signed`; None: it is).
+
+    `record`: its decision's fields as the policy signed them, where the event verifies; else as the row says.
+    """
+
+    record: ApprovalRecord
+    not_as_signed: str | None = None
+
+
+def as_signed(record: ApprovalRecord, authority: Authority | None, seals: Seals | None) -> Shown:
+    """`record` with what the policy signed of it, and why not when the row is not that (told to the operator).
+
+    `authority`: the deployment's public keys (None: no kept event is trusted). `seals` None: a store without seals (a
+    test's twin) trusts its memory, as its approvals (`_ballots`); the service always has them (`app.build`).
+    """
+    if record.kind != "approval" or seals is None:
+        return Shown(record)
+    if record.decision is None:
+        return _refused(record, record, NotProven("carries no signed decision of the policy", "unsigned"))
+    event = proven(TOPIC, record.decision, action_identity(record), authority, signed="the policy's signed decision")
+    if isinstance(event, NotProven):
+        return _refused(record, record, event)
+    if not isinstance(event, ActionDecided) or event.data.outcome != "escalate":
+        return _refused(record, record, NotProven(f"carries the policy's signed {event.type}, not an escalation", "invalid"))
+    signed = _signed_fields(event.data)
+    changed = [name for name, value in signed.items() if not _as_signed(name, getattr(record, name), value)]
+    if not changed:
+        return Shown(record)
+    shown = record.model_copy(update=signed)
+    fields = ", ".join(changed)
+    why = NotProven(f"was changed in the database ({fields} not as the policy signed): shown as the policy signed it", "invalid")
+    return _refused(record, shown, why)
+
+
+def unproven_refusal(shown: Shown) -> Refusal | None:
+    """Why approving is refused: what the request shows is not proven to be the policy's escalation (None: it is)."""
+    if shown.not_as_signed is None:
+        return None
+    return Refusal(
+        code="request_unproven",
+        status=409,
+        message=f"{shown.not_as_signed}; approving is refused: reject it (the agent may propose the call again) and tell the operator",
+    )
+
+
+def _signed_fields(data: ActionDecidedData) -> dict[str, Any]:
+    return {name: getattr(data, name) for name in SIGNED_FIELDS}
+
+
+def _as_signed(name: str, kept: Any, signed: Any) -> bool:
+    """Whether the row's `kept` value of field `name` is the signed one.
+
+    A task's requester learned from an earlier escalation of the same action is kept when a later one lacks it
+    (`_requests.refresh_request`): four eyes then binds one more person, never one fewer.
+    """
+    if name == "task_requested_by" and signed is None:
+        return True
+    return bool(_dumped(kept) == _dumped(signed))
+
+
+def _dumped(value: Any) -> Any:
+    """A value as JSON holds it: the row's copy was read back from JSON, the event's decoded from it."""
+    if isinstance(value, list):
+        return [_dumped(v) for v in value]
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def _refused(record: ApprovalRecord, shown: ApprovalRecord, why: NotProven) -> Shown:
+    message = f"this request {why.why}"
+    if (record.approval_id, why.why) not in _told:  # a request is read at every listing: told once, counted at each read
+        _told.add((record.approval_id, why.why))
+        log.warning(
+            "approval: request %s (%s, tenant %s, task %s) refused as the policy's escalation: it %s; %s",
+            record.approval_id, record.tool, record.tenant_id, record.task_id, why.why, _FIX,
+        )  # fmt: skip
+    observe_row_refused("approval", "approvals", why.counted_as)
+    return Shown(shown, message)
