@@ -13,7 +13,8 @@ for exactly that action, tenant, task and step, and the row's copy must be the e
 and either way `not_as_signed` says why, approving is refused (`409 request_unproven`; a reject still settles it,
 failing closed), and the operator is told once per row (a WARNING naming it and the fix) and at every read in
 `tidegate_rows_refused_total{service="approval",table="approvals",reason}` (`unsigned` or `invalid`).
-A follow-up (an unknown outcome) comes from the executor's result, not a decision: it is not checked here.
+A follow-up (an unknown outcome) comes from the executor's result, not a decision: it is not checked here; nor is a
+settled request without an event (settled before this release; its history is in the audit log's signed events).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def as_signed(record: ApprovalRecord, authority: Authority | None, seals: Seals 
     """
     if record.kind != "approval" or seals is None:
         return Shown(record)
+    if record.decision is None and not record.is_pending:
+        return Shown(record)  # settled before this release kept the event: its history is the audit log's signed events
     if record.decision is None:
         return _refused(record, record, NotProven("carries no signed decision of the policy", "unsigned"))
     event = proven(TOPIC, record.decision, action_identity(record), authority, signed="the policy's signed decision")
