@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas import ApprovalVote
 from services.approval._row_proofs import RowSeal
 from services.approval.domain import ApprovalRecord, Ballot
 
@@ -37,7 +38,7 @@ def ballot_claims(record: ApprovalRecord, approver: str) -> dict[str, Any]:
     # (bindattack F1: a comment, a `should_not_need_approval` the autonomy report counts, another token's id). Only
     # `counted` and `replaced_by` are left out: the service changes them on a later vote, and `approvers` proves who counts.
     # The credential stays its own claim, left out when none, as ballots signed before the rest of the vote was named it.
-    vote = next((v for v in reversed(record.votes) if v.counted and v.decision == "approve" and v.approver == approver), None)
+    vote = _counted_vote(record, approver)
     if vote is not None and vote.credential is not None:
         claims["credential"] = vote.credential.model_dump(mode="json")
     if vote is not None:
@@ -55,9 +56,10 @@ def sort_approvals(seal: RowSeal | None, record: ApprovalRecord) -> tuple[Approv
 
     Each one dropped is told to the operator once (a log line) and counted at every read (the metric).
     """
-    if seal is None or not record.is_pending or not record.approvers:
+    if seal is None or not record.is_pending:
         return record, {}
-    kept, dropped = [], {}
+    kept: list[str] = []
+    dropped: dict[str, str] = {}
     for approver in record.approvers:
         ballot = record.ballots.get(approver)
         why = seal.why_not(ballot_claims(record, approver), ballot.key_id if ballot else None, ballot.signature if ballot else None)
@@ -67,7 +69,8 @@ def sort_approvals(seal: RowSeal | None, record: ApprovalRecord) -> tuple[Approv
             dropped[approver] = why
             fix = "the approval is not counted; the approver may approve again"
             seal.refused(f"approval of {record.approval_id} by {approver}", why, fix, row=(record.approval_id, approver, why))
-    if not dropped:
+    votes = _votes_of(record, kept)
+    if not dropped and votes == record.votes:
         return record, {}
     counted = record.model_copy(
         update={
@@ -75,9 +78,27 @@ def sort_approvals(seal: RowSeal | None, record: ApprovalRecord) -> tuple[Approv
             "approver_groups": {a: g for a, g in record.approver_groups.items() if a in kept},
             "approved_via": {a: v for a, v in record.approved_via.items() if a in kept},
             "ballots": {a: b for a, b in record.ballots.items() if a in kept},
+            "votes": votes,
         }
     )
     return counted, dropped
+
+
+def _votes_of(record: ApprovalRecord, kept: list[str]) -> list[ApprovalVote]:
+    """`record`'s votes with only those its counted approvals' ballots cover still counted (attacker3 F2).
+
+    A pending request's counted votes are its approvers' approvals, each the last counted one of its approver (what
+    `ballot_claims` signs). The login could mark any other vote counted (someone who never voted, or a second vote of an
+    approver before theirs): the grant signs the votes, takes its reason from the first counted one, and the autonomy
+    report counts a counted vote's `should_not_need_approval`. Such a vote is kept, not counted.
+    """
+    covered = {id(v) for a in kept if (v := _counted_vote(record, a)) is not None}
+    return [v if not v.counted or id(v) in covered else v.model_copy(update={"counted": False}) for v in record.votes]
+
+
+def _counted_vote(record: ApprovalRecord, approver: str) -> ApprovalVote | None:
+    """The vote `approver`'s ballot covers: their last counted approve (None: a ballot signed before votes were named)."""
+    return next((v for v in reversed(record.votes) if v.counted and v.decision == "approve" and v.approver == approver), None)
 
 
 def with_ballot(seal: RowSeal | None, before: ApprovalRecord, after: ApprovalRecord, approver: str) -> ApprovalRecord:
