@@ -45,6 +45,7 @@ from tidegate.ops.redrive import (
     named_service,
     original_of,
     original_problem,
+    ran_of,
     redriven_of,
     refused_now,
     select,
@@ -85,10 +86,16 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
             dl = dead_letter_of(row, recheck(row))
             if dl is None:
                 continue
-            dl = DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ()))
-            if dl.unverified is None and not checked_alone(dl) and dl.data.data.tenant_id != "unknown":
-                d = dl.data.data  # not checked alone (truncated, rare; or a sha256 of something else): held to the log's copy
-                dl = held_to_record(dl, await log.row_at(d.topic, d.partition, d.offset))
+            d = dl.data.data
+            record = await log.row_at(d.topic, d.partition, d.offset) if dl.unverified is None else None
+            ran = None
+            if record is not None and record.action_id:  # the call's own outcome, beside a refusal of its record
+                done = SearchFilters(event_type="tidegate.action.succeeded", action_id=record.action_id, topic_prefix=prefix, valid=True)
+                ran = ran_of(record, await log.search(done, limit=1))
+            dl = DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ()), ran)
+            if dl.unverified is None and not checked_alone(dl) and d.tenant_id != "unknown":
+                # not checked alone (truncated, rare; or a sha256 of something else): held to the log's copy
+                dl = held_to_record(dl, record)
             out.append(dl)
         return out
 

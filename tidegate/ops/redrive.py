@@ -89,6 +89,8 @@ class DeadLetter:
     data: EventRejected
     unverified: str | None = None  # why its row does not verify from its own value (written into the database)
     redriven: tuple[Redriven, ...] = ()
+    # the executor's signed result of the action its record names, when the call succeeded: the record was handled
+    ran: str | None = None
 
     @property
     def original(self) -> str:
@@ -197,6 +199,8 @@ def why_not(
     d = dl.data.data
     if dl.unverified is not None:
         return f"its row does not verify ({dl.unverified}): not a dead letter {d.service} wrote; nothing is sent of it"
+    if dl.ran is not None:
+        return f"{dl.ran}: its record was handled, whatever this dead letter says; nothing is sent of it"
     topic = catalog_topic(d.topic, prefix)
     if topic is None:
         return f"{d.topic} is not a topic of this deployment ({prefix})"
@@ -307,7 +311,23 @@ def held_to_record(dl: DeadLetter, row: LogRow | None) -> DeadLetter:
         why = tenant_problem(dl, row)
     if why is None:
         return dl
-    return DeadLetter(dl.id, dl.at, dl.where, dl.data, f"{ReasonCode.SIGNER_NOT_ALLOWED.value}: {why}", dl.redriven)
+    return DeadLetter(dl.id, dl.at, dl.where, dl.data, f"{ReasonCode.SIGNER_NOT_ALLOWED.value}: {why}", dl.redriven, dl.ran)
+
+
+def ran_of(row: LogRow | None, results: Iterable[LogRow]) -> str | None:
+    """What the executor's signed result says of the action the record at `row` names, when it succeeded (None: none did).
+
+    `results`: the log's valid `action.succeeded` rows of that action (only the executor's key may sign one). A dead letter
+    of a record whose action then succeeded says a refusal that the call's own outcome belies (attacker3 F3: the executor's
+    stolen login and key wrote one of an authorization the executor ran): the on-call must not redo a call that was made.
+    """
+    if row is None or not row.action_id:
+        return None
+    done = next((r for r in results if r.valid and r.action_id == row.action_id), None)
+    if done is None:
+        return None
+    at = f"{done.kafka_ts:%Y-%m-%d %H:%M:%S}Z"
+    return f"action {row.action_id} succeeded: the executor's signed result at {at} (`tidegate audit explain {row.action_id}`)"
 
 
 def refused_now(authority: Authority, topic: str, original: Original, now_ms: int) -> str | None:
@@ -335,7 +355,7 @@ def as_json(dl: DeadLetter, prefix: str, why: str | None) -> str:
             "id": dl.id, "at": dl.at.isoformat(), "where": dl.where, "service": d.service, "shown_as": named_service(dl),
             "code": d.code, "error": d.error,
             "topic": catalog_topic(d.topic, prefix) or d.topic, "partition": d.partition, "offset": d.offset, "key": d.key,
-            "tenant_id": d.tenant_id, "task_id": d.task_id, "size": d.size, "sha256": d.sha256, "unverified": dl.unverified,
+            "tenant_id": d.tenant_id, "task_id": d.task_id, "size": d.size, "sha256": d.sha256, "unverified": dl.unverified, "ran": dl.ran,
             "redrivable": why is None, "why_not": why,
             "redriven": [{"by": r.by, "at": r.at.isoformat(), "reason": r.reason} for r in dl.redriven],
         }

@@ -313,3 +313,60 @@ async def test_dead_letters_a_stolen_executor_login_writes_in_its_own_name_are_n
     lines = [json.loads(line) for line in searched.stdout.splitlines()]
     assert len(lines) == 2
     assert all(line["valid"] is False and line["dead_letter"] is None for line in lines)
+
+
+async def test_a_dead_letter_the_executors_login_writes_of_an_authorization_it_ran_is_not_shown_redrivable(
+    kit: KitSettings, stack: dict[str, Any], wait_for: Any
+) -> None:
+    """attacker3 F3: the executor's stolen Kafka login and key say the executor refused an authorization it ran and succeeded on.
+
+    The dead letter holds to everything the executor's key may say (it names the executor, a topic the executor reads, the
+    record's own tenant and task, its bytes whole): the audit keeps it as valid. Before, `dead-letters list` showed it as the
+    executor's refusal, `redrivable`, and the on-call, told the refund was never made, would make it again. The list now
+    says the call succeeded, by the executor's own signed result, and the redrive sends nothing.
+    """
+    import asyncpg
+
+    from servicekit import service_key
+
+    asked = proposal("T-2001")  # a read the policy allows at once: it publishes the authorization
+    await stack["producer"].send("actions.proposed", asked)
+    authorized = kit.topic_prefix + "actions.authorized"
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        query = "SELECT partition, kafka_offset, value FROM audit.log WHERE topic = $1 AND action_id = $2 AND NOT duplicate"
+        row = await wait_for(lambda: conn.fetchrow(query, authorized, asked.data.action_id), timeout=60, what="the authorization logged")
+        d = asked.data
+        done = s.ActionResultData(
+            action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, step=d.step, tool=d.tool, status="succeeded",
+            attempts=1, duration_ms=12.0, idempotency_key=d.action_id,
+        )  # fmt: skip
+        await stack["producer"].send("actions.results", s.ActionSucceeded.build(done, source="tidegate/executor"))  # it ran
+        results = kit.topic_prefix + "actions.results"
+        await wait_for(lambda: conn.fetchrow(query, results, d.action_id), timeout=60, what="the executor's result logged")
+    finally:
+        await conn.close()
+
+    raw: bytes = row["value"]
+    lie = s.EventRejectedData(
+        tenant_id=d.tenant_id, task_id=d.task_id, topic=authorized, partition=row["partition"], offset=row["kafka_offset"],
+        key=d.task_id, raw_value=raw.decode(), size=len(raw), sha256=hashlib.sha256(raw).hexdigest(), code="handler_error",
+        error="the executor refused this authorization: the call was never made, send it again", service="executor",
+    )  # fmt: skip
+    forged = sign_event(s.EventRejected.build(lie, source="tidegate/executor"), service_key(kit, "executor"))
+    thief = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, "executor"))
+    await thief.start()
+    try:
+        await thief.send_and_wait(kit.topic_prefix + "deadletter", s.encode(forged), key=d.task_id.encode())
+    finally:
+        await thief.stop()
+
+    [dead] = await listed(kit, wait_for, d.task_id)
+    assert dead["id"] == forged.id
+    assert dead["unverified"] is None  # all the executor's key may say: the audit cannot tell it a lie
+    assert dead["redrivable"] is False, "shown as a refusal the on-call should send again"
+    assert f"action {d.action_id} succeeded" in dead["why_not"]
+    assert dead["ran"] == dead["why_not"].split(": its record was handled")[0]
+    result = await dead_letters(kit, "redrive", forged.id, "--reason", "the executor lost it", "--yes")
+    assert result.exit_code == 1, result.output
+    assert f"action {d.action_id} succeeded" in " ".join(result.output.split())
