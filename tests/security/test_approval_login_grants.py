@@ -4,8 +4,10 @@ The attacker holds only `tidegate_approval`'s login (no key, no Kafka principal)
 services, the real broker and database, it edits the pending request's row before a genuine approver acts (or acts with no
 approver at all): another call under a digest it recomputed, a requester who then approves their own call, a risk class
 whose group the approver holds, an outbox entry of its own that the service publishes as stored. The approval service
-signs whatever the row says; the policy checks the grant against the escalation it made and signed itself, so each ends
-with nothing authorized: refused (dead-lettered with its reason) or denied with its reason, never silently run.
+refuses an approve of a row whose call or requesters are not the policy's signed escalation (`request_unproven`,
+attacker3 F1); what it still signs as its row says (the risk class, the outbox) the policy checks against the escalation
+it made and signed itself, so each ends with nothing authorized: refused (dead-lettered with its reason) or denied with
+its reason, never silently run.
 """
 
 from __future__ import annotations
@@ -78,7 +80,15 @@ async def outcome(h: ApprovalHarness, action_id: str, wait_for: WaitFor) -> tupl
     return await wait_for(settled, timeout=30, what=f"the policy's answer to the grant of {action_id}")
 
 
-async def test_another_call_under_a_digest_the_login_recomputed_is_refused_by_the_policy(
+async def nothing_granted(h: ApprovalHarness, record: Any) -> None:
+    """No grant of `record` was published, and so nothing authorized its action."""
+    granted = [e for e in await h.approvals() if e.data.approval_id == record.approval_id and e.type == "tidegate.approval.granted"]
+    assert granted == []
+    authorized = await read_topic(h.kit.kafka_bootstrap, h.bus.topic("actions.authorized"), "actions.authorized")
+    assert [e for e in authorized if e.data.action_id == record.action_id] == []
+
+
+async def test_another_call_under_a_digest_the_login_recomputed_is_never_granted(
     start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
 ) -> None:
     h = await start_approval()
@@ -92,14 +102,13 @@ async def test_another_call_under_a_digest_the_login_recomputed_is_refused_by_th
         json={"action_digest": action_digest("acme", "issue_refund", more)},
         headers=bearer(bob),
     )
-    assert (answer.status_code, answer.json()["status"]) == (200, "granted"), answer.text  # the approval service signs what its row says
-    authorized, decided, dead = await outcome(h, record.action_id, wait_for)
-    assert authorized == []
-    assert decided == []
-    assert [d.data.code for d in dead] == ["digest_mismatch"]
+    # Its row is not the policy's signed escalation (attacker3 F1): refused here, before the policy's own digest check
+    # (which dead-lettered such a grant `digest_mismatch` when the approval service still signed what its row said).
+    assert (answer.status_code, answer.json()["detail"]["code"]) == (409, "request_unproven"), answer.text
+    await nothing_granted(h, record)
 
 
-async def test_a_requester_the_login_unnames_is_still_not_an_approver_for_the_policy(
+async def test_a_requester_the_login_unnames_is_still_not_an_approver(
     start_approval: StartApproval, policy: Any, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
 ) -> None:
     h = await start_approval()
@@ -110,11 +119,10 @@ async def test_a_requester_the_login_unnames_is_still_not_an_approver_for_the_po
     answer = await http.post(
         f"{h.url}/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(alice)
     )
-    assert (answer.status_code, answer.json()["status"]) == (200, "granted"), answer.text  # four eyes read from the row
-    authorized, decided, dead = await outcome(h, record.action_id, wait_for)
-    assert authorized == []
-    assert dead == []
-    assert [(d.data.outcome, [r.code for r in d.data.reasons]) for d in decided] == [("deny", ["approval_quorum_not_met"])]
+    # The requesters are the policy's signed escalation's (attacker3 F1): refused here, before the policy's own count
+    # (which denied such a grant `approval_quorum_not_met` when four eyes was read from the row alone).
+    assert (answer.status_code, answer.json()["detail"]["code"]) == (409, "request_unproven"), answer.text
+    await nothing_granted(h, record)
 
 
 async def test_a_risk_class_the_login_lowers_lets_the_wrong_group_approve_and_the_policy_denies_it(
