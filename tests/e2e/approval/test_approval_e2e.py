@@ -83,6 +83,20 @@ class Stack:
     async def escalate(self, data: ActionDecidedData) -> None:
         await self.bus.publish("actions.decided", ActionDecided.build(data, source="tidegate/policy"))
 
+    async def succeeded(self, action_id: str, task_id: str, tool: str, usd: float) -> None:
+        """The executor's `action.succeeded` of a call, as the approval service reads it on `actions.results`."""
+        result = ActionResultData(
+            action_id=action_id,
+            task_id=task_id,
+            tenant_id=self.tenant,
+            tool=tool,
+            status="succeeded",
+            attempts=1,
+            duration_ms=12,
+            cost=ResultCost(usd=usd),
+        )
+        await self.bus.publish("actions.results", ActionSucceeded.build(result, source="tidegate/executor"))
+
     async def one_pending_refund(self, wait_for: Any, **over: Any) -> tuple[str, dict[str, Any]]:
         """A token for bob (finance) and the API's item of one pending 900 USD refund of a new task (`over`: its decision's fields)."""
         bob = self.token("bob@acme.example", "finance")
@@ -242,17 +256,7 @@ async def test_the_approver_page_in_a_real_browser(stack: Stack, wait_for: Any) 
     task = f"t-{uuid.uuid4().hex[:8]}"
     lookup = stack.decided(task, tool="lookup_order", args={"order_id": "O-1"}, outcome="allow", risk="read", estimated_cost_usd=0.003)
     await stack.escalate(lookup)
-    result = ActionResultData(
-        action_id=lookup.action_id,
-        task_id=task,
-        tenant_id=stack.tenant,
-        tool="lookup_order",
-        status="succeeded",
-        attempts=1,
-        duration_ms=12,
-        cost=ResultCost(usd=0.003),
-    )
-    await stack.bus.publish("actions.results", ActionSucceeded.build(result, source="tidegate/executor"))
+    await stack.succeeded(lookup.action_id, task, "lookup_order", 0.003)
     refund = stack.decided(task)
     await stack.escalate(refund)
     first = await stack.pending_for(refund.action_id, bob, wait_for)
@@ -711,6 +715,36 @@ async def test_an_approver_decides_with_the_keyboard_alone_and_hears_the_outcome
         await tab_to("#reject")
         await page.keyboard.press("Enter")
         await expect(page.get_by_role("status")).to_have_text("Decision recorded: rejected.")
+
+
+@pytest.mark.timeout(300)
+async def test_after_a_grant_the_page_says_what_the_call_then_did(stack: Stack, wait_for: Any) -> None:
+    """Probe approver2am F1: at 2 a.m. the page said "Decision recorded: granted." and, as the last of 34 folded policy
+    facts, "what became of it: no result yet", and said so still a minute after the refund had run (1 s after the
+    click): the approver went back to bed not knowing whether the refund was made. Now the page says, under the
+    buttons, who granted it and what became of it, and follows the grant until its result arrives."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob, item = await stack.one_pending_refund(wait_for)
+    async with page_in_chromium(executable) as page:
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator("#d-subject")).to_have_text("900.00 USD · to cus_1 · order_id O-1")
+        await expect(page.locator("#effect")).to_be_hidden()  # pending: nothing decided, nothing to say
+        await page.click("#approve")
+        await expect(page.get_by_role("status")).to_have_text("Decision recorded: granted.")
+        effect = page.locator("#effect")
+        await expect(effect).to_contain_text("Granted by bob@acme.example (you) at ")
+        await expect(effect).to_contain_text("no result yet: the policy service checks the call again, then the executor calls")
+
+        # The executor's result arrives after the click: the page, left as it is, says so without a reload.
+        await stack.succeeded(item["action_id"], item["task_id"], "issue_refund", 0.01)
+        executed = re.compile(r"What became of it: executed at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: issue_refund ran once\.")
+        await expect(effect).to_contain_text(executed)
+        await expect(page.locator("#d-facts")).to_contain_text("executed at")  # the facts' row says the same
+        await expect(page.get_by_role("status")).to_have_text("Decision recorded: granted.")
 
 
 @pytest.mark.timeout(300)
