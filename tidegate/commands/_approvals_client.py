@@ -36,6 +36,14 @@ _STATUS_WORDS = {
     422: "invalid input",
     503: "the approval service cannot answer now (starting, or its database away); try again in a moment",
 }
+# A 409 whose request did not change under you says what holds it instead: "no longer in the state you saw" read, under a
+# kill switch, as if someone had decided it meanwhile (the approver2am probe).
+_CONFLICT_WORDS = {
+    "killswitch": "conflict: a kill switch holds this tool, the request is still pending",
+    "already_approved": "conflict: your approval is already counted",
+    "edit_pending": "conflict: another approver's edit waits for yours",
+    "tool_not_granted": "conflict: the tenant may no longer use this tool",
+}
 
 
 def configured_url() -> str | None:
@@ -75,6 +83,8 @@ def _explain(response: httpx.Response) -> NoReturn:
     message = detail.get("message") if isinstance(detail, dict) else json.dumps(detail)
     code = f" [{detail.get('code')}]" if isinstance(detail, dict) and detail.get("code") else ""
     words = _STATUS_WORDS.get(response.status_code, "error")
+    if response.status_code == 409 and isinstance(detail, dict):
+        words = _CONFLICT_WORDS.get(str(detail.get("code")), words)
     fail(f"{response.status_code} {words}{one_line(code)}: {one_line(message, TEXT_MAX)}")  # fail shows [..] as text
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -16,7 +17,7 @@ import typer
 
 from schemas import APPROVE_REASONS
 from tidegate.commands._approvals_client import AsJson, Token, Url, call
-from tidegate.commands._approvals_shown import interactive, outcome_line, queue_lines, request_lines, why_not
+from tidegate.commands._approvals_shown import decision_did, interactive, outcome_line, queue_lines, request_lines, watched, why_not
 from tidegate.commands._common import console, fail, shown
 
 __all__ = ["approve", "list_", "reject", "show"]
@@ -30,6 +31,16 @@ ReviewReason = Annotated[
         "unchanged takes only should_not_need_approval (a human should not have been asked: the autonomy signal).",
     ),
 ]
+Wait = Annotated[
+    float | None,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait, after a grant, for what became of the call (executed, failed, denied by policy) "
+        "(default: 15 at a terminal, 0 in a pipe or a script).",
+    ),
+]
+WAIT_AT_A_TERMINAL_S = 15.0  # a grant runs in a second or two; a person at a terminal is told what became of it
 _APPROVAL_ID = re.compile(r"^(ap|fu)-[0-9a-f]{1,64}$")
 _STATUSES = ("pending", "granted", "rejected", "expired", "resolved", "all")
 
@@ -113,6 +124,7 @@ def approve(
             "Without it the service refuses such an approval (409 edit_pending).",
         ),
     ] = False,
+    wait: Wait = None,
 ) -> None:
     """Approve the call (optionally with edited args). Binds to the digest you reviewed.
 
@@ -171,6 +183,20 @@ def approve(
         console.print(f"recorded your approval ({len(item['approvers'])}/{item['required_approvals']}); waiting for another approver")
     else:
         console.print(outcome_line(approval_id.strip(), item))
+        _say_what_it_did(item, url, path, token, wait)
+
+
+def _say_what_it_did(item: dict[str, Any], url: str | None, path: str, token: str | None, wait: float | None) -> None:
+    """The line under a decision: what it does next, and of a grant, once its result arrives within `wait`, what became of it.
+
+    The answer said `ap-…: granted` and no more, while the refund ran a second later (the approver2am probe).
+    """
+    deadline = time.monotonic() + (wait if wait is not None else WAIT_AT_A_TERMINAL_S if watched() else 0.0)
+    while item["status"] == "granted" and item.get("outcome") is None and time.monotonic() < deadline:
+        time.sleep(1.0)
+        item = call("GET", url, path, token)
+    if said := decision_did(item):
+        console.print(shown(said, None))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -204,3 +230,5 @@ def reject(
     """Reject the call (for a follow-up: record that it did not happen)."""
     item = call("POST", url, _approval(approval_id, "/reject"), token, body={"comment": comment} | _reason(reason))
     console.print(outcome_line(approval_id.strip(), item))
+    if said := decision_did(item):
+        console.print(shown(said, None))

@@ -13,7 +13,7 @@ from typing import Any
 
 from tidegate.commands._common import TEXT_MAX, shown
 
-__all__ = ["interactive", "outcome_line", "queue_lines", "request_lines", "why_not"]
+__all__ = ["decision_did", "interactive", "outcome_line", "queue_lines", "request_lines", "watched", "why_not"]
 
 CONTEXT_ARGS_MAX = 300  # characters of an earlier call's args in `show` (cut with …; `--json` has them all)
 
@@ -21,6 +21,11 @@ CONTEXT_ARGS_MAX = 300  # characters of an earlier call's args in `show` (cut wi
 def interactive() -> bool:
     """Whether a person at a terminal can confirm what is shown (not a script, not a pipe)."""
     return sys.stdin.isatty()
+
+
+def watched() -> bool:
+    """Whether a person reads the output as it comes (a terminal, not a pipe or a script's capture)."""
+    return sys.stdout.isatty()
 
 
 def minute(iso: str) -> str:
@@ -65,6 +70,14 @@ def decided(item: dict[str, Any]) -> str | None:
     return f"{item['status']}{found} by {', '.join(names)}{at}"
 
 
+def second(iso: str) -> str:
+    """A time of the API to the second, as the page shows it: `2026-12-05 05:40:12 UTC` (as given when it is not ISO 8601)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return iso
+
+
 def outcome_said(outcome: dict[str, Any] | None) -> str:
     """What became of a granted call, in words (the API's `outcome`; the page says the same)."""
     if outcome is None:
@@ -72,7 +85,26 @@ def outcome_said(outcome: dict[str, Any] | None) -> str:
     if outcome["status"] in ("denied_by_policy", "expired_unused"):
         return str(outcome.get("message") or outcome["status"])
     reason = f" ({outcome['reason']}: {outcome.get('message')})" if outcome.get("reason") else ""
-    return f"{outcome['status']}{reason} at {outcome.get('at')}"
+    return f"{outcome['status']}{reason} at {second(str(outcome.get('at')))}"
+
+
+def decision_did(item: dict[str, Any]) -> str | None:
+    """What the decision just recorded does next, in words: the line under `approve`'s and `reject`'s answer.
+
+    The answer said `ap-…: granted` and no more: whether the refund then ran was `show`'s to tell, and nothing said so.
+    """
+    if item.get("kind", "approval") == "follow_up":
+        return "recorded what happened; nothing is retried" if item["status"] == "resolved" else None
+    if item["status"] == "rejected":
+        return "nothing runs: the call is not made, and the agent is told it was rejected"
+    if item["status"] != "granted":
+        return None
+    if item.get("outcome") is not None:
+        return "what became of it: " + outcome_said(item["outcome"])
+    return (
+        f"what became of it: no result yet: the policy service checks the call again, then the executor calls {item['tool']} "
+        f"once; `tidegate approvals show {item['approval_id']}` says what became of it"
+    )
 
 
 def quote_lines(quote: dict[str, Any] | None) -> list[str]:
