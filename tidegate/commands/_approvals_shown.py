@@ -253,6 +253,9 @@ def request_lines(item: dict[str, Any]) -> list[str]:
     else:
         lines.append("args: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
     lines.append(f"digest: {shown(item['action_digest'])}")
+    # The id the audit log knows the call by (it knows no approval id): what the on-call gives `audit explain` the morning after.
+    if item.get("action_id"):
+        lines.append(f"action {shown(item['action_id'])} (its story in the audit log: tidegate audit explain {shown(item['action_id'])})")
     lines.extend(record_lines(item.get("record_reads")))
     for found in summary.get("untrusted_args") or []:
         lines.append(f"[yellow]untrusted: {shown(found['arg'])}: {shown(found['why'], TEXT_MAX)}[/]")

@@ -121,9 +121,22 @@ async def _one_tenant(read: Awaitable[T]) -> T:
 _TENANT_HELP = "Whose task: a task id is its tenant's, and when several tenants used the id, say which (else it is an error)."
 
 
+_APPROVAL_ID = re.compile(r"(ap|fu)-[0-9a-f]{1,64}")  # the approval service's ids: what a webhook message and the page lead with
+
+
 def _nothing(ident: str, tenant: str | None, pruned: PrunedBefore | None) -> str:
-    """An id with no record: a typo, or a task older than the log's last prune (then said, with the archive that holds it)."""
+    """An id with no record: a typo, or a task older than the log's last prune (then said, with the archive that holds it).
+
+    An approval id (the on-call's starting point the morning after: the chat message's `ap-…`) is said to be one, with
+    where its task and action ids are read, which the log is searched by (the approver2am probe: "no record", and nothing more).
+    """
     missing = f"no record of task or action {ident!r}" + (f" of tenant {tenant!r}" if tenant else "") + " in the audit log"
+    if _APPROVAL_ID.fullmatch(ident.strip()):
+        missing += (
+            f"; {ident.strip()} is an approval id: give the task or action id it was raised for, which `tidegate approvals show "
+            f"{ident.strip()}` prints (task …, action …), as do the approver page and the webhook message that announced it "
+            "(task_id, action_id)"
+        )
     return missing if pruned is None else f"{missing}; {pruned.not_found(ident)}"
 
 

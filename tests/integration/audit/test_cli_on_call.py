@@ -70,6 +70,16 @@ async def test_show_and_explain_take_an_action_id_and_say_whose_task_it_is(env: 
     assert "no record of task or action 'no-such-action:1.00'" in missing.output
 
 
+async def test_explain_of_an_approval_id_says_it_is_one_and_where_its_task_is(env: dict[str, str]) -> None:
+    """The approver2am probe: the morning after, the on-call gave `explain` the chat message's `ap-…` and read "no record"."""
+    missing = await _cli(env, "explain", "ap-0123456789abcdef")
+    assert missing.exit_code == 1
+    said = " ".join(missing.output.split())
+    assert "no record of task or action 'ap-0123456789abcdef' in the audit log" in said
+    assert "ap-0123456789abcdef is an approval id: give the task or action id it was raised for" in said
+    assert "`tidegate approvals show ap-0123456789abcdef` prints (task …, action …)" in said
+
+
 async def test_search_by_action_id(env: dict[str, str]) -> None:
     result = await _cli(env, "search", "--action", env["ACTION"], "--json")
     assert result.exit_code == 0, result.output

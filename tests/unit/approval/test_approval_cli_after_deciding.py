@@ -64,3 +64,11 @@ def test_a_kill_switch_refusal_says_what_holds_the_request(monkeypatch: pytest.M
     said = " ".join(result.output.split())
     assert "409 conflict: a kill switch holds this tool, the request is still pending [killswitch]" in said
     assert "no longer in the state you saw" not in said
+
+
+def test_show_names_the_action_the_audit_log_knows_the_call_by(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    """The morning after, the on-call holds the chat message's `ap-…`; the audit log knows the call by its action id."""
+    monkeypatch.setattr("httpx.request", FakeApi([(200, GRANTED | {"context": [], "cost": {"spent_usd": 0, "reserved_usd": 0}})]))
+    result = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x", "--url", "http://approvals.test"])
+    assert result.exit_code == 0, result.output
+    assert "action a-1 (its story in the audit log: tidegate audit explain a-1)" in result.output.splitlines()
