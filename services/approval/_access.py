@@ -64,11 +64,16 @@ def check_access(
         )
     allowed = groups.allowed_groups(record.tenant_id, record.risk, escalated=record.escalated_at is not None)
     if not allowed & who.groups:
+        # Group names as words, and who to turn to: "need a member of ['support']; … is in ['finance']" was a Python list
+        # to the approver woken at 2 a.m., who could act on none of it (the approver2am probe).
+        deciders = " or ".join(sorted(allowed))
+        whose = deciders or "no group (the groups file names none)"
         return refuse(
             "not_in_group",
             403,
-            f"{record.risk} actions of {record.tenant_id} need a member of {sorted(allowed) or 'no group'}; "
-            f"{who.approver} is in {sorted(who.groups) or 'none'}",
+            f"{record.risk} actions of {record.tenant_id} are decided by a member of {whose}; "
+            f"{who.approver} is in {' and '.join(sorted(who.groups)) or 'no group'}"
+            + (f", so neither approve nor reject is yours: leave it to {deciders}" if deciders else ""),
         )
     if any(same_person(who.approver, r) for r in requesters(record)):
         return refuse("four_eyes", 403, f"{who.approver} requested this task and may not approve its actions (four eyes)")

@@ -6,10 +6,16 @@ switch's refusal read "the request is no longer in the state you saw", as if som
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from schemas import ActionDecidedData, Reason
+from servicekit import action_digest
+from services.approval import domain
+from services.approval.domain import Approver, GroupsConfig, Refusal, Vote
 from tests.unit.approval.test_approval_cli import ITEM, FakeApi
 from tidegate.commands import _approvals_queue, approvals
 
@@ -72,3 +78,25 @@ def test_show_names_the_action_the_audit_log_knows_the_call_by(monkeypatch: pyte
     result = runner.invoke(approvals.app, ["show", "ap-1", "--token", "tga_x", "--url", "http://approvals.test"])
     assert result.exit_code == 0, result.output
     assert "action a-1 (its story in the audit log: tidegate audit explain a-1)" in result.output.splitlines()
+
+
+def test_a_request_of_another_group_says_whose_it_is_in_words() -> None:
+    """Bob (finance) at 2 a.m. read "need a member of ['support']; bob@… is in ['finance']": a Python list, and no word of what to do."""
+    data = ActionDecidedData(
+        action_id="a-1", task_id="t-1", tenant_id="acme", tool="tag_ticket", args={"ticket_id": "T-1"},
+        action_digest=action_digest("acme", "tag_ticket", {"ticket_id": "T-1"}), outcome="escalate",
+        reasons=[Reason(code="draft_mode", policy_id="draft", message="draft mode")], policy_version="sha256:x", risk="write_low",
+        latency_ms=0.1, requested_by="alice@acme.example",
+    )  # fmt: skip
+    now = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+    groups = GroupsConfig()
+    record = domain.request_from_decision(data, approval_id="ap-1", now=now, ttl=timedelta(hours=1), groups=groups, risk="write_low")
+    assert record is not None
+    bob = Approver(approver="bob@acme.example", tenant_id="acme", groups=frozenset({"finance"}))
+    refused = domain.decide(record, bob, Vote(decision="reject"), now=now, groups=groups)
+    assert isinstance(refused, Refusal)
+    assert refused.code == "not_in_group"
+    assert refused.message == (
+        "write_low actions of acme are decided by a member of support; bob@acme.example is in finance, so neither approve nor "
+        "reject is yours: leave it to support"
+    )
