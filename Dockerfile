@@ -30,7 +30,8 @@ COPY standins ./standins
 COPY systems ./systems
 COPY tidegate ./tidegate
 COPY pyproject.toml README.m[d] ./
-RUN pip install --no-deps .
+# With the services' extra (the CLI, the services, the MCP gateway), held to the lock: all in the layer above already.
+RUN pip install -c requirements.lock '.[services]'
 
 # Data read at run time: the tool catalog and the policy pack (globs, so a missing directory
 # does not break the build).

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
 
 from servicekit import REPO_ROOT, KitSettings, ToolCatalog
 from servicekit.bus_rights import principal_names
@@ -48,10 +49,16 @@ def test_the_image_copies_every_package_and_installs_the_lock() -> None:
     for package in packages:
         assert re.search(rf"^COPY {package} \./{package}$", DOCKERFILE, re.M), f"Dockerfile does not copy {package}/"
     assert "pip install -r requirements.lock" in DOCKERFILE
+    assert "pip install -c requirements.lock '.[services]'" in DOCKERFILE  # the services' extra, held to the lock
     lock = (REPO_ROOT / "requirements.lock").read_text().splitlines()
-    locked = {normalized(line.split("==")[0]) for line in lock if "==" in line}
-    for dep in PYPROJECT["project"]["dependencies"]:
-        assert normalized(re.split(r"[\[=<>~ ]", dep)[0]) in locked, f"{dep} is not pinned in requirements.lock"
+    locked = {normalized(line.split("==")[0]): line.split("==")[1] for line in lock if "==" in line}
+    for dep in PYPROJECT["project"]["dependencies"]:  # the client's ranges: the services run the lock's version inside them
+        wanted = Requirement(dep)
+        assert normalized(wanted.name) in locked, f"{dep} is not pinned in requirements.lock"
+        assert wanted.specifier.contains(locked[normalized(wanted.name)]), f"requirements.lock's {wanted.name} is outside {dep}"
+    for dep in PYPROJECT["project"]["optional-dependencies"]["services"]:
+        name, _, version = dep.partition("==")
+        assert locked.get(normalized(name)) == version, f"the services' {dep} is not requirements.lock's {name}=={locked.get(name)}"
 
 
 def test_compose_sets_only_settings_that_exist() -> None:
