@@ -107,13 +107,15 @@ class InDatabase:
     `tokens`: each live approver token (only its hash is stored: its id, creation and expiry are what is read). `secrets`:
     each enabled webhook endpoint's secret (sealed, not opened), as old as its row's `secret_set_at` (registration or
     rotation; migration 017). `endpoints`: how many of those are not dated (set before that migration): listed with
-    an unknown age, due. `unread`: why the database was not read (the files' credentials are listed all the same).
+    an unknown age, due; `from_file`: how many of those come from the operator's webhooks file. `unread`: why the
+    database was not read (the files' credentials are listed all the same).
     """
 
     tokens: list[Credential]
     endpoints: int = 0  # enabled endpoints whose secret's age is not recorded (set before migration 017)
     unread: str = ""
     secrets: list[Credential] = field(default_factory=list)  # each enabled webhook endpoint's secret, dated when recorded
+    from_file: int = 0  # of `endpoints`, those of TIDEGATE_APPROVAL_WEBHOOKS_FILE: the API does not rotate them (409)
 
 
 TOKENS = "approval.approver_tokens"
@@ -146,8 +148,9 @@ async def _read_database(kit: KitSettings) -> InDatabase:
         )
         for r in rows
     ]
-    undated = sum(1 for r in endpoints if r["secret_set_at"] is None)
-    return InDatabase(tokens, undated, secrets=[_webhook_secret(r) for r in endpoints])
+    undated = [r for r in endpoints if r["secret_set_at"] is None]
+    from_file = sum(1 for r in undated if r["source"] == "file")
+    return InDatabase(tokens, len(undated), secrets=[_webhook_secret(r) for r in endpoints], from_file=from_file)
 
 
 def _webhook_secret(row: Any) -> Credential:
@@ -238,10 +241,22 @@ def _say_database(database: InDatabase) -> None:
             "passfile, then run it again"
         )
     elif database.endpoints:
+        over_api = database.endpoints - database.from_file
         said = (
             f"{database.endpoints} webhook endpoint(s) enabled: their secrets' age is not recorded (set before release 22): "
-            "each is listed DUE until rotated with `POST /api/v1/webhooks/endpoints/{id}/rotate?tenant_id=` (docs/approval.md)"
+            "each is listed DUE until its secret is changed"
         )
+        if over_api:
+            said += (
+                f"; {over_api} registered over the API: rotate each with "
+                "`POST /api/v1/webhooks/endpoints/{id}/rotate?tenant_id=` (docs/approval.md)"
+            )
+        if database.from_file:
+            # The API answers such an endpoint 409 operator_endpoint: its secret is the file's, written at the service's start.
+            said += (
+                f"; {database.from_file} of TIDEGATE_APPROVAL_WEBHOOKS_FILE: give each a new `secret` there (the old one as "
+                "`former_secret` until `former_secret_until`) and restart the approval service (the API does not rotate them)"
+            )
     else:
         return
     typer.echo(said, err=True)

@@ -113,3 +113,37 @@ def test_webhook_secrets_are_listed_with_their_age_and_where_they_rotate(monkeyp
     by_name = {r["name"]: r for r in rows if r["kind"] == "webhook secret"}
     assert (by_name["beta/chat"]["set_at"], by_name["beta/chat"]["age_days"], by_name["beta/chat"]["due"]) == (None, None, True)
     assert by_name["acme/chat"]["due"] is False
+
+
+def test_an_undated_secret_of_the_webhooks_file_is_told_to_change_in_the_file_not_by_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """upgrader F2: upgrading 21 → 22, the platform engineer's `credentials` listed every endpoint DUE (no recorded age) and
+    said on stderr to rotate each with `POST …/rotate`, which answers an endpoint of TIDEGATE_APPROVAL_WEBHOOKS_FILE
+    409 operator_endpoint: its secret is changed in the file, and the approval service restarted."""
+
+    class Connection:
+        async def fetch(self, query: str) -> list[dict[str, object]]:
+            if "webhook_endpoints" in query:
+                return [
+                    {"tenant_id": "*", "endpoint_id": "ops-hook", "source": "file", "secret_set_at": None},
+                    {"tenant_id": "acme", "endpoint_id": "chat", "source": "api", "secret_set_at": None},
+                ]
+            return []
+
+        async def close(self) -> None:
+            return None
+
+    async def connect(*args: object, **kwargs: object) -> Connection:
+        return Connection()
+
+    import asyncpg
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    listed = CliRunner().invoke(app, ["credentials"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 1, listed.output
+    told = " ".join(listed.stderr.split())
+    assert "2 webhook endpoint(s) enabled: their secrets' age is not recorded" in told
+    assert "1 registered over the API: rotate each with `POST /api/v1/webhooks/endpoints/{id}/rotate?tenant_id=`" in told
+    assert "1 of TIDEGATE_APPROVAL_WEBHOOKS_FILE: give each a new `secret` there" in told
+    assert "restart the approval service" in told
+    line = next(line for line in listed.stdout.splitlines() if "*/ops-hook" in line)
+    assert "rotate: in TIDEGATE_APPROVAL_WEBHOOKS_FILE" in line
