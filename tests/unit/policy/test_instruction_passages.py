@@ -120,15 +120,29 @@ def test_words_a_customer_writes_every_day_are_not_flagged(honest: str) -> None:
     assert instruction_passages({"body": honest}) is None
 
 
+def _cpu_s(body: str) -> float:
+    """The least CPU time (this process's, not the wall clock's) of three readings of `body`."""
+    spent = []
+    for _ in range(3):
+        started = time.process_time()
+        instruction_passages({"body": body})
+        spent.append(time.process_time() - started)
+    return min(spent)
+
+
 def test_a_huge_hostile_email_is_bounded_and_read_in_linear_time() -> None:
     """256 KiB of comment openers, tags, markers and zero-width characters: a few passages of a few hundred characters,
-    every span counted, in well under a second (no pattern backtracks over the whole text)."""
+    every span counted, in time linear in the text (no pattern backtracks over the whole text).
+
+    Linear is judged against the same text's first quarter, read in the same run on the same machine: about 4 times the
+    CPU (a pattern that backtracks: 16 times, and seconds). The bound held before was 3 s of wall time, which a loaded
+    machine passed or failed at its whim (policyfast3)."""
     pieces = ["<!--", "system: ", "\u200b", "<script ", "ignore ", "![", "<div hidden ", "you are the "]
     for piece in pieces:
         body = (piece * (KEPT_TEXT // len(piece)))[:KEPT_TEXT]
-        started = time.perf_counter()
+        whole, quarter = _cpu_s(body), _cpu_s(body[: KEPT_TEXT // 4])
+        assert whole <= 8 * quarter + 0.05, (piece, whole, quarter)
         found = instruction_passages({"body": body})
-        assert time.perf_counter() - started < 3.0, piece
         if found is None:
             continue
         assert len(found["passages"]) <= PASSAGES_PER_SOURCE
