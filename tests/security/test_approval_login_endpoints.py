@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from approval_harness import ApprovalHarness, Receiver, StartApproval
+from approval_harness import ApprovalHarness, Receiver, StartApproval, bearer
 
 from servicekit import KitSettings
 from servicekit.dbroles import service_database_url
@@ -35,10 +35,6 @@ GROUPS = "default:\n  risk_groups: {financial: [finance]}\n"  # one approval dec
 BOB, EVE = "bob@acme.example", "eve@acme.example"
 WaitFor = Callable[..., Awaitable[Any]]
 COLUMNS = "url, approvers, enabled, source, secret, secret_key_id, secret_sealed, key_id, signature"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def refused() -> float:

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from approval_harness import ApprovalHarness, StartApproval
+from approval_harness import ApprovalHarness, StartApproval, bearer
 
 from servicekit import KitSettings, deployment_authority, operator_key
 from servicekit.dbroles import service_database_url
@@ -35,10 +35,6 @@ default:
   required_approvals: {financial: 2}
 """
 WaitFor = Callable[..., Awaitable[Any]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def refused(table: str, reason: str) -> float:

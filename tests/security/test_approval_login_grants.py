@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from approval_harness import ApprovalHarness, StartApproval, read_topic
+from approval_harness import ApprovalHarness, StartApproval, bearer, read_topic
 
 from schemas import ActionProposed, ActionProposedData, ApprovalData, ApprovalGranted, ProposalCost
 from schemas.signed import action_digest
@@ -40,10 +40,6 @@ async def policy(kit: KitSettings) -> AsyncIterator[Any]:
     await service.start()
     yield service
     await service.stop()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def escalated(h: ApprovalHarness, wait_for: WaitFor) -> Any:

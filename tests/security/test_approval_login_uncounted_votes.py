@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from approval_harness import StartApproval
+from approval_harness import StartApproval, bearer
 
 from tidegate.ops.autonomy import NEEDLESS, said_needless
 
@@ -30,10 +30,6 @@ default:
   required_approvals: {financial: 2}
 """
 WaitFor = Callable[..., Awaitable[Any]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 FORGED: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {

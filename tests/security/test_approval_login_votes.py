@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from approval_harness import ApprovalHarness, StartApproval
+from approval_harness import ApprovalHarness, StartApproval, bearer
 
 from servicekit.metrics import ROWS_REFUSED
 
@@ -29,10 +29,6 @@ default:
   required_approvals: {financial: 2}
 """
 WaitFor = Callable[..., Awaitable[Any]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def start(start_approval: StartApproval, tmp_path: Path) -> ApprovalHarness:

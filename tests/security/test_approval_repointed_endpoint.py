@@ -14,17 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from approval_harness import ApprovalHarness, Receiver, StartApproval
+from approval_harness import ApprovalHarness, Receiver, StartApproval, bearer
 
 from services.approval import webhooks
 
 GROUPS = "default:\n  risk_groups: {financial: [finance]}\n  required_approvals: {financial: 2}\n"
 ALICE, BOB, MALLORY = "alice@acme.example", "bob@acme.example", "mallory@acme.example"
 WaitFor = Callable[..., Awaitable[Any]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def _with_the_chat_endpoint(start_approval: StartApproval, tmp_path: Path, url: str, secret: str) -> tuple[ApprovalHarness, str]:

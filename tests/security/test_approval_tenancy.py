@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from approval_harness import ApprovalHarness, StartApproval
+from approval_harness import ApprovalHarness, StartApproval, bearer
 
 from services.approval import webhooks
 
@@ -26,10 +26,6 @@ default:
   required_approvals: {financial: 2}
 """
 WaitFor = Callable[..., Awaitable[Any]]
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def same_answer(a: httpx.Response, b: httpx.Response, id_a: str, id_b: str) -> bool:

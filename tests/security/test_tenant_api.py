@@ -13,15 +13,11 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from approval_harness import ApprovalHarness, StartApproval, read_topic
+from approval_harness import ApprovalHarness, StartApproval, bearer, read_topic
 
 import schemas as s
 from servicekit import ADMIN, kafka_options, service_key, sign_event
 from services.policy.app import build as build_policy
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def shape(answer: httpx.Response, name: str) -> tuple[int, str]:

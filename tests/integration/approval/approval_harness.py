@@ -61,6 +61,11 @@ async def read_topic(bootstrap: str, topic: str, catalog_name: str) -> list[Any]
         await consumer.stop()
 
 
+def bearer(token: str) -> dict[str, str]:
+    """The header an approver's (or admin's) token is sent in."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def service_seals(kit: KitSettings) -> Seals:
     """The seals the approval service itself uses (its signing key, its endpoints' secrets key pair), for a repository of a test's own."""
     key = service_key(kit, "approval")

@@ -9,11 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
-from approval_harness import ApprovalHarness, Receiver, StartApproval
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from approval_harness import ApprovalHarness, Receiver, StartApproval, bearer
 
 
 def same_404(a: httpx.Response, b: httpx.Response, id_a: str, id_b: str) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from approval_harness import ApprovalHarness, Receiver, StartApproval, service_seals
+from approval_harness import ApprovalHarness, Receiver, StartApproval, bearer, service_seals
 from prometheus_client import REGISTRY
 
 from servicekit import REPO_ROOT, KitSettings, create_pool
@@ -27,10 +27,6 @@ from services.approval.repository import Delivery, Endpoint, PgApprovalRepositor
 from services.approval.webhooks import new_secret
 
 OWED = "tidegate_webhook_messages_owed"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def refuse(h: ApprovalHarness, endpoint_id: str) -> None:
