@@ -47,7 +47,9 @@ POLL_WAIT_MS = 30_000
 # new metadata, a rebalance (aiokafka 0.14, `Fetcher._fetch_requests_routine`). Its 200 ms woke every idle consumer five
 # times a second to find each time that its fetch was still held by the broker, walking every partition it holds: most
 # of the services' wake-ups at idle (docs/benchmarks.md, 2026-12-07). tests/integration/foundation/test_fetcher_wake.py
-# holds an idle consumer to about one turn per fetch, and a record, a rewind and a rebalance to being acted on at once.
+# holds an idle consumer to about one turn per fetch and an arriving record to being handled at once;
+# tests/integration/foundation/test_commits.py holds a rebalance. A rewind (`seek`) wakes the routine too, but a seek on a
+# node whose fetch is in flight waits for that fetch (up to fetch.max.wait, 2 s), as it did at 200 ms; no test holds it.
 FETCHER_WAKE_MS = 10_000
 KAFKA_ERROR_PAUSE_S = 5.0  # after a poll the broker refused (no rights, the cluster away): tried again, not spun on
 
