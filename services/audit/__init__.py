@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from services.audit.conflicts import ConflictState, acknowledge_conflict, list_conflicts
     from services.audit.content import ContentReport, check_content
     from services.audit.credentials import approver_credentials, credential_text
+    from services.audit.dead_letter_records import dead_letter_tenant_problem, named_record_problem
     from services.audit.explanation import (
         FOLLOW_UP_PENDING,
         ActionStory,
@@ -98,8 +99,10 @@ __all__ = [
     "credential_text",
     "csv_columns",
     "csv_row",
+    "dead_letter_tenant_problem",
     "explain_task",
     "list_conflicts",
+    "named_record_problem",
     "observe",
     "pruned_before",
     "read_archive",
@@ -150,6 +153,8 @@ _HOME = {
     "check_content": "content",
     "approver_credentials": "credentials",
     "credential_text": "credentials",
+    "dead_letter_tenant_problem": "dead_letter_records",
+    "named_record_problem": "dead_letter_records",
     "Checkpointer": "handlers",
     "ActionFilters": "ledger",
     "ActionLine": "ledger",

@@ -127,6 +127,11 @@ class AuditLog(Protocol):
         ...
 
     @abstractmethod
+    async def row_at(self, topic: str, partition: int, offset: int) -> LogRow | None:
+        """The row of the record at `topic[partition]@offset`, if the log holds it (what a dead letter names)."""
+        ...
+
+    @abstractmethod
     async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """Every row about a task (its events, and records keyed by it) in the deployment `prefix`, in story order."""
         ...

@@ -151,6 +151,10 @@ class InMemoryAuditLog(AuditLog):
         )
         return removed
 
+    async def row_at(self, topic: str, partition: int, offset: int) -> LogRow | None:
+        """See `AuditLog`."""
+        return next((r for r in self.rows if (r.topic, r.partition, r.kafka_offset) == (topic, partition, offset)), None)
+
     async def task_rows(self, task_id: str, prefix: str = "") -> list[LogRow]:
         """See `AuditLog`."""
         key = task_id.encode()

@@ -102,7 +102,7 @@ class PgReading(PgPart):
         return {r["event_id"] for r in await self.pool.fetch(query, list(event_ids))}
 
     async def row_at(self, topic: str, partition: int, offset: int) -> LogRow | None:
-        """The row of the record at `topic[partition]@offset`, if the log holds it (what a dead letter's redrive sends)."""
+        """See `AuditLog` (what a dead letter names, and its redrive sends)."""
         query = f"SELECT {SELECT_COLUMNS} FROM {SCHEMA}.log WHERE topic = $1 AND partition = $2 AND kafka_offset = $3"
         record = await self.pool.fetchrow(query, topic, partition, offset)
         return log_row(record) if record is not None else None

@@ -18,6 +18,7 @@ import schemas as s
 from servicekit.authority import LOG_APPEND_TIME
 from servicekit.unreadable import Skipped
 from services.audit._standing import FOLLOW_UP_PENDING, TaskStatus, standing
+from services.audit.dead_letter_records import named_record_problem
 from services.audit.reading import decoded, task_rows_of, unreadable
 from services.audit.records import LogRow
 from services.audit.repository import AuditLog
@@ -447,8 +448,23 @@ async def explain_task(
     if recheck is None:
         return explanation
     unverified = [f"{row.topic}[{row.partition}] seq {row.seq} (offset {row.kafka_offset}): {problem}"
-                  for row in rows if (problem := recheck(row)) is not None]  # fmt: skip
+                  for row in rows if (problem := recheck(row) or await _dead_letter_lie(log, row)) is not None]  # fmt: skip
     return explanation.model_copy(update={"unverified": unverified})
+
+
+async def _dead_letter_lie(log: AuditLog, row: LogRow) -> str | None:
+    """Why a dead letter of the task is not the refusal of the record at the position it names (None: it is, or not one).
+
+    Its signature says only who wrote it: a stolen key signs one that names another record's position (review61 F7).
+    """
+    if not row.valid or row.duplicate or row.event_type != "tidegate.event.rejected":
+        return None
+    event = decoded(row)
+    if not isinstance(event, s.EventRejected):
+        return None
+    d = event.data
+    problem = named_record_problem(d, await log.row_at(d.topic, d.partition, d.offset))
+    return None if problem is None else f"a dead letter whose record is not the one it names: {problem}"
 
 
 def _signer(keyid: str | None) -> str | None:

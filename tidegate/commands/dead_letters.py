@@ -39,7 +39,6 @@ from tidegate.ops.redrive import (
     Selection,
     as_json,
     catalog_topic,
-    checked_alone,
     dead_letter_of,
     held_to_record,
     named_service,
@@ -93,9 +92,8 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
                 done = SearchFilters(event_type="tidegate.action.succeeded", action_id=record.action_id, topic_prefix=prefix, valid=True)
                 ran = ran_of(record, await log.search(done, limit=1))
             dl = DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ()), ran)
-            if dl.unverified is None and not checked_alone(dl) and d.tenant_id != "unknown":
-                # not checked alone (truncated, rare; or a sha256 of something else): held to the log's copy
-                dl = held_to_record(dl, record)
+            # held to the log's copy: the signer's check holds it to what it carries, never to the position it names
+            dl = held_to_record(dl, record)
             out.append(dl)
         return out
 

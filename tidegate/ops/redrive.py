@@ -21,7 +21,7 @@ from schemas import ControlRedrive, EventRejected, ReasonCode, approval_document
 from servicekit.authority import Authority
 from servicekit.bus_rights import redrive_principal
 from servicekit.signing import Keyring
-from services.audit import LogRow
+from services.audit import LogRow, dead_letter_tenant_problem, named_record_problem
 
 __all__ = [
     "REDRIVABLE",
@@ -287,28 +287,20 @@ def checked_alone(dl: DeadLetter) -> bool:
 
 def tenant_problem(dl: DeadLetter, row: LogRow | None) -> str | None:
     """Why a dead letter's tenant is not that of the log's record at its position (the record it names, by its SHA-256)."""
-    d = dl.data.data
-    if row is None or d.tenant_id == "unknown" or row.tenant_id is None or d.tenant_id == row.tenant_id:
-        return None
-    if d.sha256 is not None and hashlib.sha256(row.value or b"").hexdigest() != d.sha256:
-        return None  # not the record it names: `original_problem` says so
-    return f"the dead letter names tenant {d.tenant_id}, and the log's record at {dl.original} is of tenant {row.tenant_id}"
+    return dead_letter_tenant_problem(dl.data.data, row)
 
 
 def held_to_record(dl: DeadLetter, row: LogRow | None) -> DeadLetter:
-    """`dl` (one not checked alone), marked not verified when the log's record at its position is another, or another tenant's.
+    """`dl`, marked not verified when the log's record at its position is another, or another tenant's.
 
-    The signer's check passes a dead letter whose bytes are not the record's whole, `truncated` or with a SHA-256 of
-    something else than what it carries: only the log's copy holds it. A record there whose SHA-256 is not the one the
-    dead letter names is not the record it says was refused (the audit keeps every record's bytes as the bus held them).
+    The signer's check holds a dead letter to what it carries, never to the position it names: a stolen key's dead
+    letter can carry a record made up whole (its SHA-256 matching) and name where the log holds another one, or mark
+    itself `truncated`, or name a SHA-256 of something else. The audit keeps every record's bytes as the bus held them:
+    a record there that is not the one the dead letter names was not refused by it (`named_record_problem`).
     """
     if dl.unverified is not None or row is None:
         return dl
-    d = dl.data.data
-    if d.sha256 is not None and hashlib.sha256(row.value or b"").hexdigest() != d.sha256:
-        why: str | None = f"the log's record at {dl.original} is not the one it names (its SHA-256 differs)"
-    else:
-        why = tenant_problem(dl, row)
+    why = named_record_problem(dl.data.data, row)
     if why is None:
         return dl
     return DeadLetter(dl.id, dl.at, dl.where, dl.data, f"{ReasonCode.SIGNER_NOT_ALLOWED.value}: {why}", dl.redriven, dl.ran)

@@ -134,24 +134,12 @@ def test_a_dead_letter_too_large_to_check_alone_is_held_to_the_tenant_of_the_log
     assert original_problem(honest, logged) is None
 
 
-class _Log(InMemoryAuditLog):
-    """The in-memory log, with the one look-up `dead-letters list` makes of a record by its position."""
+def _logged(kit: KitSettings, theirs: bytes, **forged: object) -> InMemoryAuditLog:
+    """The audit log after `theirs` (at actions.authorized[0]@4) and a dead letter the executor's key signs naming that position.
 
-    async def row_at(self, topic: str, partition: int, offset: int) -> object:
-        return next((r for r in self.rows if (r.topic, r.partition, r.kafka_offset) == (topic, partition, offset)), None)
-
-
-def _listed(kit: KitSettings, monkeypatch: pytest.MonkeyPatch, theirs: bytes, **forged: object) -> dict[str, object]:
-    """`dead-letters list --json`'s line for a dead letter the executor's key signs of `theirs` (the log's record at its position).
-
-    `forged`: what the attacker writes in it beside the tenant (acme), the task and the position of globex's record.
+    `forged`: what the attacker writes in it beside the tenant (acme), the task and the position of `theirs`.
     """
-    import json
-
-    from tidegate.cli import app
-    from tidegate.commands import dead_letters as cli
-
-    log = _Log()
+    log = InMemoryAuditLog()  # with the one look-up `dead-letters list` makes of a record by its position
     recorder = Recorder(prefix=PREFIX, log=log, authority=deployment_authority(kit, history=True))
     data = s.EventRejectedData(
         tenant_id="acme", task_id="g-1", topic=PREFIX + "actions.authorized", partition=0, offset=4, size=len(theirs),
@@ -159,6 +147,17 @@ def _listed(kit: KitSettings, monkeypatch: pytest.MonkeyPatch, theirs: bytes, **
     )  # fmt: skip
     signed = s.encode(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
     asyncio.run(recorder.record_batch([Record("actions.authorized", 4, theirs), Record("deadletter", 9, signed)]))
+    return log
+
+
+def _listed(kit: KitSettings, monkeypatch: pytest.MonkeyPatch, theirs: bytes, **forged: object) -> dict[str, object]:
+    """`dead-letters list --json`'s line for a dead letter the executor's key signs of `theirs` (the log's record at its position)."""
+    import json
+
+    from tidegate.cli import app
+    from tidegate.commands import dead_letters as cli
+
+    log = _logged(kit, theirs, **forged)
 
     async def with_log(go: object) -> object:
         return await go(log)  # type: ignore[operator]
@@ -196,3 +195,42 @@ def test_a_dead_letter_whose_sha256_is_not_what_it_carries_is_listed_as_not_veri
     assert line["shown_as"] == "not verified (names executor)"
     assert "is not the one it names" in str(line["unverified"])
     assert line["redrivable"] is False
+
+
+def made_up(amount: float) -> bytes:
+    """An acme proposal the agent never made, whole: what a stolen key's dead letter carries to look like a refusal of it."""
+    data = s.ActionProposedData(
+        action_id="a-9", task_id="g-1", tenant_id="acme", step=1, tool="issue_refund", args={"amount": amount}, proposer="agent"
+    )
+    return s.encode(s.ActionProposed.build(data, source="agent"))
+
+
+def test_a_dead_letter_made_up_whole_naming_another_records_position_is_listed_as_not_verified(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review61 F7: the attacker's dead letter carries a record it made up, whole and with its own SHA-256 (so the signer's
+    check holds it, and passes it), and names the position where the log holds another record of the same tenant.
+
+    Before, a dead letter that could be checked alone was never held to the log's copy: listed as the executor's verified
+    refusal of a 9,000 USD refund nobody proposed (`redrive` refused it only when asked to send it).
+    """
+    lie = made_up(9000.0)
+    line = _listed(kit, monkeypatch, made_up(10.0), raw_value=lie.decode(), sha256=hashlib.sha256(lie).hexdigest())
+    assert line["shown_as"] == "not verified (names executor)", "listed as the executor's verified refusal of a record it never saw"
+    assert "is not the one it names" in str(line["unverified"])
+    assert line["redrivable"] is False
+
+
+def test_audit_explain_names_a_dead_letter_whose_record_is_not_the_one_at_the_position_it_names(kit: KitSettings) -> None:
+    """`audit explain` of the task lists the lying dead letter among the rows that are not evidence, and an honest one not."""
+    from services.audit import explain_task
+
+    lie = made_up(9000.0)
+    log = _logged(kit, made_up(10.0), raw_value=lie.decode(), sha256=hashlib.sha256(lie).hexdigest())
+    told = asyncio.run(explain_task(log, "g-1", PREFIX, recheck=lambda row: None))
+    assert "handler_error" in [dl.code for dl in told.dead_letters]  # listed, as every dead letter of the task
+    assert [u for u in told.unverified or [] if "is not the one it names" in u], "the lying dead letter was told as evidence"
+
+    honest = made_up(10.0)
+    log = _logged(kit, honest, raw_value=honest.decode(), sha256=hashlib.sha256(honest).hexdigest())
+    assert asyncio.run(explain_task(log, "g-1", PREFIX, recheck=lambda row: None)).unverified == []
