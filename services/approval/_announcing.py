@@ -14,6 +14,7 @@ from schemas import ApprovalExpired, ApprovalGranted, ApprovalRejected, Approval
 from servicekit import Recorded, encode_signed, once_delivered
 from servicekit.outlet import record_event
 from services.approval import domain
+from services.approval._message_proofs import sealed
 from services.approval._service_base import ServiceBase
 from services.approval._webhook_side import WebhookSide
 from services.approval.domain import ApprovalRecord
@@ -52,13 +53,16 @@ class Announcing(ServiceBase, WebhookSide):
             made = record_event("approvals", event, self._signed)  # with the current trace context, signed, before it is stored
             outbox.append(OutboxItem(event.id, record.approval_id, "approvals", made.value.decode(), made))
         deliveries = [
-            Delivery(
-                delivery_id=f"msg_{uuid.uuid4().hex}",
-                endpoint_id=endpoint.endpoint_id,
-                tenant_id=endpoint.tenant_id,
-                approval_id=record.approval_id,
-                event_type=event_type.removeprefix("tidegate."),
-                body=self._webhook_body(record, event_type, endpoint),
+            sealed(
+                self.seals,
+                Delivery(
+                    delivery_id=f"msg_{uuid.uuid4().hex}",
+                    endpoint_id=endpoint.endpoint_id,
+                    tenant_id=endpoint.tenant_id,
+                    approval_id=record.approval_id,
+                    event_type=event_type.removeprefix("tidegate."),
+                    body=self._webhook_body(record, event_type, endpoint),
+                ),
             )
             for endpoint in await self.repo.endpoints(record.tenant_id)
         ]

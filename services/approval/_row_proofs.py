@@ -55,6 +55,7 @@ def service_only(principal: Principal, claims: dict[str, Any]) -> bool:
 TOKEN_DOMAIN = b"tidegate-approver-token\n"
 BALLOT_DOMAIN = b"tidegate-approval-ballot\n"
 ENDPOINT_DOMAIN = b"tidegate-webhook-endpoint\n"
+MESSAGE_DOMAIN = b"tidegate-webhook-message\n"
 
 
 def _service_may_mint(claims: dict[str, Any]) -> bool:
@@ -64,7 +65,10 @@ def _service_may_mint(claims: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Seals:
-    """The seals of the approval schema's rows that grant: approver tokens, approvals already given (ballots), webhook endpoints.
+    """The seals of the approval schema's rows that grant, and of the webhook messages it queues.
+
+    Approver tokens, approvals already given (ballots), webhook endpoints; `messages`: each queued webhook message
+    (what a receiver takes as the service's own, signed with the endpoint's secret when it is sent).
 
     `vault` seals and opens endpoints' secrets (`services.approval._endpoint_rows`); None: none is written nor opened here.
     `pins`: the `directory` records that say which endpoint row is current and which tokens are revoked
@@ -74,6 +78,7 @@ class Seals:
     tokens: RowSeal
     ballots: RowSeal
     endpoints: RowSeal
+    messages: RowSeal
     vault: Vault | None = None
     pins: RowPins | None = None
 
@@ -110,6 +115,8 @@ def approval_seals(
             holders,
             operator_or_service(service_may=lambda claims: True),
         ),
+        # a message is read at each attempt: a refused one is told once, counted at each
+        messages=RowSeal(_SERVICE, "webhook_deliveries", MESSAGE_DOMAIN, service_key, holders, service_only, log_once=True),
         vault=vault,
         pins=pins,
     )

@@ -96,7 +96,8 @@ class PgOwedMessages(PgWebhookTables, OwedMessages):
             for d in deliveries:
                 done = await conn.fetchval(
                     f"INSERT INTO {self.s}.webhook_deliveries (delivery_id, endpoint_id, tenant_id, approval_id, event_type, body, "
-                    f"status, next_attempt_at) SELECT $5, $2, $1, $6, $7, $8, 'pending', now() FROM {self.s}.approvals a "
+                    f"status, next_attempt_at, body_key_id, body_signature) SELECT $5, $2, $1, $6, $7, $8, 'pending', now(), $9, $10 "
+                    f"FROM {self.s}.approvals a "
                     f"WHERE a.approval_id = $6 AND {self._owed('$1', '$2')} ON CONFLICT DO NOTHING RETURNING delivery_id",
                     endpoint.tenant_id,
                     endpoint.endpoint_id,
@@ -106,6 +107,8 @@ class PgOwedMessages(PgWebhookTables, OwedMessages):
                     d.approval_id,
                     d.event_type,
                     d.body,
+                    d.key_id,
+                    d.signature,
                 )
                 written += done is not None
             await conn.execute(

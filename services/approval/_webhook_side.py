@@ -20,6 +20,7 @@ from servicekit.costs import ReviewPrice
 from servicekit.metrics import observe_webhook_delivery, observe_webhook_owed
 from services.approval import auth, domain, webhooks
 from services.approval._decision_proofs import as_signed
+from services.approval._message_proofs import sealed, unproven
 from services.approval._row_proofs import Seals
 from services.approval._summary import decision_summary
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal
@@ -143,7 +144,7 @@ class WebhookSide:
     def _owed_message(self, record: ApprovalRecord, endpoint: Endpoint) -> Delivery:
         """The message `record` owes `endpoint`: what `_announce` writes when a request is raised, as the request is now."""
         event_type = domain.REQUESTED if record.kind == "approval" else FOLLOW_UP
-        return Delivery(
+        message = Delivery(
             delivery_id=owed_message_id(endpoint.tenant_id, endpoint.endpoint_id, record.approval_id),
             endpoint_id=endpoint.endpoint_id,
             tenant_id=endpoint.tenant_id,
@@ -151,6 +152,7 @@ class WebhookSide:
             event_type=event_type.removeprefix("tidegate."),
             body=self._webhook_body(record, event_type, endpoint),
         )
+        return sealed(self.seals, message)
 
     def _start_turn(
         self,
@@ -201,6 +203,12 @@ class WebhookSide:
         now = await self.repo.endpoint(endpoint.tenant_id, endpoint.endpoint_id)
         if now is None or not now.enabled:  # removed by an admin since this round claimed it: never sent, links never minted
             log.info("approval: message %s not sent: its endpoint %s was removed", delivery.delivery_id, endpoint.endpoint_id)
+            return False
+        if (why := unproven(self.seals, delivery)) is not None:  # its body signed with the secret only if the service wrote it
+            await self.repo.record_attempt(
+                delivery.delivery_id, delivery.attempts + 1, status_code=None, error=why, duration_ms=0.0, outcome="failed", next_at=None
+            )
+            observe_webhook_delivery(endpoint.tenant_id, "failed")
             return False
         body, retry_until = await self._attempt_body(delivery, endpoint)
         at = self.clock()

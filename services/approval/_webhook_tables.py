@@ -39,6 +39,8 @@ def delivery_of(row: asyncpg.Record) -> Delivery:
         last_error=row["last_error"],
         delivered_at=row["delivered_at"],
         created_at=row["created_at"],
+        key_id=row.get("body_key_id"),  # none in a schema before migration 018 (a migration's own test reads it): unsigned
+        signature=row.get("body_signature"),
     )
 
 

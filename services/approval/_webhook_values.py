@@ -32,6 +32,9 @@ class Delivery:
     last_error: str | None = None
     delivered_at: datetime | None = None
     created_at: datetime | None = field(default=None, compare=False)  # when it was queued: where a page of the log resumes
+    # the approval service's proof of the message (`_message_proofs`): the key's id and the signature; None: unsigned
+    key_id: str | None = None
+    signature: str | None = None
 
 
 @dataclass(frozen=True)

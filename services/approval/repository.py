@@ -136,14 +136,16 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         for d in deliveries:
             await conn.execute(
                 f"INSERT INTO {self.s}.webhook_deliveries (delivery_id, endpoint_id, tenant_id, approval_id, event_type, body, status, "
-                "next_attempt_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, 'pending', now()) ON CONFLICT DO NOTHING",
+                "next_attempt_at, body_key_id, body_signature) "
+                "VALUES ($1, $2, $3, $4, $5, $6, 'pending', now(), $7, $8) ON CONFLICT DO NOTHING",
                 d.delivery_id,
                 d.endpoint_id,
                 d.tenant_id,
                 d.approval_id,
                 d.event_type,
                 d.body,
+                d.key_id,
+                d.signature,
             )
 
     async def insert_request(

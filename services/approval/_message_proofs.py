@@ -1,0 +1,56 @@
+"""A queued webhook message is the approval service's own: signed when it is queued, checked before each attempt.
+
+The Standard Webhooks signature a receiver verifies is made at send time, with the endpoint's secret, over the body as
+stored in `approval.webhook_deliveries`. The service's database login can write that table: a body it rewrote (another
+amount, a `page_url` to a look-alike site, a request shown as settled) or a message it inserted would reach the
+approver's chat signed as the service's. So each message is signed with the service's key when it is queued (its id,
+tenant, endpoint, request, type and the SHA-256 of its body), and an attempt sends only a message whose proof holds:
+one that does not is failed with why (`NOT_SIGNED`), never sent, logged once and counted in
+`tidegate_rows_refused_total{service="approval",table="webhook_deliveries"}` (attacker4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any
+
+from services.approval._row_proofs import Seals
+from services.approval._webhook_values import Delivery
+
+__all__ = ["NOT_SIGNED", "message_claims", "sealed", "unproven"]
+
+NOT_SIGNED = "not sent: the message is not the approval service's signed one"
+_FIX = "the approval service's database login may have been used to write it: rotate that login's password (docs/security/database.md)"
+
+
+def message_claims(d: Delivery) -> dict[str, Any]:
+    """What a message's proof covers: which message it is, for whom, and its body (by SHA-256)."""
+    return {
+        "delivery_id": d.delivery_id,
+        "tenant_id": d.tenant_id,
+        "endpoint_id": d.endpoint_id,
+        "approval_id": d.approval_id,
+        "event_type": d.event_type,
+        "body_sha256": hashlib.sha256(d.body.encode("utf-8", "surrogatepass")).hexdigest(),
+    }
+
+
+def sealed(seals: Seals | None, d: Delivery) -> Delivery:
+    """`d` with the service's proof (None `seals`: a store of a test's own, which signs none and trusts its memory)."""
+    if seals is None:
+        return d
+    proof = seals.messages.sign(message_claims(d))
+    return replace(d, key_id=proof.key_id, signature=proof.signature)
+
+
+def unproven(seals: Seals | None, d: Delivery) -> str | None:
+    """Why `d` may not be sent (told to the operator once per message and counted), or None: it is the service's own."""
+    if seals is None:
+        return None
+    why = seals.messages.why_not(message_claims(d), d.key_id, d.signature)
+    if why is not None:
+        seals.messages.refused(
+            f"webhook message {d.delivery_id} (request {d.approval_id}, tenant {d.tenant_id})", why, _FIX, row=d.delivery_id
+        )
+    return None if why is None else f"{NOT_SIGNED} ({why})"
