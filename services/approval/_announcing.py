@@ -20,7 +20,7 @@ from services.approval._webhook_side import WebhookSide
 from services.approval.domain import ApprovalRecord
 from services.approval.repository import Delivery, OutboxItem
 
-__all__ = ["SOURCE", "Announcing"]
+__all__ = ["SOURCE", "Announcing", "kept_settled"]
 
 SOURCE = "tidegate/approval"
 _ENVELOPES: dict[str, type[Envelope]] = {
@@ -30,6 +30,14 @@ _ENVELOPES: dict[str, type[Envelope]] = {
     domain.EXPIRED: ApprovalExpired,
     domain.RESOLVED: ApprovalResolved,
 }
+
+
+def kept_settled(record: ApprovalRecord, outbox: Sequence[OutboxItem]) -> ApprovalRecord:
+    """`record` settled, with its decision event as it is published (signed): how it is shown is checked against it (`_outcome_proofs`)."""
+    if record.kind != "approval" or record.is_pending:
+        return record
+    published = [item.payload for item in outbox if item.topic == "approvals"]
+    return record.model_copy(update={"settled_event": published[-1]}) if published else record
 
 
 class Announcing(ServiceBase, WebhookSide):

@@ -104,6 +104,10 @@ class ApprovalRecord(Frozen):
     # the policy's `action.decided` this request was opened from, as received (signed): what the approver is shown is
     # checked against it (`_decision_proofs`); None: a follow-up, or a request opened before this release
     decision: str | None = None
+    # this service's own decision event (`approval.granted`, `rejected`, `expired`) as it published it (signed): who settled
+    # the request, when and with what words are shown as it signed them (`_outcome_proofs`); None: pending, or settled
+    # before release 24 kept it
+    settled_event: str | None = None
 
     @property
     def is_pending(self) -> bool:

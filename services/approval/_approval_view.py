@@ -310,8 +310,8 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
     shown = as_signed(record, service.authority, service.seals)  # what the policy signed, never the login's text
     overdue = is_overdue(service, record)
     state: Refusal | None = None
-    if not record.is_pending:
-        state = Refusal(code="not_pending", status=409, message=domain.already_settled(record))
+    if not record.is_pending or not shown.record.is_pending:  # settled as the service signed it, whatever the row says now
+        state = Refusal(code="not_pending", status=409, message=domain.already_settled(shown.record))
     elif overdue:
         state = Refusal(
             code="expired",
@@ -328,7 +328,7 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
     refusal = refusal or service.approval_held(record) or unproven_refusal(shown)
     record = shown.record
     return {
-        **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at", "decision"}),
+        **record.model_dump(mode="json", exclude={"version", "proposer", "step", "escalated_at", "decision", "settled_event"}),
         "status": "expired" if overdue else record.status,
         "approvers": domain.approvals_of(record),  # who approved: of a rejected request never its rejecter (`rejected_by`)
         "rejected_by": record.decided_by if record.status == "rejected" else None,

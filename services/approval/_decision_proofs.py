@@ -27,6 +27,7 @@ from schemas import ActionDecided, ActionDecidedData, action_identity
 from servicekit import Authority
 from servicekit.metrics import observe_row_refused
 from servicekit.received import NotProven, proven
+from services.approval._outcome_proofs import as_settled
 from services.approval._row_proofs import Seals
 from services.approval.domain import ApprovalRecord, Refusal
 
@@ -67,11 +68,24 @@ class Shown:
 
 
 def as_signed(record: ApprovalRecord, authority: Authority | None, seals: Seals | None) -> Shown:
-    """`record` with what the policy signed of it, and why not when the row is not that (told to the operator).
+    """`record` with what the policy signed of it and what this service signed when it settled it, and why not (told).
 
     `authority`: the deployment's public keys (None: no kept event is trusted). `seals` None: a store without seals (a
     test's twin) trusts its memory, as its approvals (`_ballots`); the service always has them (`app.build`).
     """
+    shown = _as_decided(record, authority, seals)
+    settled = as_settled(record, authority) if seals is not None else None
+    if settled is None:
+        return shown
+    message = f"this request {settled.why}"
+    if settled.counted_as is not None:
+        _told_once(record, settled.why, settled.counted_as, "refused as the service settled it")
+    why = message if shown.not_as_signed is None else f"{shown.not_as_signed}; {message}"
+    return Shown(shown.record.model_copy(update=settled.fields), why)
+
+
+def _as_decided(record: ApprovalRecord, authority: Authority | None, seals: Seals | None) -> Shown:
+    """`record` with what the policy signed of it, and why not when the row is not that (told to the operator)."""
     if record.kind != "approval" or seals is None:
         return Shown(record)
     if record.decision is None and not record.is_pending:
@@ -127,12 +141,16 @@ def _dumped(value: Any) -> Any:
 
 
 def _refused(record: ApprovalRecord, shown: ApprovalRecord, why: NotProven) -> Shown:
-    message = f"this request {why.why}"
-    if (record.approval_id, why.why) not in _told:  # a request is read at every listing: told once, counted at each read
-        _told.add((record.approval_id, why.why))
+    _told_once(record, why.why, why.counted_as, "refused as the policy's escalation")
+    return Shown(shown, f"this request {why.why}")
+
+
+def _told_once(record: ApprovalRecord, why: str, counted_as: str, refused_as: str) -> None:
+    """A WARNING naming the request the first time (a request is read at every listing), and the count at every read."""
+    if (record.approval_id, why) not in _told:
+        _told.add((record.approval_id, why))
         log.warning(
-            "approval: request %s (%s, tenant %s, task %s) refused as the policy's escalation: it %s; %s",
-            record.approval_id, record.tool, record.tenant_id, record.task_id, why.why, _FIX,
+            "approval: request %s (%s, tenant %s, task %s) %s: it %s; %s",
+            record.approval_id, record.tool, record.tenant_id, record.task_id, refused_as, why, _FIX,
         )  # fmt: skip
-    observe_row_refused("approval", "approvals", why.counted_as)
-    return Shown(shown, message)
+    observe_row_refused("approval", "approvals", counted_as)

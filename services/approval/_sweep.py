@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from servicekit import Attr, span
 from services.approval import domain
-from services.approval._announcing import Announcing
+from services.approval._announcing import Announcing, kept_settled
 from services.approval._reads import Reads
 from services.approval._service_base import log
 from services.approval._webhook_values import Endpoint
@@ -32,7 +32,7 @@ class Sweeping(Reads, Announcing):
             attributes = {Attr.SERVICE: "approval", Attr.APPROVAL: record.approval_id, Attr.TASK: record.task_id}
             with span("approval expire", parent=record.traceparent, attributes=attributes):  # the task's trace, like a vote
                 outbox, deliveries = await self._announce(transition.record, transition.event_type) if transition.event_type else ([], [])
-                if await self.repo.save(record.version, transition.record, outbox, deliveries):
+                if await self.repo.save(record.version, kept_settled(transition.record, outbox), outbox, deliveries):
                     await self._publish(outbox)
                     counts["expired"] += 1
                     if record.kind == "follow_up":  # nothing is published for it: the log says it, for the on-call engineer

@@ -13,7 +13,7 @@ from schemas import APPROVE_REASONS
 from servicekit import Attr, span
 from servicekit.metrics import observe_human_decision
 from services.approval import domain
-from services.approval._announcing import Announcing
+from services.approval._announcing import Announcing, kept_settled
 from services.approval._ballots import proven_approvals, with_ballot
 from services.approval._decision_proofs import as_signed, unproven_refusal
 from services.approval._people import People, Session
@@ -83,6 +83,7 @@ class Voting(People, Reads, Announcing):
                 proven = with_ballot(self.seals.ballots if self.seals else None, record, outcome.record, session.approver.approver)
                 outcome = outcome.model_copy(update={"record": proven})
             outbox, deliveries = await self._announce(outcome.record, outcome.event_type) if outcome.event_type else ([], [])
+            outcome = outcome.model_copy(update={"record": kept_settled(outcome.record, outbox)})
             if await self.repo.save(record.version, outcome.record, outbox, deliveries):
                 await self._publish(outbox)
                 if outcome.record.status in ("granted", "rejected"):
