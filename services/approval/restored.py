@@ -134,6 +134,8 @@ class Restoration:
                 "edited_args": data.edited_args,
                 "resolution": data.resolution,
                 "votes": data.votes,
+                # the decision as the service signed and published it: how the request is shown is checked against it
+                "settled_event": decided.text if record.kind == "approval" else record.settled_event,
                 "version": record.version + 1,
             }
         )

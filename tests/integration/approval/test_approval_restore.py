@@ -70,6 +70,8 @@ async def test_a_restored_pending_request_that_was_granted_is_recorded_granted_b
             headers={"Authorization": f"Bearer {bob}"},
         )
         assert answer.status_code == 409, answer.text  # already granted: nothing to decide again
+        shown = await http.get(f"{again.http_url}/api/v1/approvals/{record.approval_id}", headers={"Authorization": f"Bearer {bob}"})
+        assert shown.json()["not_as_signed"] is None  # the grant written back keeps its signed event: shown as proven
         assert len([e for e in await h.approvals() if e.type == "tidegate.approval.granted"]) == max(1, len(granted))
     finally:
         await again.stop()
