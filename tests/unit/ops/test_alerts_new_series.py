@@ -43,15 +43,27 @@ def _promtool(
     *,
     rule: str = RULE,
     series: str = SERIES,
+    up: str | None = None,
+    started: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """`promtool test rules` of `rule` over one series scraped each minute (`values`), at each (time, alerts)."""
+    """`promtool test rules` of `rule` over one series scraped each minute (`values`), at each (time, alerts).
+
+    Its target's `up` and `process_start_time_seconds`, which every scrape of it has, are scraped with it: `up` and `started`
+    their values (default: answering every scrape of a process started at 0, for as long as `values` runs).
+    """
+    target = "{" + ",".join(p for p in series.split("{", 1)[1].rstrip("}").split(",") if p.split("=")[0] in ("job", "instance")) + "}"
+    minutes = sum(1 if "x" not in v else int(v.split("x")[1]) + (v[0] != "_") for v in values.split())
     tests = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "1m",
         "tests": [
             {
                 "interval": "1m",
-                "input_series": [{"series": series, "values": values}],
+                "input_series": [
+                    {"series": series, "values": values},
+                    {"series": "up" + target, "values": up or f"1x{minutes}"},
+                    {"series": "process_start_time_seconds" + target, "values": started or f"0x{minutes}"},
+                ],
                 "alert_rule_test": [{"eval_time": at, "alertname": rule, "exp_alerts": alerts} for at, alerts in expected],
             }
         ],
@@ -75,14 +87,19 @@ def test_a_count_that_grows_pages_and_one_that_stays_does_not(tmp_path: Path) ->
 
 
 # Every rule that fires on `increase(counter[w]) > 0` of a labelled counter, with a series of it: (rule, labels, window).
+_AT = ',job="tidegate",instance="svc:9464"}'  # the target a series is scraped from, as Prometheus labels it
 FIRST_COUNT = [
-    ("TidegateOutcomeUnknown", 'tidegate_action_results_total{tenant="acme",tool="issue_refund",status="unknown"}', 15),
-    ("TidegateAuthorizationsExpiredUnused", 'tidegate_action_refusals_total{tenant="acme",tool="t",reason="authorization_expired"}', 15),
-    ("TidegateWebhookUndelivered", 'tidegate_webhook_deliveries_total{tenant="acme",status="failed"}', 15),
-    ("TidegateAuditConflict", 'tidegate_audit_conflicts_total{topic="tidegate.actions.authorized"}', 15),
-    ("TidegateRowsRefused", 'tidegate_rows_refused_total{service="approval",table="approvals",reason="invalid"}', 15),
-    ("TidegateDeadLetters", 'tidegate_dead_letters_total{service="policy",code="signature_invalid"}', 10),
-    ("TidegateHandlerErrors", 'tidegate_events_handled_total{service="policy",event_type="action.proposed",result="error"}', 10),
+    ("TidegateOutcomeUnknown", 'tidegate_action_results_total{tenant="acme",tool="issue_refund",status="unknown"' + _AT, 15),
+    (
+        "TidegateAuthorizationsExpiredUnused",
+        'tidegate_action_refusals_total{tenant="acme",tool="t",reason="authorization_expired"' + _AT,
+        15,
+    ),
+    ("TidegateWebhookUndelivered", 'tidegate_webhook_deliveries_total{tenant="acme",status="failed"' + _AT, 15),
+    ("TidegateAuditConflict", 'tidegate_audit_conflicts_total{topic="tidegate.actions.authorized"' + _AT, 15),
+    ("TidegateRowsRefused", 'tidegate_rows_refused_total{service="approval",table="approvals",reason="invalid"' + _AT, 15),
+    ("TidegateDeadLetters", 'tidegate_dead_letters_total{service="policy",code="signature_invalid"' + _AT, 10),
+    ("TidegateHandlerErrors", 'tidegate_events_handled_total{service="policy",event_type="action.proposed",result="error"' + _AT, 10),
 ]
 
 
@@ -115,5 +132,49 @@ def test_the_first_count_of_a_label_set_fires(tmp_path: Path, rule: str, series:
     fired = [{"exp_labels": alert, "exp_annotations": _annotations(rule, alert)}]
     done = _promtool(
         tmp_path, "_ _ _ 1x40", [("2m", []), ("5m", fired), (f"{window + 2}m", fired), (f"{window + 10}m", [])], rule=rule, series=series
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Every rule with a first-count part, with a series of it (the invalid records' too).
+WITH_FIRST_COUNT = [*FIRST_COUNT, (RULE, SERIES, 15)]
+
+
+@pytest.mark.parametrize(("rule", "series", "window"), WITH_FIRST_COUNT, ids=[r for r, _, _ in WITH_FIRST_COUNT])
+def test_a_gap_in_prometheus_does_not_page_an_old_count_as_a_first_one(tmp_path: Path, rule: str, series: str, window: int) -> None:
+    """Prometheus down 10 minutes (its restart, an upgrade; a new one has no past at all), the services running on.
+
+    A count made an hour before is not in the window 15 minutes back, where Prometheus has nothing at all: it is not
+    a first count, so no page ("tampering?" for an audit conflict) once Prometheus scrapes again, at any minute after.
+    """
+    gap = "3x30 _x10 3x30"  # scraped, not scraped from 31m to 40m, scraped again: the same count of the same process
+    quiet = [(f"{m}m", []) for m in range(41, 71, 2)]
+    done = _promtool(tmp_path, gap, quiet, rule=rule, series=series, up="1x30 _x10 1x30", started="0x30 _x10 0x30")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("rule", "series", "window"), WITH_FIRST_COUNT, ids=[r for r, _, _ in WITH_FIRST_COUNT])
+def test_a_target_that_did_not_answer_for_a_while_does_not_page_its_old_count(tmp_path: Path, rule: str, series: str, window: int) -> None:
+    """The service's port did not answer for 10 minutes (`up` 0: the network, a stall), the same process answers again."""
+    done = _promtool(tmp_path, "3x30 _x10 3x30", [(f"{m}m", []) for m in range(41, 71, 2)], rule=rule, series=series, up="1x30 0x10 1x30")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("rule", "series", "window"), WITH_FIRST_COUNT, ids=[r for r, _, _ in WITH_FIRST_COUNT])
+def test_a_first_count_of_a_process_started_during_a_gap_pages(tmp_path: Path, rule: str, series: str, window: int) -> None:
+    """Prometheus down 20 minutes while the service restarted: what the new process counted is recent, and it pages.
+
+    At 53 and 54 minutes Prometheus has nothing of the window's start (its gap), but the process started within the window.
+    """
+    alert = _labels(series, rule)
+    fired = [{"exp_labels": alert, "exp_annotations": _annotations(rule, alert)}]
+    done = _promtool(
+        tmp_path,
+        "_x51 1x20",  # born at 1 by the process started at 45m, first scraped at 51m
+        [("53m", fired), ("54m", fired)],
+        rule=rule,
+        series=series,
+        up="1x30 _x20 1x20",
+        started="0x30 _x20 2700x20",
     )
     assert done.returncode == 0, done.stdout + done.stderr
