@@ -44,6 +44,7 @@ from tidegate.ops.redrive import (
     named_service,
     original_of,
     original_problem,
+    ran_asked,
     ran_of,
     redriven_of,
     refused_now,
@@ -87,10 +88,8 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
                 continue
             d = dl.data.data
             record = await log.row_at(d.topic, d.partition, d.offset) if dl.unverified is None else None
-            ran = None
-            if record is not None and record.action_id:  # the call's own outcome, beside a refusal of its record
-                done = SearchFilters(event_type="tidegate.action.succeeded", action_id=record.action_id, topic_prefix=prefix, valid=True)
-                ran = ran_of(record, await log.search(done, limit=1))
+            done = ran_asked(record, prefix)  # the call's own outcome, beside a refusal of its record
+            ran = ran_of(record, await log.search(done, limit=1)) if done is not None else None
             dl = DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ()), ran)
             # held to the log's copy: the signer's check holds it to what it carries, never to the position it names
             dl = held_to_record(dl, record)

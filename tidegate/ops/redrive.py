@@ -21,7 +21,7 @@ from schemas import ControlRedrive, EventRejected, ReasonCode, approval_document
 from servicekit.authority import Authority
 from servicekit.bus_rights import redrive_principal
 from servicekit.signing import Keyring
-from services.audit import LogRow, dead_letter_tenant_problem, named_record_problem
+from services.audit import LogRow, SearchFilters, dead_letter_tenant_problem, named_record_problem
 
 __all__ = [
     "REDRIVABLE",
@@ -306,16 +306,44 @@ def held_to_record(dl: DeadLetter, row: LogRow | None) -> DeadLetter:
     return DeadLetter(dl.id, dl.at, dl.where, dl.data, f"{ReasonCode.SIGNER_NOT_ALLOWED.value}: {why}", dl.redriven, dl.ran)
 
 
+# The call's own outcomes (`actions.results`): a dead letter of one is a consumer (the planner, the policy's spend, the
+# approval service) that failed to handle the result, never a refusal that the result belies.
+_RESULTS = frozenset({"tidegate.action.succeeded", "tidegate.action.failed", "tidegate.action.unknown"})
+
+
+def ran_asked(row: LogRow | None, prefix: str) -> SearchFilters | None:
+    """The search of the log for the executor's signed success of the action the record at `row` names (None: none to make).
+
+    Of that very action: its tenant and task as well as its id (an agent picks its action ids, and another tenant's agent
+    may pick the same one). None for a record that is itself a result (`ran_of`).
+    """
+    if row is None or not row.action_id or row.event_type in _RESULTS:
+        return None
+    return SearchFilters(
+        event_type="tidegate.action.succeeded",
+        action_id=row.action_id,
+        tenant=row.tenant_id,
+        task_id=row.task_id,
+        topic_prefix=prefix,
+        valid=True,
+    )
+
+
 def ran_of(row: LogRow | None, results: Iterable[LogRow]) -> str | None:
     """What the executor's signed result says of the action the record at `row` names, when it succeeded (None: none did).
 
-    `results`: the log's valid `action.succeeded` rows of that action (only the executor's key may sign one). A dead letter
-    of a record whose action then succeeded says a refusal that the call's own outcome belies (attacker3 F3: the executor's
-    stolen login and key wrote one of an authorization the executor ran): the on-call must not redo a call that was made.
+    `results`: the log's valid `action.succeeded` rows of that action (`ran_asked`; only the executor's key may sign one). A
+    dead letter of a record whose action then succeeded says a refusal that the call's own outcome belies (attacker3 F3: the
+    executor's stolen login and key wrote one of an authorization the executor ran): the on-call must not redo a call that
+    was made. Not so of a record that is itself a result (review62): its consumer's handling of it is still owed (the
+    planner's next step, the policy's count of what a payee was paid), and a redrive is what gives it.
     """
-    if row is None or not row.action_id:
+    if row is None or not row.action_id or row.event_type in _RESULTS:
         return None
-    done = next((r for r in results if r.valid and r.action_id == row.action_id), None)
+    done = next(
+        (r for r in results if r.valid and r.action_id == row.action_id and r.tenant_id == row.tenant_id and r.task_id == row.task_id),
+        None,
+    )
     if done is None:
         return None
     at = f"{done.kafka_ts:%Y-%m-%d %H:%M:%S}Z"

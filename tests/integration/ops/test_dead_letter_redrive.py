@@ -315,6 +315,47 @@ async def test_dead_letters_a_stolen_executor_login_writes_in_its_own_name_are_n
     assert all(line["valid"] is False and line["dead_letter"] is None for line in lines)
 
 
+async def _logged(kit: KitSettings, wait_for: Any, topic: str, action_id: str) -> Any:
+    """The audit log's row of the record of `action_id` on `topic` (catalog name), once the audit holds it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(kit.database_url)
+    try:
+        query = "SELECT partition, kafka_offset, value FROM audit.log WHERE topic = $1 AND action_id = $2 AND NOT duplicate"
+        return await wait_for(lambda: conn.fetchrow(query, kit.topic_prefix + topic, action_id), timeout=60, what=f"{topic} logged")
+    finally:
+        await conn.close()
+
+
+async def _succeeded(stack: dict[str, Any], d: s.ActionProposedData) -> None:
+    """The executor's success of the proposed call `d`."""
+    done = s.ActionResultData(
+        action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, step=d.step, tool=d.tool, status="succeeded",
+        attempts=1, duration_ms=12.0, idempotency_key=d.action_id,
+    )  # fmt: skip
+    await stack["producer"].send("actions.results", s.ActionSucceeded.build(done, source="tidegate/executor"))
+
+
+async def _dead_letter_as(kit: KitSettings, service: str, topic: str, row: Any, d: s.ActionProposedData, error: str) -> s.EventRejected:
+    """A dead letter of the record at `row` (of `topic`) with `service`'s Kafka login and key, its bytes whole: a handler error."""
+    from servicekit import service_key
+
+    raw: bytes = row["value"]
+    rejected = s.EventRejectedData(
+        tenant_id=d.tenant_id, task_id=d.task_id, topic=kit.topic_prefix + topic, partition=row["partition"],
+        offset=row["kafka_offset"], key=d.task_id, raw_value=raw.decode(), size=len(raw), sha256=hashlib.sha256(raw).hexdigest(),
+        code="handler_error", error=error, service=service,
+    )  # fmt: skip
+    letter = sign_event(s.EventRejected.build(rejected, source=f"tidegate/{service}"), service_key(kit, service))
+    producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, service))
+    await producer.start()
+    try:
+        await producer.send_and_wait(kit.topic_prefix + "deadletter", s.encode(letter), key=d.task_id.encode())
+    finally:
+        await producer.stop()
+    return letter
+
+
 async def test_a_dead_letter_the_executors_login_writes_of_an_authorization_it_ran_is_not_shown_redrivable(
     kit: KitSettings, stack: dict[str, Any], wait_for: Any
 ) -> None:
@@ -325,41 +366,15 @@ async def test_a_dead_letter_the_executors_login_writes_of_an_authorization_it_r
     executor's refusal, `redrivable`, and the on-call, told the refund was never made, would make it again. The list now
     says the call succeeded, by the executor's own signed result, and the redrive sends nothing.
     """
-    import asyncpg
-
-    from servicekit import service_key
-
     asked = proposal("T-2001")  # a read the policy allows at once: it publishes the authorization
     await stack["producer"].send("actions.proposed", asked)
-    authorized = kit.topic_prefix + "actions.authorized"
-    conn = await asyncpg.connect(kit.database_url)
-    try:
-        query = "SELECT partition, kafka_offset, value FROM audit.log WHERE topic = $1 AND action_id = $2 AND NOT duplicate"
-        row = await wait_for(lambda: conn.fetchrow(query, authorized, asked.data.action_id), timeout=60, what="the authorization logged")
-        d = asked.data
-        done = s.ActionResultData(
-            action_id=d.action_id, task_id=d.task_id, tenant_id=d.tenant_id, step=d.step, tool=d.tool, status="succeeded",
-            attempts=1, duration_ms=12.0, idempotency_key=d.action_id,
-        )  # fmt: skip
-        await stack["producer"].send("actions.results", s.ActionSucceeded.build(done, source="tidegate/executor"))  # it ran
-        results = kit.topic_prefix + "actions.results"
-        await wait_for(lambda: conn.fetchrow(query, results, d.action_id), timeout=60, what="the executor's result logged")
-    finally:
-        await conn.close()
-
-    raw: bytes = row["value"]
-    lie = s.EventRejectedData(
-        tenant_id=d.tenant_id, task_id=d.task_id, topic=authorized, partition=row["partition"], offset=row["kafka_offset"],
-        key=d.task_id, raw_value=raw.decode(), size=len(raw), sha256=hashlib.sha256(raw).hexdigest(), code="handler_error",
-        error="the executor refused this authorization: the call was never made, send it again", service="executor",
-    )  # fmt: skip
-    forged = sign_event(s.EventRejected.build(lie, source="tidegate/executor"), service_key(kit, "executor"))
-    thief = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, "executor"))
-    await thief.start()
-    try:
-        await thief.send_and_wait(kit.topic_prefix + "deadletter", s.encode(forged), key=d.task_id.encode())
-    finally:
-        await thief.stop()
+    d = asked.data
+    row = await _logged(kit, wait_for, "actions.authorized", d.action_id)
+    await _succeeded(stack, d)  # it ran
+    await _logged(kit, wait_for, "actions.results", d.action_id)
+    forged = await _dead_letter_as(
+        kit, "executor", "actions.authorized", row, d, "the executor refused this authorization: the call was never made, send it again"
+    )
 
     [dead] = await listed(kit, wait_for, d.task_id)
     assert dead["id"] == forged.id
@@ -370,3 +385,25 @@ async def test_a_dead_letter_the_executors_login_writes_of_an_authorization_it_r
     result = await dead_letters(kit, "redrive", forged.id, "--reason", "the executor lost it", "--yes")
     assert result.exit_code == 1, result.output
     assert f"action {d.action_id} succeeded" in " ".join(result.output.split())
+
+
+async def test_a_result_the_planner_failed_on_is_redrivable_though_the_action_succeeded(
+    kit: KitSettings, stack: dict[str, Any], wait_for: Any
+) -> None:
+    """review62: the planner dead-lettered the executor's success on a handler error; the on-call sends it again once fixed.
+
+    The record is the success itself, so the search for the action's success found that very record: `list` showed the
+    dead letter "action … succeeded: its record was handled", and `redrive` refused it, while the planner had not handled
+    it (the task's next step, and the policy's count of what a payee was paid, wait on such a redrive).
+    """
+    d = proposal("T-2002").data
+    await _succeeded(stack, d)
+    row = await _logged(kit, wait_for, "actions.results", d.action_id)
+    letter = await _dead_letter_as(kit, "planner", "actions.results", row, d, "ValueError: a bug in the planner's step after a result")
+
+    [dead] = await listed(kit, wait_for, d.task_id)
+    assert dead["id"] == letter.id
+    assert dead["ran"] is None, "the success it carries was taken for a sign that the planner had handled it"
+    assert dead["redrivable"] is True, dead["why_not"]
+    result = await dead_letters(kit, "redrive", letter.id, "--reason", "the planner's bug is fixed", "--yes")
+    assert result.exit_code == 0, result.output

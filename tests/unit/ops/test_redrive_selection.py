@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,8 @@ from tidegate.ops.redrive import (
     dead_letter_of,
     original_of,
     original_problem,
+    ran_asked,
+    ran_of,
     redriven_of,
     select,
     why_not,
@@ -330,3 +333,35 @@ def test_a_login_missing_sends_nothing_not_even_the_record_of_it(monkeypatch: py
     assert "0 of 1 sent" in text
     assert "cannot log in to Kafka as `agent`" in text
     assert _FakeProducer.sends == []  # no control.redrive either: it would say redriven while nothing was
+
+
+def _of_action(topic: str, event_type: str, *, tenant: str = "acme", task: str = "t-1", action: str = "a-1") -> LogRow:
+    return row(topic, 41, VALUE)._replace(event_type=event_type, tenant_id=tenant, task_id=task, action_id=action)
+
+
+def test_a_result_its_consumer_failed_on_is_redrivable_though_its_action_succeeded() -> None:
+    """The planner (or the policy, counting what a payee was paid) dead-lettered the executor's success on a handler error.
+
+    The record is the success itself: the search for the action's success finds that very record. Its consumer's handling
+    is still owed, and a redrive is the on-call's way to give it: never "its record was handled" (review62).
+    """
+    success = _of_action(PREFIX + "actions.results", "tidegate.action.succeeded")
+    assert ran_asked(success, PREFIX) is None  # nothing to look for
+    assert ran_of(success, [success]) is None
+    dl = dead(topic="actions.results", service="planner")
+    assert why_not(dataclasses.replace(dl, ran=ran_of(success, [success])), PREFIX) is None
+
+
+def test_only_the_success_of_that_very_action_says_its_authorization_ran() -> None:
+    """An agent picks its action ids: another tenant's (or another task's) success under the same id is not this call's."""
+    authorization = _of_action(PREFIX + "actions.authorized", "tidegate.action.authorized")
+    asked = ran_asked(authorization, PREFIX)
+    assert asked is not None
+    assert (asked.tenant, asked.task_id, asked.action_id, asked.event_type) == ("acme", "t-1", "a-1", "tidegate.action.succeeded")
+    theirs = _of_action(PREFIX + "actions.results", "tidegate.action.succeeded", tenant="globex", task="t-9")
+    other_task = _of_action(PREFIX + "actions.results", "tidegate.action.succeeded", task="t-2")
+    assert ran_of(authorization, [theirs, other_task]) is None
+    mine = _of_action(PREFIX + "actions.results", "tidegate.action.succeeded")
+    assert ran_of(authorization, [mine]) == (
+        f"action a-1 succeeded: the executor's signed result at {mine.kafka_ts:%Y-%m-%d %H:%M:%S}Z (`tidegate audit explain a-1`)"
+    )
