@@ -8,7 +8,7 @@ record (docs/operations.md, "Redriving a dead letter"; the logins: docs/security
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import typer
@@ -88,11 +88,12 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
                 continue
             d = dl.data.data
             record = await log.row_at(d.topic, d.partition, d.offset) if dl.unverified is None else None
-            done = ran_asked(record, prefix)  # the call's own outcome, beside a refusal of its record
-            ran = ran_of(record, await log.search(done, limit=1)) if done is not None else None
-            dl = DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ()), ran)
-            # held to the log's copy: the signer's check holds it to what it carries, never to the position it names
-            dl = held_to_record(dl, record)
+            # Every one is held to the log's copy of the record it names, read here anyway: one carrying a record whole
+            # and consistent is not verified either when the log holds another there (review61 F7).
+            dl = held_to_record(DeadLetter(dl.id, dl.at, dl.where, dl.data, dl.unverified, redrives.get(dl.id, ())), record)
+            done = ran_asked(record, prefix) if dl.unverified is None else None  # the call's own outcome, beside a refusal of it
+            if done is not None:
+                dl = replace(dl, ran=ran_of(record, await log.search(done, limit=1)))
             out.append(dl)
         return out
 

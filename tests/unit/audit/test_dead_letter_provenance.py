@@ -234,3 +234,19 @@ def test_audit_explain_names_a_dead_letter_whose_record_is_not_the_one_at_the_po
     honest = made_up(10.0)
     log = _logged(kit, honest, raw_value=honest.decode(), sha256=hashlib.sha256(honest).hexdigest())
     assert asyncio.run(explain_task(log, "g-1", PREFIX, recheck=lambda row: None)).unverified == []
+
+
+def test_a_dead_letter_carrying_a_made_up_record_whole_is_listed_as_not_verified_when_the_log_holds_another_there(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review61 F7: the attacker carries a record of its own making whole, its SHA-256 consistent, at globex's record's position.
+
+    The signer's check holds it to what it carries (acme's, made up) and passes it; before, `list` never read the log's
+    copy of such a one and showed it as the executor's verified refusal, redrivable. The log holds another record there.
+    """
+    theirs, made_up = record_of("globex", "g-1"), record_of("acme", "g-1")
+    line = _listed(kit, monkeypatch, theirs, raw_value=made_up.decode(), sha256=hashlib.sha256(made_up).hexdigest())
+    assert line["shown_as"] == "not verified (names executor)"
+    assert "is not the one it names" in str(line["unverified"])
+    assert line["redrivable"] is False
+    assert line["ran"] is None  # nothing said of the log's record there, which is not the one it names
