@@ -183,6 +183,16 @@ def not_counted(item: dict[str, Any]) -> list[str]:
     ]
 
 
+def unproven(item: dict[str, Any]) -> list[str]:
+    """The line saying the request's row is not the policy's signed escalation (`not_as_signed`), whatever else holds it.
+
+    A settled request whose row was rewritten since, or one the caller may not decide anyway, is refused for another reason
+    first: that reason alone said nothing of the rewrite to the on-call reading it the morning after (review62).
+    """
+    said = item.get("not_as_signed")
+    return [f"[yellow]not as the policy signed: {shown(said, TEXT_MAX)}[/]"] if said else []
+
+
 def _approvals(item: dict[str, Any]) -> str:
     """How far the approvals got; of a rejected request, who rejected it (`rejected_by`; its `approvers` are approvals before it)."""
     if item.get("rejected_by"):
@@ -223,7 +233,7 @@ def queue_lines(item: dict[str, Any]) -> list[str]:
     decide = "you may decide: " + ("yes" if item["can_decide"] else "no: " + shown(why_not(item), TEXT_MAX))
     reasons = ", ".join(shown(r["code"]) for r in item["reasons"])
     lines.append(f"  {reasons} · expires {shown(minute(item['expires_at']))} · {decide}")
-    for said in not_counted(item):
+    for said in [*not_counted(item), *unproven(item)]:
         lines.append("  " + said)
     return lines
 
@@ -253,6 +263,7 @@ def request_lines(item: dict[str, Any]) -> list[str]:
     else:
         lines.append("args: " + shown(json.dumps(item["args"], sort_keys=True), limit=None))
     lines.append(f"digest: {shown(item['action_digest'])}")
+    lines.extend(unproven(item))  # beside what it shows: what the policy signed, or the row's own text when nothing proves it
     # The id the audit log knows the call by (it knows no approval id): what the on-call gives `audit explain` the morning after.
     if item.get("action_id"):
         lines.append(f"action {shown(item['action_id'])} (its story in the audit log: tidegate audit explain {shown(item['action_id'])})")

@@ -39,3 +39,30 @@ def test_an_older_service_without_the_field_shows_as_before(monkeypatch: pytest.
     assert result.exit_code == 0, result.output
     assert "0/1 approvals" in result.output
     assert "not counted" not in result.output
+
+
+REWRITTEN = "this request was changed in the database (facts not as the policy signed): shown as the policy signed it"
+GRANTED = ITEM | {
+    "status": "granted",
+    "approvers": ["bob@acme.example"],
+    "decided_by": "bob@acme.example",
+    "decided_at": "2026-12-07T02:14:00+00:00",
+    "can_decide": False,
+    "can_reject": False,
+    "cannot_decide_because": "already granted by bob@acme.example",
+    "cannot_decide_code": "not_pending",
+    "not_as_signed": REWRITTEN + "\nfacts: {} [bold]x[/]",
+}
+
+
+@pytest.mark.parametrize("command", [["list", "--status", "all"], ["show", "ap-1"]])
+def test_a_row_rewritten_after_its_grant_is_said_so_to_the_on_call_the_morning_after(
+    monkeypatch: pytest.MonkeyPatch, runner: CliRunner, command: list[str]
+) -> None:
+    """The refusal a settled request shows is `already granted`: the rewrite of its row was said nowhere (review62)."""
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, [GRANTED] if command[0] == "list" else GRANTED)]))
+    result = runner.invoke(approvals.app, [*command, "--token", "tga_x"])
+    assert result.exit_code == 0, result.output
+    [line] = [x for x in result.output.splitlines() if "not as the policy signed" in x]
+    assert line.strip() == "not as the policy signed: " + REWRITTEN + "\\nfacts: {} [bold]x[/]"
+    assert not [x for x in result.output.splitlines() if x.startswith("facts: {}")]  # no line a row's text made
