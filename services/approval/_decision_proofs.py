@@ -31,7 +31,7 @@ from services.approval._outcome_proofs import as_settled
 from services.approval._row_proofs import Seals
 from services.approval.domain import ApprovalRecord, Refusal
 
-__all__ = ["SIGNED_FIELDS", "Shown", "as_signed", "unproven_refusal"]
+__all__ = ["SIGNED_FIELDS", "Shown", "adoption_refusal", "as_signed", "unproven_refusal"]
 
 log = logging.getLogger("services.approval.service")  # as every part of the service logs
 TOPIC = "actions.decided"
@@ -53,6 +53,9 @@ _FIX = (
     "approving it is refused and the approver is told; the approval service's database login may have been used to write the "
     "row: rotate that login's password (docs/security/database.md), and reject the request (the agent proposes the call again)"
 )
+# A pending request without an event was opened before release 23 kept it (or the login took it out): the operator keeps it.
+_ADOPT = "`tidegate approvals adopt` keeps the policy's signed decision of it from the audit log (docs/operations.md, upgrade note 24)"
+_FIX_UNSIGNED = f"approving it is refused until the operator adopts its decision: {_ADOPT}; if the audit log holds none, {_FIX}"
 _told: set[tuple[str, str]] = set()
 
 
@@ -79,7 +82,7 @@ def as_signed(record: ApprovalRecord, authority: Authority | None, seals: Seals 
         return shown
     message = f"this request {settled.why}"
     if settled.counted_as is not None:
-        _told_once(record, settled.why, settled.counted_as, "refused as the service settled it")
+        _told_once(record, settled.why, settled.counted_as, "refused as the service settled it", _FIX)
     why = message if shown.not_as_signed is None else f"{shown.not_as_signed}; {message}"
     return Shown(shown.record.model_copy(update=settled.fields), why)
 
@@ -90,21 +93,41 @@ def _as_decided(record: ApprovalRecord, authority: Authority | None, seals: Seal
         return Shown(record)
     if record.decision is None and not record.is_pending:
         return Shown(record)  # settled before this release kept the event: its history is the audit log's signed events
+    signed, why = _checked(record, authority)
+    if why is None:
+        return Shown(record)
+    if signed is None:
+        return _refused(record, record, why)
+    return _refused(record, record.model_copy(update=signed), NotProven(f"{why.why}: shown as the policy signed it", why.counted_as))
+
+
+def adoption_refusal(record: ApprovalRecord, text: str, authority: Authority | None) -> str | None:
+    """Why `text` (an `action.decided` as the bus held it) may not be kept as the decision `record` was opened from (None: it may).
+
+    It may when the request would then be shown as it is, proven: the event verifies as the policy's escalation of
+    exactly this action, tenant, task and step, and the row's copy is what it signed (`tidegate approvals adopt`, for a
+    request opened before release 23 kept the event). A true event does not make a row the login rewrote approvable.
+    """
+    signed, why = _checked(record.model_copy(update={"decision": text}), authority)
+    if why is None:
+        return None
+    return f"the request {why.why}" if signed is not None else f"the event {why.why}"
+
+
+def _checked(record: ApprovalRecord, authority: Authority | None) -> tuple[dict[str, Any] | None, NotProven | None]:
+    """What the policy signed of `record` (None: its kept event does not verify), and why the row is not that (None: it is)."""
     if record.decision is None:
-        return _refused(record, record, NotProven("carries no signed decision of the policy", "unsigned"))
+        return None, NotProven("carries no signed decision of the policy", "unsigned")
     event = proven(TOPIC, record.decision, action_identity(record), authority, signed="the policy's signed decision")
     if isinstance(event, NotProven):
-        return _refused(record, record, event)
+        return None, event
     if not isinstance(event, ActionDecided) or event.data.outcome != "escalate":
-        return _refused(record, record, NotProven(f"carries the policy's signed {event.type}, not an escalation", "invalid"))
+        return None, NotProven(f"carries the policy's signed {event.type}, not an escalation", "invalid")
     signed = _signed_fields(event.data)
     changed = [name for name, value in signed.items() if not _as_signed(name, getattr(record, name), value)]
     if not changed:
-        return Shown(record)
-    shown = record.model_copy(update=signed)
-    fields = ", ".join(changed)
-    why = NotProven(f"was changed in the database ({fields} not as the policy signed): shown as the policy signed it", "invalid")
-    return _refused(record, shown, why)
+        return signed, None
+    return signed, NotProven(f"was changed in the database ({', '.join(changed)} not as the policy signed)", "invalid")
 
 
 def unproven_refusal(shown: Shown) -> Refusal | None:
@@ -114,7 +137,8 @@ def unproven_refusal(shown: Shown) -> Refusal | None:
     return Refusal(
         code="request_unproven",
         status=409,
-        message=f"{shown.not_as_signed}; approving is refused: reject it (the agent may propose the call again) and tell the operator",
+        message=f"{shown.not_as_signed}; approving is refused: reject it (the agent may propose the call again) and tell the operator"
+        + ("" if shown.record.decision is not None else f" ({_ADOPT})"),
     )
 
 
@@ -141,16 +165,16 @@ def _dumped(value: Any) -> Any:
 
 
 def _refused(record: ApprovalRecord, shown: ApprovalRecord, why: NotProven) -> Shown:
-    _told_once(record, why.why, why.counted_as, "refused as the policy's escalation")
+    _told_once(record, why.why, why.counted_as, "refused as the policy's escalation", _FIX_UNSIGNED if record.decision is None else _FIX)
     return Shown(shown, f"this request {why.why}")
 
 
-def _told_once(record: ApprovalRecord, why: str, counted_as: str, refused_as: str) -> None:
+def _told_once(record: ApprovalRecord, why: str, counted_as: str, refused_as: str, fix: str) -> None:
     """A WARNING naming the request the first time (a request is read at every listing), and the count at every read."""
     if (record.approval_id, why) not in _told:
         _told.add((record.approval_id, why))
         log.warning(
             "approval: request %s (%s, tenant %s, task %s) %s: it %s; %s",
-            record.approval_id, record.tool, record.tenant_id, record.task_id, refused_as, why, _FIX,
+            record.approval_id, record.tool, record.tenant_id, record.task_id, refused_as, why, fix,
         )  # fmt: skip
     observe_row_refused("approval", "approvals", counted_as)
