@@ -54,7 +54,7 @@ _FIX = (
     "row: rotate that login's password (docs/security/database.md), and reject the request (the agent proposes the call again)"
 )
 # A pending request without an event was opened before release 23 kept it (or the login took it out): the operator keeps it.
-_ADOPT = "`tidegate approvals adopt` keeps the policy's signed decision of it from the audit log (docs/operations.md, upgrade note 24)"
+_ADOPT = "`tidegate approvals adopt` keeps the policy's signed decision of it from the audit log (docs/approval.md)"
 _FIX_UNSIGNED = f"approving it is refused until the operator adopts its decision: {_ADOPT}; if the audit log holds none, {_FIX}"
 _told: set[tuple[str, str]] = set()
 

@@ -110,7 +110,7 @@ def adopt(
 ) -> None:
     """Keep the policy's signed decision in each request pending across the upgrade to release 23, from the audit log.
 
-    Run once after the approval service is upgraded (docs/operations.md, upgrade note 24), as the operator where the
+    Run once after the approval service is upgraded (docs/approval.md), as the operator where the
     database is reachable; running it again does nothing more. Exit 0 when every pending request keeps its decision,
     1 when some did not (not found, refused, or settled or written while it ran), each said: reject it, the agent may
     propose the call again.
