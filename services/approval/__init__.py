@@ -11,11 +11,12 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from services.approval._decision_proofs import adoption_refusal
     from services.approval._pins import RowPins
     from services.approval._row_proofs import Seals, approval_seals
     from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
-    from services.approval.domain import GroupsConfig
+    from services.approval.domain import ApprovalRecord, GroupsConfig
     from services.approval.repository import PgApprovalRepository
     from services.approval.restored import DECIDED, Restoration
     from services.approval.reviews import Review, review_report, reviews_from_events
@@ -25,6 +26,7 @@ __all__ = [
     "DECIDED",
     "ApprovalDeps",
     "ApprovalProcess",
+    "ApprovalRecord",
     "ApprovalSettings",
     "GroupsConfig",
     "PgApprovalRepository",
@@ -32,6 +34,7 @@ __all__ = [
     "Review",
     "RowPins",
     "Seals",
+    "adoption_refusal",
     "approval_seals",
     "build",
     "hash_token",
@@ -55,6 +58,8 @@ _HOME = {
     "Seals": "_row_proofs",
     "approval_seals": "_row_proofs",
     "GroupsConfig": "domain",
+    "ApprovalRecord": "domain",
+    "adoption_refusal": "_decision_proofs",
     "DECIDED": "restored",
     "Restoration": "restored",
 }

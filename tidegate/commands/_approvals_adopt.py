@@ -26,8 +26,7 @@ import typer
 
 from servicekit import KitSettings, ToolCatalog, deployment_authority
 from servicekit.authority import Authority
-from services.approval._decision_proofs import adoption_refusal
-from services.approval.domain import ApprovalRecord
+from services.approval import ApprovalRecord, adoption_refusal
 from services.audit import PostgresAuditLog, SearchFilters
 from tidegate.commands._audit_log import with_audit_log
 from tidegate.commands._common import console, err_console, run, settings
