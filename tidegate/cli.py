@@ -26,6 +26,7 @@ _COMMANDS: list[tuple[str, str | None]] = [
     ("services", None),
     ("status", None),
     ("tasks", None),
+    ("lag", None),
     ("restart", None),
     ("clients", None),
     ("approvals", "approvals"),
