@@ -14,7 +14,7 @@ from datetime import datetime
 import typer
 from rich.table import Table
 
-from schemas import ControlRedrive, ControlRedriveData
+from schemas import ControlRedrive, ControlRedriveData, ReasonCode
 from servicekit import OPS, Bus, Keyring, KitSettings, Producer, ToolCatalog, deployment_authority, kafka_options
 from servicekit.bus_rights import redrive_principal
 from services.audit import PostgresAuditLog, SearchFilters
@@ -44,6 +44,7 @@ from tidegate.ops.redrive import (
     named_service,
     original_of,
     original_problem,
+    proposed_again_of,
     ran_asked,
     ran_of,
     redriven_of,
@@ -94,6 +95,12 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
             done = ran_asked(record, prefix) if dl.unverified is None else None  # the call's own outcome, beside a refusal of it
             if done is not None:
                 dl = replace(dl, ran=ran_of(record, await log.search(done, limit=1)))
+            if dl.unverified is None and record is not None and record.task_id and d.code == ReasonCode.AUTHORIZATION_EXPIRED.value:
+                # the planner's own retry of it (`repeats`): nothing to do
+                task = SearchFilters(
+                    event_type="tidegate.action.proposed", task_id=record.task_id, tenant=record.tenant_id, topic_prefix=prefix
+                )
+                dl = replace(dl, proposed_again=proposed_again_of(record, await log.search(task, limit=SCAN)))
             out.append(dl)
         return out
 
@@ -142,6 +149,7 @@ def list_(
     title = f"{len(shown_)} dead letter(s)"
     if wide:
         table = Table("id", "dead-lettered (UTC)", "by", "code: error", "record", "task", "redrive", title=title)
+        table.columns[6].overflow = "fold"  # an action id in it (proposed again) is copied whole into `audit explain`
     else:
         table = Table("id, dead-lettered (UTC)", "what", title=title)
         table.columns[1].overflow = "fold"

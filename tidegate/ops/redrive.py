@@ -37,6 +37,7 @@ __all__ = [
     "named_service",
     "original_of",
     "original_problem",
+    "proposed_again_of",
     "redriven_of",
     "refused_now",
     "select",
@@ -91,6 +92,8 @@ class DeadLetter:
     redriven: tuple[Redriven, ...] = ()
     # the executor's signed result of the action its record names, when the call succeeded: the record was handled
     ran: str | None = None
+    # the action the planner proposed again in place of the one whose authorization expired (`repeats`): nothing to do
+    proposed_again: str | None = None
 
     @property
     def original(self) -> str:
@@ -213,6 +216,8 @@ def why_not(
         return f"{code} is a refusal for authority: the same bytes are refused again, and a redrive grants none (the signer sends anew)"
     if code == APPROVAL_UNAUTHENTICATED and not (approval_keys is not None and decision_verifies(dl, prefix, approval_keys)):
         return f"{code}: the decision it carries does not verify with the approval service's keys on file either; a redrive grants none"
+    if code in _EXPIRED and dl.proposed_again is not None:
+        return f"{code}: nothing ran, and {dl.proposed_again}: nothing to do"
     if code in _EXPIRED:
         return f"{code}: what it carried has expired for good; ask for a new decision (propose again)"
     if code in _CONTENT:
@@ -350,6 +355,26 @@ def ran_of(row: LogRow | None, results: Iterable[LogRow]) -> str | None:
     return f"action {row.action_id} succeeded: the executor's signed result at {at} (`tidegate audit explain {row.action_id}`)"
 
 
+def proposed_again_of(row: LogRow | None, proposals: Iterable[LogRow]) -> str | None:
+    """The proposal that makes the action at `row` again (`repeats` names it), said for the on-call; None when there is none.
+
+    `proposals`: the log's valid `action.proposed` rows of the record's task. The planner proposes an authorization the executor
+    refused as expired again by itself (`TIDEGATE_PLANNER_PROPOSALS_AGAIN_AFTER_EXPIRY`); its dead letter said "propose
+    again" to an on-call who had nothing to do (oncall F3).
+    """
+    if row is None or not row.action_id:
+        return None
+    for proposal in proposals:
+        try:
+            data = json.loads(proposal.value or b"{}").get("data") or {}
+        except ValueError:
+            continue
+        if proposal.valid and data.get("repeats") == row.action_id and proposal.action_id:
+            at = f"{proposal.kafka_ts:%Y-%m-%d %H:%M:%S}Z"
+            return f"the planner proposed it again as action {proposal.action_id} at {at} (`tidegate audit explain {proposal.action_id}`)"
+    return None
+
+
 def refused_now(authority: Authority, topic: str, original: Original, now_ms: int) -> str | None:
     """What every consumer of `topic` would refuse the record for if it came now (None: it would pass to its handler).
 
@@ -376,6 +401,7 @@ def as_json(dl: DeadLetter, prefix: str, why: str | None) -> str:
             "code": d.code, "error": d.error,
             "topic": catalog_topic(d.topic, prefix) or d.topic, "partition": d.partition, "offset": d.offset, "key": d.key,
             "tenant_id": d.tenant_id, "task_id": d.task_id, "size": d.size, "sha256": d.sha256, "unverified": dl.unverified, "ran": dl.ran,
+            "proposed_again": dl.proposed_again,
             "redrivable": why is None, "why_not": why,
             "redriven": [{"by": r.by, "at": r.at.isoformat(), "reason": r.reason} for r in dl.redriven],
         }
