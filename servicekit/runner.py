@@ -45,6 +45,7 @@ from servicekit.logfilter import limit_repeats
 from servicekit.metrics import observe_broker_silence, observe_clock_offset
 from servicekit.printable import OneLineFormatter
 from servicekit.release import RELEASE, commit, describe
+from servicekit.session_ends import hold_session_ends
 from servicekit.settings import EX_CONFIG, KitSettings, SettingNotUsable, settings_problems
 from servicekit.tracing import install_tracing
 
@@ -104,6 +105,7 @@ def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler])
     for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    hold_session_ends()  # the broker ending a login every 5 min: one INFO line, not aiokafka's ERRORs
     limit_repeats()  # a broker away: aiokafka's reconnect errors, once and then counted (`servicekit.logfilter`)
 
 
