@@ -27,8 +27,8 @@ async def publish_events(kit: KitSettings, events: list[tuple[str, Envelope]]) -
     """
     principal = OPS if events and all(topic == "control" for topic, _ in events) else AGENT
     producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", enable_idempotence=True, **kafka_options(kit, principal))
-    await producer.start()
     try:
+        await producer.start()  # in the try: one that cannot reach the broker is closed too, not reported by the GC after the error
         for topic, event in events:
             if event.signature is None:
                 event = sign_as_operator(kit, event) if topic == "control" else sign_as_client(kit, event)
