@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -153,6 +154,7 @@ def build_server(
 
         `named`: the caller chose the action id (in `_meta`); else the gateway did.
         """
+        came = time.monotonic()
         try:
             # An allowed call's result is waited for no longer than a decision: a client's request would time out first
             waited = client.settings.decision_timeout_s
@@ -175,7 +177,10 @@ def build_server(
                 {"outcome": "unreachable", "action_id": action_id},
             ), True
         if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
-            return await _wait_for_human(ctx, outcome, settings, stopping)
+            limit_s = settings.wait_limit_s
+            if not _asked_for_progress(ctx):  # no progress keeps its host waiting: answer pending before its request times out
+                limit_s = min(limit_s, settings.wait_without_progress_s - (time.monotonic() - came))
+            return await _wait_for_human(ctx, outcome, settings, stopping, limit_s)
         return result_of(outcome), isinstance(outcome, Escalated)
 
     return Server(
@@ -193,17 +198,27 @@ def _task_expired(answer: types.CallToolResult) -> bool:
     return bool(answer.is_error) and structured.get("outcome") == "denied" and structured.get("reasons") == ["task_expired"]
 
 
+def _asked_for_progress(ctx: ServerRequestContext[Any]) -> bool:
+    """Whether the call's host sent a `progressToken`: only then do progress notifications keep its request open.
+
+    A host that sent none (the MCP Inspector's CLI; the `mcp` SDK's `call_tool` without a `progress_callback`) never sees
+    them, and its own request timeout runs on. `mcp.Client(server)` in process sends none either, even with a callback.
+    """
+    return (ctx.meta or {}).get("progress_token") is not None
+
+
 async def _wait_for_human(
-    ctx: ServerRequestContext[Any], outcome: Escalated, settings: GatewaySettings, stopping: asyncio.Event
+    ctx: ServerRequestContext[Any], outcome: Escalated, settings: GatewaySettings, stopping: asyncio.Event, limit_s: float
 ) -> tuple[types.CallToolResult, bool]:
-    """Wait for the human's decision, sending progress; at `wait_limit_s`, or once the gateway stops, the pending result (owed)."""
+    """Wait for the human's decision, sending progress; after `limit_s`, or once the gateway stops, the pending result (owed)."""
     waited = 0.0
-    while waited < settings.wait_limit_s and not stopping.is_set():
+    while waited < limit_s and not stopping.is_set():
         await ctx.session.report_progress(waited, None, waiting(outcome))
-        decided = await _decided(outcome, settings.progress_every_s, stopping)
+        step = min(settings.progress_every_s, limit_s - waited)
+        decided = await _decided(outcome, step, stopping)
         if decided is not None:
             return result_of(decided), False
-        waited += settings.progress_every_s
+        waited += step
     if stopping.is_set():
         return pending(
             outcome.action_id,

@@ -31,13 +31,13 @@ TOKEN = "a-test-token-of-the-gateway-0123456789"
 
 
 @asynccontextmanager
-async def http_gateway(stack: Stack, client_settings: ClientSettings) -> AsyncIterator[str]:
-    """One gateway over streamable HTTP on a free loopback port (pending mode), as `tidegate mcp serve --http` serves it."""
+async def http_gateway(stack: Stack, client_settings: ClientSettings, **more: Any) -> AsyncIterator[str]:
+    """One gateway over streamable HTTP on a free loopback port (pending mode, or `more`), as `tidegate mcp serve --http` serves it."""
     catalog = ToolCatalog.load(stack.kit.tools_dir).tools.values()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = GatewaySettings(http_port=port, on_escalation="pending", tools=["notes_add_note"])
+    settings = GatewaySettings(http_port=port, **({"on_escalation": "pending", "tools": ["notes_add_note"]} | more))
     async with Tidegate(client_settings) as client:
         app = build_server(client, catalog, settings).streamable_http_app(host=settings.http_host, **http_auth(settings, TOKEN))
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -1,0 +1,59 @@
+"""MCP hosts as they come, against the real policy, approval and executor services, over streamable HTTP.
+
+A host that sends no `progressToken` with its `tools/call` (the MCP Inspector's CLI; the `mcp` SDK's `call_tool` without
+a `progress_callback`) never sees the gateway's progress notifications, so nothing keeps its request open while a human
+decides; the TypeScript SDK's hosts cut such a call off at 60 s by default, unanswered: no action id, no approval id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import Stack
+from test_mcp_gateway_sessions_with_services import http_gateway, session
+from test_mcp_gateway_with_services import approve_then_poll, notes
+
+from tidegate.client import ClientSettings
+
+
+async def test_a_host_that_asked_for_no_progress_is_answered_pending_before_its_request_times_out_and_polls_the_result(
+    stack: Stack, client_settings: ClientSettings, tmp_path: Path, wait_for: Any
+) -> None:
+    """Finding (mcpdev): the Inspector CLI's escalated call in `wait` mode timed out at 60 s with nothing to poll."""
+    draft = client_settings.model_copy(update={"mode": "draft"})  # every write needs a human
+    token = await stack.approver_token("bob@acme.example", ["support", "finance", "ops"])
+    wait = {"on_escalation": "wait", "wait_without_progress_s": 3.0, "progress_every_s": 0.5}
+    async with http_gateway(stack, draft, **wait) as url, session(url) as host:
+        came = time.monotonic()
+        # The host's own request timeout: 60 s in the TypeScript SDK, here 30 s; before, the call waited for the human.
+        held = await asyncio.wait_for(host.call_tool("notes_add_note", {"customer": "cus_1004", "text": "call back"}), 30)
+        assert time.monotonic() - came < 30
+        assert not held.is_error, held.content
+        assert held.structured_content["outcome"] == "pending"
+        assert held.structured_content["approval_id"].startswith("ap-")
+        assert held.structured_content["action_id"] in held.content[0].text  # type: ignore[union-attr]
+        assert notes(tmp_path) == []
+        done = await approve_then_poll(stack, host, {"action_id": held.structured_content["action_id"]}, token, wait_for)
+        assert not done.is_error, done.content
+        assert done.structured_content["customer"] == "cus_1004"
+
+        # A host that asked for progress is kept waiting past that bound, and gets the result once the human approves.
+        progress: list[str] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            progress.append(message or "")
+
+        call = {"customer": "cus_1005", "text": "waits with progress"}
+        waits = asyncio.create_task(host.call_tool("notes_add_note", call, progress_callback=on_progress))
+        await wait_for(lambda: len(progress) >= 10, timeout=30, interval=0.1, what="progress for longer than the bound")
+        assert not waits.done()
+        listing = await stack.http.get(f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"})
+        [request] = [a for a in listing.json() if a["status"] == "pending" and a["args"] == call]
+        await stack.decide(request["approval_id"], "approve", token)
+        answered = await asyncio.wait_for(waits, 60)
+    assert not answered.is_error, answered.content
+    assert answered.structured_content["customer"] == "cus_1005"
+    assert [n["customer"] for n in notes(tmp_path)] == ["cus_1004", "cus_1005"]
