@@ -1,7 +1,8 @@
 """The audit log's append path on PostgreSQL: one transaction a batch, as the writer role, its rows sent with COPY.
 
-Per batch: the advisory locks of its chains, one read of their heads (`_BATCH_HEADS`), one of the event ids it
-repeats, the COPY (streamed while the rows are hashed), and the conflicts found, durable with the batch.
+Per batch, five round trips: BEGIN; the writer role and the advisory locks of its chains (`_LOCKS`); one read of their
+heads and of the event ids it repeats (`_BATCH_HEADS`); the COPY (streamed while the rows are hashed), and the conflicts
+found, durable with the batch; COMMIT.
 `bench/audit_bench.py` times it ("append path").
 """
 
@@ -21,17 +22,28 @@ from services.audit.records import COLUMNS, Fingerprint, Observed, headers_json
 __all__ = ["PgAppending"]
 
 
-# The heads of the chains a batch reaches ($1, $2) and, only for a chain the batch reaches behind its head (its first
-# offset $3 at or below the head's: a redelivery, or tampering), the chain's first kept offset and the fingerprints of
-# its rows at the batch's offsets ($3..$4): one round trip, and no more read for a batch past its heads (the usual case).
+# The batch's transaction takes the writer role ($3; `set_config(..., true)` is `SET LOCAL ROLE`) and, in the same
+# statement, the locks of the chains it reaches ($1, $2), in a fixed order. Nothing in it reads a table: what is read
+# under the locks is read by the statements after it, whose snapshots are taken once it holds them.
+_LOCKS = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(x.t || ':' || x.p::text, 1009)) "
+    "FROM (SELECT set_config('role', $3, true)) AS writer, unnest($1::text[], $2::int[]) WITH ORDINALITY AS x(t, p, o) ORDER BY x.o"
+)
+
+# The heads of the chains a batch reaches ($1, $2; a row for each, its head NULL when the chain is empty) and, only for a
+# chain the batch reaches behind its head (its first offset $3 at or below the head's: a redelivery, or tampering), the
+# chain's first kept offset and the fingerprints of its rows at the batch's offsets ($3..$4); on each row, the event ids
+# of the batch ($5) the log holds already as valid and not duplicate: one round trip, and no more read for a batch past
+# its heads (the usual case).
 _BATCH_HEADS = f"""
 SELECT tp.topic, tp.partition, h.seq, h.hash, h.kafka_offset, k.kept_from,
-       b.offsets, b.seqs, b.stamps, b.stamp_types, b.keys, b.headers, b.vals
+       b.offsets, b.seqs, b.stamps, b.stamp_types, b.keys, b.headers, b.vals,
+       ARRAY(SELECT e.event_id FROM {SCHEMA}.log e WHERE e.event_id = ANY($5::text[]) AND e.valid AND NOT e.duplicate) AS known
 FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[]) AS tp(topic, partition, first, last)
-CROSS JOIN LATERAL (
+LEFT JOIN LATERAL (
     SELECT seq, hash, kafka_offset FROM {SCHEMA}.log l
     WHERE l.topic = tp.topic AND l.partition = tp.partition ORDER BY seq DESC LIMIT 1
-) h
+) h ON true
 LEFT JOIN LATERAL (
     SELECT kafka_offset AS kept_from FROM {SCHEMA}.log l
     WHERE tp.first <= h.kafka_offset AND l.topic = tp.topic AND l.partition = tp.partition ORDER BY seq LIMIT 1
@@ -84,25 +96,14 @@ class PgAppending(PgPart):
         pairs = sorted(ranges)
         topics, partitions = [p[0] for p in pairs], [p[1] for p in pairs]
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"SET LOCAL ROLE {WRITER_ROLE}")
             # Two copies of the service own a partition at once only during a rebalance; the lock
             # (taken in a fixed order) makes the second wait and then see the first one's rows.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(t || ':' || p::text, 1009)) "
-                "FROM unnest($1::text[], $2::int[]) WITH ORDINALITY AS x(t, p, o) ORDER BY o",
-                topics,
-                partitions,
-            )
-            found = await conn.fetch(_BATCH_HEADS, topics, partitions, [ranges[p][0] for p in pairs], [ranges[p][1] for p in pairs])
-            heads = {(r["topic"], r["partition"]): Head(r["seq"], r["hash"], r["kafka_offset"]) for r in found}
-            logged = {(r["topic"], r["partition"]): _logged(r) for r in found if r["kept_from"] is not None}
+            await conn.execute(_LOCKS, topics, partitions, WRITER_ROLE)
             ids = list({r.event_id for r in records if r.valid and r.event_id})
-            known = {
-                r["event_id"]
-                for r in await conn.fetch(
-                    f"SELECT event_id FROM {SCHEMA}.log WHERE event_id = ANY($1::text[]) AND valid AND NOT duplicate", ids
-                )
-            }
+            found = await conn.fetch(_BATCH_HEADS, topics, partitions, [ranges[p][0] for p in pairs], [ranges[p][1] for p in pairs], ids)
+            heads = {(r["topic"], r["partition"]): Head(r["seq"], r["hash"], r["kafka_offset"]) for r in found if r["seq"] is not None}
+            logged = {(r["topic"], r["partition"]): _logged(r) for r in found if r["kept_from"] is not None}
+            known = set(found[0]["known"]) if found else set()
             result = AppendResult()
             # Lazily: asyncpg streams COPY data in chunks, so PostgreSQL stores the first rows while
             # the next ones are still being hashed.
