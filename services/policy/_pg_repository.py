@@ -1,7 +1,7 @@
 """The policy's repository on PostgreSQL (schema `policy`): `repository.PolicyRepository` in as few statements as it takes.
 
 A batch of decisions reads what it depends on in one statement and records itself in one
-(`_SELECT_HISTORY`, `_INSERT_DECISIONS`), under its tenants' advisory locks; each call's ending is one
+(`_SELECT_HISTORY`, `_INSERT_DECISIONS`), under its tenants' advisory locks, taken in BEGIN's round trip; each call's ending is one
 statement (`_END`), a batch's endings sent in one round trip; the five reads of a batch's tasks are one
 (`_SELECT_TASK_READS`). tests/integration/policy/test_policy_round_trips.py holds the statements to their counts.
 """
@@ -51,6 +51,9 @@ __all__ = ["PgPolicyRepository"]
 # A polled batch of at most this many proposals is decided under its tenant's lock only, not first on a snapshot
 # (`PgPolicyRepository.decide_many`): a steady rate polls one or two at a time, and the snapshot was a statement of seven.
 DECIDED_UNDER_THE_LOCK = 4
+
+# The tenants whose budget-lock keys a process keeps (`PgPolicyRepository._lock_keys`); past it, they are asked again.
+LOCK_KEYS_KEPT = 10_000
 
 
 def _record_from(row: Sequence[Any] | asyncpg.Record) -> DecisionRecord:
@@ -298,6 +301,7 @@ class PgPolicyRepository(PolicyRepository):
     def __init__(self, pool: asyncpg.Pool, seal: PayeeSeal | None = None) -> None:
         self._pool = pool
         self._seal = seal
+        self._lock_key: dict[str, int] = {}  # each tenant's budget lock (`_lock_keys`)
 
     async def decision(self, key: str) -> DecisionRecord | None:
         """See PolicyRepository."""
@@ -325,10 +329,11 @@ class PgPolicyRepository(PolicyRepository):
         tenants = sorted({i.tenant_id for i in items})
         async with self._pool.acquire() as conn:
             provisional = await self._decide_on_a_snapshot(conn, items, tenants) if len(items) > DECIDED_UNDER_THE_LOCK else {}
-            async with conn.transaction():
-                # Serialise per tenant, in a fixed order so that two copies of the service never deadlock.
-                for tenant in tenants:
-                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy-budget:' || $1))", tenant)
+            keys = await self._lock_keys(conn, tenants)
+            try:
+                # Serialise per tenant, in a fixed order so that two copies of the service never deadlock: BEGIN and the
+                # tenants' locks in one round trip (the simple protocol, which takes no parameters: the keys are integers).
+                await conn.execute("BEGIN; " + "; ".join(f"SELECT pg_advisory_xact_lock({int(key)})" for key in keys))
                 recorded, spend, known, paid = await self._read_history(conn, items, tenants)
                 results: list[tuple[DecisionRecord, bool]] = []
                 new: list[tuple[Pending, DecisionRecord]] = []
@@ -350,9 +355,27 @@ class PgPolicyRepository(PolicyRepository):
                     results.append((record, True))
                     self._reserve(spend, paid, item, record)
                 await self._insert(conn, new)
+            except BaseException:
+                if not conn.is_closed() and conn.is_in_transaction():
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
             for tenant, count in retaken.items():
                 observe_retaken(tenant, count)
             return results
+
+    async def _lock_keys(self, conn: Any, tenants: list[str]) -> list[int]:
+        """The keys of the tenants' budget locks, `hashtext('policy-budget:' || tenant)` as every copy takes them.
+
+        Asked of PostgreSQL once per tenant and kept (its hash of a text never changes), so that a batch's BEGIN and
+        locks go in one round trip with the keys written as integers.
+        """
+        if missing := [t for t in tenants if t not in self._lock_key]:
+            if len(self._lock_key) + len(missing) > LOCK_KEYS_KEPT:
+                self._lock_key.clear()
+            rows = await conn.fetch("SELECT t, hashtext('policy-budget:' || t) AS key FROM unnest($1::text[]) AS t", missing)
+            self._lock_key.update((r["t"], r["key"]) for r in rows)
+        return [self._lock_key[t] for t in tenants]
 
     async def _decide_on_a_snapshot(self, conn: Any, items: list[Pending], tenants: list[str]) -> dict[str, tuple[History, DecisionRecord]]:
         """Decide `items` outside the lock, on the history as it is now: each new decision by key, with the history it read."""

@@ -96,6 +96,22 @@ async def test_a_batchs_statements_do_not_grow_with_its_tasks(counted: Counted) 
     assert per_batch[8] == per_batch[16] == per_batch[1] + 1  # a burst's batch is decided first on a snapshot, outside the lock
 
 
+async def test_a_steady_rates_batch_is_five_round_trips_whatever_its_tenants(counted: Counted) -> None:
+    """As the operator counting what a proposal costs PostgreSQL at a steady rate (a batch of one or two)."""
+    service, statements, tenant = counted.service, counted.statements, counted.tenant
+    other = f"{tenant}-b"  # a tenant the pack does not know: denied, but its budget lock is taken all the same
+    await service.on_proposed_batch(_refunds(tenant, 1, "warm") + _refunds(other, 1, "warm"), traced=False)  # types, lock keys
+    statements.counted()
+    [alone] = await service.on_proposed_batch(_refunds(tenant, 1), traced=False)
+    one = statements.counted()
+    mine, theirs = await service.on_proposed_batch(_refunds(tenant, 1, "t") + _refunds(other, 1, "o"), traced=False)
+    two = statements.counted()
+    print(f"policy round trips for a batch of one proposal: {one}; of two tenants' proposals: {two}")
+    # The tasks' reads; BEGIN with the tenants' locks; the history read under them; the decisions written; COMMIT.
+    assert (one, two) == (5, 5)
+    assert (alone.outcome, mine.outcome, theirs.outcome) == ("allow", "allow", "deny")
+
+
 async def test_a_result_is_stored_in_one_statement_and_a_payee_learned_in_one_more(counted: Counted) -> None:
     service, statements, tenant = counted.service, counted.statements, counted.tenant
     [proposed] = _refunds(tenant, 1)
