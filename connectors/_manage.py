@@ -17,7 +17,8 @@ from connectors._account import account_problems
 from connectors._proof import GrantRefused, GrantSigner, GrantVerifier, Pins
 from connectors._store import Grant, GrantStore
 from schemas import RiskClass, ToolSpec
-from servicekit.authority import deployment_authority, operator_key
+from servicekit.authority import deployment_authority
+from servicekit.key_files import operator_key
 from servicekit.settings import KitSettings
 from servicekit.vault import Vault, VaultError
 

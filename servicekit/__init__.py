@@ -10,13 +10,9 @@ from servicekit.authority import (
     Authority,
     Refusal,
     appended_ms,
-    client_key,
-    client_private_key,
     deployment_authority,
     encode_signed,
     next_sequence,
-    operator_key,
-    service_key,
     sign_as_client,
     sign_as_operator,
     sign_as_producer,
@@ -30,6 +26,7 @@ from servicekit.catalog_checks import declaration_problems
 from servicekit.control import ControlState
 from servicekit.db import NO_FLUSH, UNFLUSHED, SchemaNotReady, apply_migrations, check_migrations, connect, create_pool
 from servicekit.digests import action_digest, approval_document, approval_message, authorization_message
+from servicekit.key_files import client_key, client_private_key, operator_key, service_key
 from servicekit.outlet import EventOutlet, Outlet, Recorded
 from servicekit.producer import Producer
 from servicekit.runner import ServiceProcess, configure_logging, run_service

@@ -18,20 +18,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json, mixed_scripts, proposer_problem, skeleton
 from servicekit.bus_rights import rights_of
 from servicekit.intake import named_tenant_and_task
+from servicekit.key_files import client_key, holder_of, operator_key
 from servicekit.settings import KitSettings
 from servicekit.signing import (
     SigningKey,
-    checked_key_name,
     key_id_of,
     load_public,
     retired_at,
@@ -51,17 +49,10 @@ __all__ = [
     "authority_for",
     "broker_time_ms",
     "carried_authority",
-    "client_folder",
-    "client_key",
-    "client_private_key",
     "dead_letter_problem",
     "deployment_authority",
     "encode_signed",
     "next_sequence",
-    "operator_key",
-    "retired_client_keys",
-    "revoked_client_keys",
-    "service_key",
     "sign_as_client",
     "sign_as_operator",
     "sign_as_producer",
@@ -253,10 +244,10 @@ class Authority:
                     add(Principal("service", service, public, retired_at=retired_at(path), grace=not retired_without_grace(path)), path)
         for path in self.operators_dir.glob("*.pub"):
             if (public := read(path)) is not None:
-                add(Principal(OPERATOR, _holder(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)), path)
+                add(Principal(OPERATOR, holder_of(path), public, retired_at=retired_at(path), grace=not retired_without_grace(path)), path)
         for path in self.clients_dir.glob("*/*.pub"):  # `<principal>.pub`, and `<principal>.<hash>.pub` that `clients rotate` retired
             if (public := read(path)) is not None:
-                add(Principal(CLIENT, _holder(path), public, tenant=path.parent.name, retired_at=retired_at(path)), path)
+                add(Principal(CLIENT, holder_of(path), public, tenant=path.parent.name, retired_at=retired_at(path)), path)
         if self.history:  # what a client signed before `tidegate clients revoke` moved its key aside still verifies, nothing after
             for path in self.clients_dir.glob("*/revoked/*.pub"):
                 try:
@@ -264,7 +255,7 @@ class Authority:
                 except OSError:  # registered again meanwhile (the file is removed then)
                     continue
                 if (public := read(path)) is not None:
-                    add(Principal(CLIENT, _holder(path), public, tenant=path.parent.parent.name, retired_at=revoked, grace=False), path)
+                    add(Principal(CLIENT, holder_of(path), public, tenant=path.parent.parent.name, retired_at=revoked, grace=False), path)
         for tool, path in self.tool_keys.items():  # the catalog's key, and those `tidegate keys rotate-tool` retired beside it
             retired = [p for p in path.parent.glob(f"{path.stem}.*.pub") if retired_at(p) is not None]
             for key_path in [path, *retired]:
@@ -501,11 +492,6 @@ def broker_time_ms(timestamp_ms: int, timestamp_type: int | None) -> int | None:
 LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record stamped by the broker, not by its producer (CreateTime: 0)
 
 
-def _holder(path: Path) -> str:
-    """The name a public key file belongs to: `<name>.pub`, or `<name>.<hash>.pub` once rotated."""
-    return re.sub(r"\.[0-9a-f]{12}$", "", path.name.removesuffix(".pub"))
-
-
 def _rejected_by(service: str) -> Callable[[Envelope], bool]:
     """Whether a dead letter signed by `service`'s key is one that service could have written (`dead_letter_problem`)."""
     return lambda event: dead_letter_problem(service, event) is None
@@ -638,73 +624,6 @@ def deployment_authority(kit: KitSettings, tools: Mapping[str, ToolSpec] | None 
     """
     keys = (kit.keys_dir, kit.operator_keys_dir, kit.client_keys_dir)
     return authority_for(*keys, tools, kit.retired_key_grace_s, history=history)
-
-
-def service_key(kit: KitSettings, service: str) -> SigningKey:
-    """`service`'s own signing key, as the service loads it at start: made on its first start, in a keys folder that is there.
-
-    A keys folder that does not exist is refused as a setting not valid (`run_service` exits `EX_CONFIG`), unless it is
-    the default `<run_dir>/keys` (a first `tidegate up`): a mistyped `TIDEGATE_KEYS_DIR` would otherwise give the service
-    a new key that no one trusts and no operator's key to obey, while it takes its share of the live group's partitions.
-    """
-    if not kit.keys_dir.is_dir() and kit.keys_dir != kit.run_dir / "keys":
-        raise _not_valid("keys_dir", str(kit.keys_dir), "no such folder (make it and its keys with `tidegate keys init --all`)")
-    return SigningKey.load_or_create(kit.keys_dir, service)
-
-
-def _not_valid(setting: str, value: str, why: str) -> ValidationError:
-    """A `KitSettings` value that is well formed but cannot be used, raised as pydantic raises a value not valid."""
-    error = InitErrorDetails(type=PydanticCustomError("not_usable", why), loc=(setting,), input=value)
-    return ValidationError.from_exception_data(KitSettings.__name__, [error])
-
-
-def operator_key(kit: KitSettings) -> SigningKey:
-    """The operator key the CLI signs `control` with (private in `operator_private_keys_dir`); put on the allow-list when first made."""
-    return SigningKey.load_or_create(kit.operator_keys_dir, kit.operator, kit.operator_private_keys_dir)
-
-
-def client_key(kit: KitSettings, tenant: str, principal: str, *, registering: bool = False) -> SigningKey:
-    """A tenant's client key, created (and so registered) on first use on this machine, unless it was revoked.
-
-    A principal is revoked while `revoked/` holds a key of it and no key of it is registered: only `registering` (what
-    `tidegate clients add` does) makes it a new one then. The revoked keys stay where they are: what they signed before
-    their revocation still verifies in the audit log (the history reader reads `revoked/`).
-    """
-    folder = client_folder(kit, tenant, principal)
-    if not registering and not (folder / f"{principal}.pub").exists() and revoked_client_keys(folder, principal):
-        raise PermissionError(f"client key of {principal} for {tenant} was revoked (`tidegate clients add` registers a new one)")
-    return SigningKey.load_or_create(folder, principal, client_private_key(kit, tenant, principal).parent)
-
-
-def revoked_client_keys(tenant_folder: Path, principal: str) -> list[Path]:
-    """The revoked public keys of `principal` in a tenant's folder.
-
-    `revoked/<principal>.pub`, and `<principal>.<hash>.pub` for each other one (a key revoked, registered again, then
-    revoked again keeps both).
-    """
-    folder = tenant_folder / "revoked"
-    found = [folder / f"{principal}.pub", *folder.glob(f"{glob_escape(principal)}.*.pub")]
-    return [path for path in found if path.exists() and _holder(path) == principal]
-
-
-def retired_client_keys(tenant_folder: Path, principal: str) -> list[Path]:
-    """The public keys of `principal` that `tidegate clients rotate` retired: `<principal>.<hash>.pub` in the tenant's folder.
-
-    Each still verifies what the broker appends within `TIDEGATE_RETIRED_KEY_GRACE_S` after its retirement (its `.retired`).
-    """
-    found = tenant_folder.glob(f"{glob_escape(principal)}.*.pub")
-    return sorted(path for path in found if _holder(path) == principal and retired_at(path) is not None)
-
-
-def client_folder(kit: KitSettings, tenant: str, principal: str) -> Path:
-    """The folder of `tenant`'s client public keys, once both names are known to be one file name each (else BadKeyName)."""
-    checked_key_name("client principal", principal)
-    return kit.client_keys_dir / checked_key_name("tenant", tenant)
-
-
-def client_private_key(kit: KitSettings, tenant: str, principal: str) -> Path:
-    """Where this machine keeps the private key of `tenant`'s client `principal`: outside the public-key tree."""
-    return kit.client_private_keys_dir / checked_key_name("tenant", tenant) / f"{checked_key_name('client principal', principal)}.key"
 
 
 def sign_as_operator(kit: KitSettings, event: E, *, sequence: int | None = None) -> E:

@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from servicekit import client_key, client_private_key, key_id_of, load_public
-from servicekit.authority import client_folder, retired_client_keys
+from servicekit.key_files import client_folder, retired_client_keys
 from servicekit.settings import KitSettings
 from servicekit.signing import BadKeyName, retire, retired_at
 from tidegate.commands._common import console, fail, settings
