@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,25 +21,18 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from schemas import (
-    OUR_PLANNER,
-    ActionFailed,
     ActionProposed,
     ActionProposedData,
     ActionResult,
-    ActionResultData,
-    ActionSucceeded,
     ApprovalData,
     ApprovalGranted,
     ApprovalRequested,
     ApprovalResolved,
     ControlPolicy,
     Envelope,
-    Mode,
     ReasonCode,
     RiskClass,
     TaskSubmitted,
-    TaskSubmittedData,
-    ToolSpec,
 )
 from servicekit import (
     Attr,
@@ -50,28 +43,24 @@ from servicekit import (
     SigningKey,
     ToolCatalog,
     action_digest,
-    approval_document,
-    approval_message,
     current_traceparent,
     span,
 )
-from servicekit.people import person
-from servicekit.provenance import Provenance, task_input_source, texts_of, without_paths
-from servicekit.received import received
-from servicekit.undo import UndoUnavailable, resolve, undo_action_id
+from servicekit.undo import undo_action_id
+from services.policy._grants import approval_messages, distinct_approvers, escalation_requester
 from services.policy._repeats import RepeatAnswers
+from services.policy._results import ending_of
+from services.policy._task_context import TaskContext, is_undo_of, task_input
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
-from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord, arg_at, payee_of
+from services.policy.facts import Call, FailedRead, Flow, History, payee_of
 from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
 from services.policy.repository import (
     DecisionRecord,
-    Ending,
     Pending,
     PolicyRepository,
     Scope,
     Settled,
-    TaskInput,
     TaskReads,
     granted_key,
 )
@@ -85,71 +74,6 @@ PublishMany = Callable[[list[Recorded]], Awaitable[None]]  # `Bus.publish_many`:
 
 
 HELD_WAIT_S = 30.0  # how much longer a decision waits for its task while another consumer of the service retries
-
-
-@dataclass(frozen=True)
-class TaskContext:
-    """What a task has read (provenance, entries of the system of record) and done (its flow), loaded before a decision."""
-
-    provenance: Provenance
-    flow: Flow
-    records: Mapping[str, SystemRecord]
-    failed_reads: Mapping[str, FailedRead] = field(default_factory=dict)  # entries whose read failed, by id
-    mode: Mode | None = None  # the mode the task's signed request asked for; None: no task learned (`_context`)
-    requested_by: str | None = None  # who the task's signed request names; None: no task learned (four eyes binds them too)
-    # Whose the task is: the requester its signed request names and those its earlier proposals named (undos left out).
-    # One name: the task's; several: two requesters used the id, and nothing more is decided in it (`owned_by_another`).
-    owners: frozenset[str] = frozenset()
-    planned_here: bool | None = None  # its first request asked Tidegate's planner to plan it
-
-    def owned_by_another(self, proposal: ActionProposedData, *, planner: bool, undo: bool = False) -> str | None:
-        """Whose the task is, when `proposal` may not act in it; else None.
-
-        A task Tidegate's planner plans is its requester's alone: an outside agent's proposal in it is denied, and a
-        planner's proposal naming another requester than the one learned (or one after another's proposals) means two
-        requesters used its id. A task an outside agent plans its requester delegated to that agent, whose own key
-        signs (`requested_by` its principal): any of the tenant's agents may propose in it, as before. With `undo`
-        (the proposal is the catalog's undo of a call of this task, `is_undo_of`) it is any of the tenant's people's to ask.
-        """
-        if undo or proposal.requested_by is None or (not self.planned_here and not planner):
-            return None
-        owners = self.owners | {proposal.requested_by}
-        if len(owners) == 1:
-            return None
-        return ", ".join(sorted(self.owners)) if len(self.owners) == 1 else ", ".join(sorted(owners))
-
-    def named_by(self, proposal: ActionProposedData) -> TaskContext:
-        """This context once `proposal` is recorded: its requester among the task's owners, unless it is an undo (which claims nothing)."""
-        if proposal.requested_by is None or proposal.undoes is not None or proposal.requested_by in self.owners:
-            return self
-        return dataclasses.replace(self, owners=self.owners | {proposal.requested_by})
-
-    def of(self, call: Call) -> Call:
-        """`call` with its task's context: what it read and did, and the mode its request asked for (the proposal's is at most it)."""
-        return dataclasses.replace(
-            call, provenance=self.provenance, flow=self.flow, records=self.records, failed_reads=self.failed_reads, task_mode=self.mode
-        )
-
-
-def is_undo_of(spec: ToolSpec | None, original: ActionProposedData, proposal: ActionProposedData) -> bool:
-    """Whether `proposal` is the undo of `original` as its catalog entry `spec` names it.
-
-    That tool, and each argument the entry takes from the original call's args (`args.<path>`) equal to it. Arguments
-    from its result or the state read before it are not known here: the executor's plan computed them, and the policy
-    decides the call on its merits.
-    """
-    undo = spec.undo if spec is not None else None
-    if undo is None or undo.tool is None or undo.tool != proposal.tool:
-        return False
-    for name, source in undo.args.items():
-        if isinstance(source, str) and source.startswith("args."):
-            try:
-                expected = resolve(source, {"args": original.args})
-            except UndoUnavailable:
-                return False
-            if proposal.args.get(name) != expected:
-                return False
-    return True
 
 
 def _recorded(topic: str, key: str, recorded: str, event: Envelope | None) -> Recorded:
@@ -174,33 +98,6 @@ def _reused(proposal: ActionProposedData, recorded: DecisionRecord) -> Reject | 
     if recorded.proposal.requested_by != proposal.requested_by:
         return Reject(ReasonCode.ACTION_ID_REUSED, f"action id {proposal.action_id} was already proposed for another requester")
     return None
-
-
-def _task_input(data: TaskSubmittedData) -> TaskInput:
-    """What a task's request vouches for (its trusted input) and what its untrusted fields carry."""
-    marked = data.untrusted_keys  # the client's marks and the workflow's own (a ticket's subject and body)
-    untrusted = {k: v for k, v in data.input.items() if k in marked}
-    trusted = {k: v for k, v in data.input.items() if k not in marked}
-    values: dict[str, str] = {}  # a value in several untrusted fields keeps the first one's source
-    texts: dict[str, dict[str, str]] = {}  # each field's text, to quote beside a call that carries a value of it
-    for key, value in untrusted.items():
-        source = task_input_source(key)
-        for v, where in Provenance().learn(value, source).items():
-            values.setdefault(v, where)
-        texts[source] = texts_of({key: value})
-    vouched = Provenance().learn(trusted, "the task's request", trusted=True)
-    planned_here = data.planner == OUR_PLANNER
-    return TaskInput(
-        data.tenant_id,
-        data.task_id,
-        vouched,
-        values,
-        request=True,
-        mode=data.mode,
-        requested_by=data.requested_by,
-        planned_here=planned_here,
-        texts=texts,
-    )
 
 
 async def _never_held() -> bool:
@@ -561,7 +458,7 @@ class PolicyService:
         # Since release 22 a decision is signed over its whole data as sent (`approval_document`), verified here over the document
         # received: a field a newer approval service adds verifies too (it is ignored here), one added on the way does not. A
         # decision signed before (`approval_message`, the fields this release parses) still verifies; the domains keep the two apart.
-        return any(keys.verify(key_id, message, signature) for message in _approval_messages(event))
+        return any(keys.verify(key_id, message, signature) for message in approval_messages(event))
 
     async def on_approval(self, event: Envelope) -> DecisionRecord | None:
         """Re-decide after a verified grant; release budget on a verified rejection or expiry; dead-letter the unverifiable."""
@@ -606,7 +503,7 @@ class PolicyService:
         await self._quoting([call])
         # The task's requester as learned now (a task learned after its escalation, which then named nobody, counts too) and as
         # the escalation named it (a task forgotten since): never the grant's word, which the approval service does not sign.
-        escalated = _task_requester(original)
+        escalated = escalation_requester(original)
         task_requester = context.requested_by or escalated
         pending = self._pending(
             key=granted_key(data.approval_id),
@@ -621,7 +518,7 @@ class PolicyService:
             # Four eyes, groups and quorum, counted here again: neither the proposal's requester nor the task's (an outside
             # agent's proposal names the agent) counts as an approver, and names that differ only in case are one person
             # (as the approval service compares them).
-            approvers=_distinct_approvers(
+            approvers=distinct_approvers(
                 (*data.approvers, data.approver), data.approver_groups, (proposed.requested_by, context.requested_by, escalated)
             ),
         )
@@ -649,42 +546,8 @@ class PolicyService:
     async def on_tasks(self, events: Sequence[Envelope]) -> None:
         """`on_task` for a polled batch of `tasks` events, stored at once; the proposals waiting for them are woken."""
         tasks = [event.data for event in events if isinstance(event, TaskSubmitted)]
-        await self.repo.learn_many([_task_input(data) for data in tasks])
+        await self.repo.learn_many([task_input(data) for data in tasks])
         self._wake({(data.tenant_id, data.task_id) for data in tasks})
-
-    def _output(self, data: ActionResultData) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-        """A result of a tool whose output is untrusted: every value in it is untrusted for the rest of its task; and its text.
-
-        Save the fields the catalog says the system sets itself (`system_fields`: the id of the ticket read, which the
-        agent named before it read anything), so that writing to the entry it read is not tainted by the read's answer.
-        The text (`texts_of`: where → field → text) is kept to quote beside a later call that carries one of its values.
-        """
-        spec = self.catalog.get(data.tool)
-        if spec is None or not spec.untrusted_output or data.result is None:
-            return {}, {}
-        content = without_paths(data.result, spec.system_fields)
-        source = f"the result of {data.tool} (action {data.action_id})"
-        return Provenance().learn(content, source), {source: texts_of(content)}
-
-    def _record(self, data: ActionResultData) -> tuple[str, SystemRecord] | None:
-        """A trusted read of the system of record: the figures its catalog entry's `records` point at."""
-        spec = self.catalog.get(data.tool)
-        if spec is None or spec.records is None or data.result is None:
-            return None
-        read = {"result": data.result}
-        key, amount, currency = (arg_at(read, p) for p in (spec.records.key, spec.records.amount_usd, spec.records.currency))
-        if key in (None, "") or not isinstance(amount, int | float) or isinstance(amount, bool) or not isinstance(currency, str):
-            log.warning("policy: %s (action %s) returned no usable record figures; nothing learned", data.tool, data.action_id)
-            return None
-        return str(key), SystemRecord(float(amount), currency, f"the result of {data.tool} (action {data.action_id})")
-
-    def _read_error(self, data: ActionResultData) -> str | None:
-        """Why a trusted read of the system of record failed, when one was tried (attempts made, not refused before calling)."""
-        spec = self.catalog.get(data.tool)
-        if spec is None or spec.records is None or data.status != "failed" or not data.attempts:
-            return None
-        why = f"{data.error.type}: {data.error.message}" if data.error is not None else "no error given"
-        return f"{why[:300]} after {data.attempts} attempt{'s' if data.attempts != 1 else ''}"
 
     async def on_result(self, event: ActionResult) -> None:
         """Release a failed call's reservation; settle a successful one and learn its payee (and, if untrusted, its content).
@@ -696,30 +559,10 @@ class PolicyService:
 
     async def on_results(self, events: list[ActionResult]) -> None:
         """`on_result` for a polled batch of results, stored in one unit of work, in order."""
-        settled = await self.repo.end_many([self._ending(event) for event in events])
+        settled = await self.repo.end_many([ending_of(event, self.catalog.get(event.data.tool)) for event in events])
         self._wake({(event.data.tenant_id, event.data.task_id) for event in events})
         for event, paid in zip(events, settled, strict=True):
             await self._learn_payee(paid, event.data.tool, event.data.action_id)
-
-    def _ending(self, event: ActionResult) -> Ending:
-        """How the call of `event` ended, with what its result taught and its reservation's fate."""
-        data = event.data
-        succeeded = isinstance(event, ActionSucceeded)
-        failed = isinstance(event, ActionFailed)
-        learned, texts = self._output(data) if succeeded else ({}, {})
-        return Ending(
-            data.tenant_id,
-            data.task_id,
-            data.action_id,
-            data.status,
-            data.attempts,
-            budget="settle" if succeeded else "release" if failed else "hold",
-            cost_usd=data.cost.usd if not failed and data.cost.usd > 0 else None,  # an unknown one's is kept for a human's finding
-            learned=learned,
-            texts=texts,
-            record=self._record(data) if succeeded else None,
-            read_error=self._read_error(data),
-        )
 
     async def _learn_payee(self, settled: Settled | None, tool: str, action_id: str) -> None:
         """A financial call settled: the tenant has paid its payee, who is known from now on."""
@@ -764,33 +607,3 @@ class PolicyService:
             return False
         log.info("policy: switched to pack %s published by %s", self.pack.version, published_by)
         return True
-
-
-def _task_requester(escalation: DecisionRecord) -> str | None:
-    """The task's requester an escalation named (`ActionDecidedData.task_requested_by`), as it was recorded and published."""
-    named = json.loads(escalation.decided_event).get("data", {}).get("task_requested_by")
-    return named if isinstance(named, str) and named else None
-
-
-def _approval_messages(event: Envelope) -> Iterator[bytes]:
-    """The bytes a decision's signature may cover: its data as received, as this release dumps it, and the form before release 22."""
-    raw = received(event)
-    if raw is None:  # outside a consume path (a restart's replay, a test): the data as this release dumps it
-        yield approval_document(event.type, event.data)
-    else:  # never the parsed data dumped again: it would drop a field added on the way, and verify without it
-        with contextlib.suppress(ValueError, TypeError, KeyError):  # the bus parsed these bytes already
-            yield approval_document(event.type, json.loads(raw)["data"])
-    yield approval_message(event.type, event.data)
-
-
-def _distinct_approvers(
-    names: Sequence[str | None], groups: Mapping[str, Sequence[str]], requesters: Sequence[str | None]
-) -> dict[str, tuple[str, ...]]:
-    """The distinct humans a grant names, each with the groups it signed: one per person (`servicekit.people`), the requesters left out."""
-    seen = {person(r) for r in requesters if r}
-    distinct: dict[str, tuple[str, ...]] = {}
-    for name in names:
-        if name and person(name) not in seen:  # each person under the first spelling the grant gives
-            seen.add(person(name))
-            distinct[name] = tuple(groups.get(name, ()))
-    return distinct

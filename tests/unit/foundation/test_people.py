@@ -6,7 +6,7 @@ import pytest
 
 from servicekit.people import same_person
 from services.approval.domain import ApprovalRecord, has_approved
-from services.policy.service import _distinct_approvers
+from services.policy._grants import distinct_approvers
 
 SPELLINGS = [
     ("bob@acme.example", "BOB@Acme.Example", True),
@@ -24,5 +24,5 @@ SPELLINGS = [
 def test_the_approval_service_and_the_policy_count_one_person_alike(a: str, b: str, one: bool) -> None:
     assert same_person(a, b) is one
     assert has_approved(ApprovalRecord.model_construct(approvers=[a]), b) is one  # the quorum, at the approval service
-    assert len(_distinct_approvers([a, b], {}, [])) == (1 if one else 2)  # the grant's distinct approvers, at the policy
-    assert (_distinct_approvers([b], {}, [a]) == {}) is one  # the requester is left out in any spelling
+    assert len(distinct_approvers([a, b], {}, [])) == (1 if one else 2)  # the grant's distinct approvers, at the policy
+    assert (distinct_approvers([b], {}, [a]) == {}) is one  # the requester is left out in any spelling
