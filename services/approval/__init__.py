@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from services.approval._decision_proofs import adoption_refusal
     from services.approval._pins import RowPins
     from services.approval._row_proofs import Seals, approval_seals
+    from services.approval._token_store import TokenInfo
     from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
     from services.approval.domain import ApprovalRecord, GroupsConfig
@@ -34,6 +35,7 @@ __all__ = [
     "Review",
     "RowPins",
     "Seals",
+    "TokenInfo",
     "adoption_refusal",
     "approval_seals",
     "build",
@@ -57,6 +59,7 @@ _HOME = {
     "RowPins": "_pins",
     "Seals": "_row_proofs",
     "approval_seals": "_row_proofs",
+    "TokenInfo": "_token_store",
     "GroupsConfig": "domain",
     "ApprovalRecord": "domain",
     "adoption_refusal": "_decision_proofs",

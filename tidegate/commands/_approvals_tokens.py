@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,6 +20,9 @@ from rich.table import Table
 from tidegate.commands._approvals_shown import interactive
 from tidegate.commands._common import TEXT_MAX, console, fail, run, settings, shown
 from tidegate.commands._whole_ids import print_listing
+
+if TYPE_CHECKING:
+    from services.approval import PgApprovalRepository, RowPins, TokenInfo
 
 __all__ = ["repo_call", "token_app"]
 
@@ -31,7 +34,7 @@ token_app = typer.Typer(
 
 
 @asynccontextmanager
-async def _operator_repo(*, revocations: bool = True) -> AsyncIterator[Any]:
+async def _operator_repo(*, revocations: bool = True) -> AsyncIterator[PgApprovalRepository]:
     """The approval repository as the operator: tokens it writes are signed with the operator's key, rows it reads checked.
 
     It reads `control` and `directory` first (the tokens revoked there stay revoked whatever their rows say) and
@@ -165,7 +168,7 @@ def _check_tenant_and_groups(tenant: str, groups: list[str]) -> None:
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (for scripts): what is shown is done.")]
 
 
-def _successor_expiry(old: Any, days: float | None) -> datetime:
+def _successor_expiry(old: TokenInfo, days: float | None) -> datetime:
     """When a rotated token's successor expires: when the old one would have (what it had left), or `days` from now when given.
 
     A row that does not verify (one made before tokens were signed, re-issued) may carry any expiry, one the database's
@@ -177,12 +180,12 @@ def _successor_expiry(old: Any, days: float | None) -> datetime:
     return expires if old.unproven is None else min(expires, _expiry(None))
 
 
-def _live(info: Any) -> bool:
+def _live(info: TokenInfo) -> bool:
     """Whether a token (as `token list` reads it) is neither revoked nor expired."""
     return bool(info.revoked_at is None and info.expires_at is not None and info.expires_at > datetime.now(UTC))
 
 
-async def _rotate_each(olds: list[Any], days: float | None) -> tuple[list[tuple[Any, Any, str]], str]:
+async def _rotate_each(olds: list[TokenInfo], days: float | None) -> tuple[list[tuple[TokenInfo, TokenInfo | None, str]], str]:
     """Rotate each token (its successor signed with the operator's key), in one session: (old, successor or None, new token).
 
     And, when PostgreSQL failed on the way, what it failed on (`_rotation_failed`): the successors made before are
@@ -190,8 +193,8 @@ async def _rotate_each(olds: list[Any], days: float | None) -> tuple[list[tuple[
     """
     from services.approval import hash_token, new_token
 
-    done: list[tuple[Any, Any, str]] = []
-    repo: Any = None
+    done: list[tuple[TokenInfo, TokenInfo | None, str]] = []
+    repo: PgApprovalRepository | None = None
     try:
         async with _operator_repo() as opened:
             repo = opened
@@ -205,11 +208,11 @@ async def _rotate_each(olds: list[Any], days: float | None) -> tuple[list[tuple[
     except _database_errors() as exc:
         if isinstance(exc, FileNotFoundError | PermissionError) and repo is None:
             raise  # a key file missing or not allowed to sign, before anything is done: `run` says which
-        return done, _rotation_failed(olds[len(done) :], f"{type(exc).__name__}: {exc}", getattr(repo, "token_pins", None))
+        return done, _rotation_failed(olds[len(done) :], f"{type(exc).__name__}: {exc}", repo.token_pins if repo is not None else None)
     return done, ""
 
 
-def _rotation_failed(left: list[Any], failure: str, pins: Any) -> str:
+def _rotation_failed(left: list[TokenInfo], failure: str, pins: RowPins | None) -> str:
     """What a rotation that PostgreSQL failed left: the token it was rotating (revoked or not) and those not tried."""
     current, rest = left[0], left[1:]
     if pins is not None and pins.revoked(current.token_id):
@@ -228,7 +231,7 @@ def _rotation_failed(left: list[Any], failure: str, pins: Any) -> str:
     return said + (f"; not tried, still live: {', '.join(t.token_id for t in rest)}" if rest else "")
 
 
-def _print_rotated(old: Any, info: Any, token: str) -> None:
+def _print_rotated(old: TokenInfo, info: TokenInfo, token: str) -> None:
     successor = f"its successor {info.token_id} for {shown(info.approver)} expires {info.expires_at:%Y-%m-%d %H:%M}"
     console.print(f"{shown(old.token_id)} revoked; {successor}. Shown once, keep it safe:")
     print(token)
@@ -267,7 +270,8 @@ def token_rotate(
         return
     if token_id is None or tenant is not None:
         fail("give the id of the token to rotate (`tidegate approvals token list`), or --all --tenant TENANT for every token of a tenant")
-    found = next((t for t in run(repo_call("tokens")) if t.token_id == token_id), None)
+    tokens: list[TokenInfo] = run(repo_call("tokens"))
+    found = next((t for t in tokens if t.token_id == token_id), None)
     if found is None or not _live(found):
         fail(f"no live token {token_id} (unknown, revoked or expired: create a new one)")
     if found.unproven is not None:
@@ -291,7 +295,8 @@ def _rotate_all(token_id: str | None, tenant: str | None, days: float | None, ye
     """`token rotate --all --tenant T`: every live token of the tenant whose row verifies, shown first and confirmed."""
     if token_id is not None or tenant is None:
         fail("--all rotates every live token of one tenant: give --tenant TENANT (and no token id)")
-    live = [t for t in run(repo_call("tokens")) if t.tenant_id == tenant and _live(t)]
+    tokens: list[TokenInfo] = run(repo_call("tokens"))
+    live = [t for t in tokens if t.tenant_id == tenant and _live(t)]
     olds, unverified = [t for t in live if t.unproven is None], [t for t in live if t.unproven is not None]
     for t in unverified:
         console.print(
@@ -335,7 +340,7 @@ def token_list(as_json: bool = typer.Option(False, "--json", help="One JSON docu
 
     A table when it fits the terminal, else a block per token with its id whole on a line of its own; `--json` for scripts.
     """
-    tokens = run(repo_call("tokens"))
+    tokens: list[TokenInfo] = run(repo_call("tokens"))
     if as_json:
         fields = ("token_id", "approver", "tenant_id", "operator", "groups", "created_at", "expires_at", "last_used_at", "revoked_at")
         docs = [{f: getattr(info, f) for f in fields} | {"key_id": info.key_id, "refused": info.unproven} for info in tokens]
@@ -371,13 +376,13 @@ async def _revoke(token_id: str) -> tuple[bool | None, str, bool]:
 
     Published: its revocation is on `control` all the same, so the token is revoked and its row not yet written.
     """
-    repo: Any = None
+    repo: PgApprovalRepository | None = None
     try:
         async with _operator_repo() as opened:
             repo = opened
             return await opened.revoke_token(token_id), "", False
     except _database_errors() as exc:
-        pins = getattr(repo, "token_pins", None)
+        pins = repo.token_pins if repo is not None else None
         published = bool(pins is not None and pins.revoked(token_id))
         if isinstance(exc, FileNotFoundError | PermissionError) and not published:
             raise  # a key file missing or not allowed to sign, before anything is published: `run` says which
