@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from schemas import ActionDecided, ActionDecidedData, ActionProposed, ApprovalExpired, ApprovalGranted, ApprovalRejected
+from schemas import (
+    ActionDecided,
+    ActionDecidedData,
+    ActionProposed,
+    ActionProposedData,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRejected,
+    Envelope,
+)
 from servicekit import KitSettings
 from services.policy import CompiledPack, TenantSettings
 from tidegate.ops.whatif import evaluate
@@ -36,6 +45,8 @@ RECORD_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals")
 MIN_APPROVALS = 5
 MIN_SPAN_HOURS = 24.0
 
+SettingValue = float | list[str] | None  # a tenant setting a candidate writes: a figure, or the risk classes accepted
+
 
 async def read_record(kit: KitSettings, since: str, tenant: str | None = None, until: str = "now") -> Window:
     """The recorded tasks, proposals, decisions and approvals of the window, read from the topics as the ops principal.
@@ -47,7 +58,7 @@ async def read_record(kit: KitSettings, since: str, tenant: str | None = None, u
     return await recorded_window(kit, parse_time(since), parse_time(until), topics=RECORD_TOPICS, tenant=tenant)
 
 
-def human_outcomes(events: Iterable[Any]) -> dict[str, str]:
+def human_outcomes(events: Iterable[Envelope]) -> dict[str, str]:
     """Action id → what a human made of its escalation: `approved` (unchanged), `edited`, `rejected` or `expired`."""
     out: dict[str, str] = {}
     for e in events:
@@ -110,7 +121,7 @@ class Evidence:
 NEEDLESS = "should_not_need_approval"  # the review reason that says a human should not have been asked: the autonomy signal
 
 
-def said_needless(events: Iterable[Any]) -> set[str]:
+def said_needless(events: Iterable[Envelope]) -> set[str]:
     """Action ids whose escalation an approver called needless: the decision's reason, or a counted vote's, is `NEEDLESS`."""
     out: set[str] = set()
     for e in events:
@@ -127,17 +138,17 @@ class Candidate:
 
     tenant_id: str
     setting: str
-    current: Any
-    proposed: Any
+    current: SettingValue
+    proposed: SettingValue
     would_allow: int  # escalations humans approved unchanged that it lets through (decided as what-if decides them)
     kept_for_humans: int  # escalations humans rejected or edited that still escalate under it
     trigger: str
     evidence: Evidence = field(default_factory=lambda: Evidence())
-    also: dict[str, Any] = field(default_factory=dict)  # other settings the candidate writes (the per-payee bound kept)
+    also: dict[str, SettingValue] = field(default_factory=dict)  # other settings the candidate writes (the per-payee bound kept)
     payee_bound: str = ""  # what the candidate does to the per-payee daily bound, in words ("" when it does nothing to it)
 
     @property
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, SettingValue]:
         """The settings the candidate writes for its tenant."""
         return {self.setting: self.proposed, **self.also}
 
@@ -147,7 +158,7 @@ class _Numeric:
     """A trigger whose tenant setting is a number: which side of it an escalated call falls on."""
 
     setting: str
-    value: Callable[[ActionDecidedData, Any], float | None]
+    value: Callable[[ActionDecidedData, ActionProposedData | None], float | None]
     allows: Callable[[float, float], bool]  # (value, setting) → the call passes
     widen: Callable[[list[float], list[float]], float]  # (approved values, rejected values) → the candidate
     current: Callable[[TenantSettings], float | None] | None = None  # the figure in force (None: the setting as it is)
@@ -158,7 +169,7 @@ class _Numeric:
         return getattr(settings, self.setting) if self.current is None else self.current(settings)
 
 
-def _confidence(d: ActionDecidedData, proposal: Any) -> float | None:
+def _confidence(d: ActionDecidedData, proposal: ActionProposedData | None) -> float | None:
     return None if proposal is None or proposal.confidence is None else float(proposal.confidence)
 
 
@@ -167,17 +178,17 @@ def _fact(d: ActionDecidedData, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _amount(d: ActionDecidedData, proposal: Any) -> float | None:
+def _amount(d: ActionDecidedData, proposal: ActionProposedData | None) -> float | None:
     return _fact(d, "amount_usd")
 
 
-def _paid_payee_with(d: ActionDecidedData, proposal: Any) -> float | None:
+def _paid_payee_with(d: ActionDecidedData, proposal: ActionProposedData | None) -> float | None:
     """What the tenant had paid the payee over 24 hours with this call: the figure the per-payee daily bound held it to."""
     amount, paid = _fact(d, "amount_usd"), _fact(d, "paid_payee_usd")
     return None if amount is None or paid is None else round(amount + paid, 2)
 
 
-def _paid_tenant_with(d: ActionDecidedData, proposal: Any) -> float | None:
+def _paid_tenant_with(d: ActionDecidedData, proposal: ActionProposedData | None) -> float | None:
     """What the tenant had paid out over 24 hours without a human with this call: the figure its daily payout bound held it to."""
     amount, paid = _fact(d, "amount_usd"), _fact(d, "paid_tenant_usd")
     return None if amount is None or paid is None else round(amount + paid, 2)
@@ -232,9 +243,9 @@ class AutonomyReport:
     candidates: list[Candidate] = field(default_factory=list)
     escalations: int = 0
 
-    def candidate_settings(self) -> dict[str, dict[str, Any]]:
+    def candidate_settings(self) -> dict[str, dict[str, SettingValue]]:
         """The candidate settings per tenant, as `tidegate whatif --tenant-settings` reads them."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, dict[str, SettingValue]] = {}
         for c in self.candidates:
             out.setdefault(c.tenant_id, {}).update(c.settings)
         return out
@@ -262,7 +273,7 @@ _ROLLBACK_TRIGGERS = frozenset({"irreversible_write", "no_rollback_path"})
 
 
 def autonomy_report(
-    events: Iterable[Any], settings_of: Callable[[str], TenantSettings], pack: CompiledPack, *, keep_payee_bound: bool = False
+    events: Iterable[Envelope], settings_of: Callable[[str], TenantSettings], pack: CompiledPack, *, keep_payee_bound: bool = False
 ) -> AutonomyReport:
     """What humans did with each escalation of the record, and the wider settings the record supports.
 
@@ -342,7 +353,7 @@ def autonomy_report(
     return report
 
 
-def _payee_bound(setting: str, settings: TenantSettings, proposed: Any, *, keep: bool) -> tuple[dict[str, Any], str]:
+def _payee_bound(setting: str, settings: TenantSettings, proposed: float, *, keep: bool) -> tuple[dict[str, SettingValue], str]:
     """(settings the candidate also writes, what it does to the per-payee daily bound in words) for a wider refund threshold.
 
     An unset `payee_daily_threshold_usd` follows the refund threshold, so widening the threshold widens the bound too.
