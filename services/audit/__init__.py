@@ -42,9 +42,10 @@ if TYPE_CHECKING:
     from services.audit.pruned import PrunedBefore, pruned_before, with_archives
     from services.audit.published import read_published_checkpoints
     from services.audit.reading import SeveralTenants, StoryLine, rechecked, search, story, task_rows_of, tasks_of_action
-    from services.audit.records import LogRow, observe
+    from services.audit.records import observe
     from services.audit.repository import AuditLog, InMemoryAuditLog, PostgresAuditLog, SearchFilters
     from services.audit.retention import Archived, ArchiveRefused, archive_log, checkpoint_after, checkpoint_before
+    from services.audit.rows import LogRow
     from services.audit.settings import AuditSettings
     from services.audit.signature_check import Recheck
     from services.audit.verify import VerifyReport, signature_recheck, starting_heads, verify_log
@@ -180,7 +181,7 @@ _HOME = {
     "task_rows_of": "reading",
     "SeveralTenants": "reading",
     "observe": "records",
-    "LogRow": "records",
+    "LogRow": "rows",
     "PostgresAuditLog": "repository",
     "AuditLog": "repository",
     "InMemoryAuditLog": "repository",

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from services.audit.acknowledgements import Acknowledgement
 from services.audit.chain import AppendResult, Head, RecordedConflict
 from services.audit.checkpoints import Checkpoint, Prune, Restore
-from services.audit.records import Fingerprint, LogRow, Observed
+from services.audit.rows import Fingerprint, LogRow, Observed
 
 __all__ = ["AuditLog", "SearchFilters", "batch_ranges", "story_key"]
 

@@ -15,7 +15,7 @@ from services.audit._log_base import AuditLog, SearchFilters, batch_ranges, stor
 from services.audit.acknowledgements import Acknowledgement
 from services.audit.chain import AppendResult, Conflict, Head, Logged, RecordedConflict, chain_batch
 from services.audit.checkpoints import Checkpoint, Prune, Restore, chain_name, split_chain_name
-from services.audit.records import Fingerprint, LogRow, Observed
+from services.audit.rows import Fingerprint, LogRow, Observed
 
 __all__ = ["InMemoryAuditLog"]
 

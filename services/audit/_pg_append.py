@@ -17,7 +17,7 @@ import asyncpg
 from services.audit._log_base import batch_ranges
 from services.audit._pg_rows import SCHEMA, WRITER_ROLE, PgPart, canonical_headers, db_tuple
 from services.audit.chain import AppendResult, Conflict, Head, Logged, chain_records
-from services.audit.records import COLUMNS, Fingerprint, Observed, headers_json
+from services.audit.rows import COLUMNS, Fingerprint, Observed, headers_json
 
 __all__ = ["PgAppending"]
 

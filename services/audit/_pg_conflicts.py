@@ -7,7 +7,7 @@ import asyncpg
 from services.audit._pg_rows import SCHEMA, PgPart, canonical_headers
 from services.audit.acknowledgements import Acknowledgement
 from services.audit.chain import RecordedConflict
-from services.audit.records import Fingerprint
+from services.audit.rows import Fingerprint
 
 __all__ = ["PgConflicts"]
 

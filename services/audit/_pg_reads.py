@@ -12,7 +12,7 @@ from typing import Any
 from services.audit._log_base import SearchFilters, story_key
 from services.audit._pg_rows import SCHEMA, SELECT_COLUMNS, PgPart, canonical_headers, log_row
 from services.audit.chain import Head
-from services.audit.records import Fingerprint, LogRow
+from services.audit.rows import Fingerprint, LogRow
 
 __all__ = ["PgReading"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from services.audit._log_base import AuditLog
-from services.audit.records import COLUMNS, LogRow, headers_json
+from services.audit.rows import COLUMNS, LogRow, headers_json
 
 __all__ = ["SCHEMA", "SELECT_COLUMNS", "WRITER_ROLE", "PgPart", "canonical_headers", "db_tuple", "log_row"]
 

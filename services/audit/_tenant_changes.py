@@ -13,7 +13,7 @@ from typing import Any
 
 import schemas as s
 from services.audit._log_base import AuditLog, SearchFilters
-from services.audit.records import LogRow
+from services.audit.rows import LogRow
 
 __all__ = ["HISTORY_MAX", "RowId", "previous_settings", "row_id", "settings_change"]
 

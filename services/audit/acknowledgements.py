@@ -21,7 +21,7 @@ from typing import Any
 from servicekit.row_proofs import ALTERED, NOT_ALLOWED, UNKNOWN_KEY, KeyHolders, RowSeal, operator_named, operator_not_denied
 from servicekit.signing import SigningKey
 from services.audit.chain import Conflict, RecordedConflict
-from services.audit.records import Fingerprint
+from services.audit.rows import Fingerprint
 
 __all__ = [
     "Acknowledgement",

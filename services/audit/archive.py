@@ -46,7 +46,7 @@ from servicekit.authority import Authority, Principal, carried_authority
 from servicekit.intake import Bounds
 from servicekit.signing import Keyring, SigningKey, key_id_of, load_public, retired_at
 from services.audit.checkpoints import Checkpoint, Restore
-from services.audit.records import COLUMNS, LogRow
+from services.audit.rows import COLUMNS, LogRow
 
 __all__ = [
     "FORMAT",

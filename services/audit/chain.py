@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.audit.records import GENESIS, Fingerprint, LogRow, Observed, linked
+from services.audit.rows import GENESIS, Fingerprint, LogRow, Observed, linked
 
 __all__ = ["AppendResult", "Conflict", "Head", "Logged", "RecordedConflict", "chain_batch", "chain_records"]
 

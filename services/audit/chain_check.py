@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict
 
 from services.audit.chain import Head
-from services.audit.records import GENESIS, LogRow
+from services.audit.rows import GENESIS, LogRow
 
 __all__ = ["Break", "ChainChecker"]
 

@@ -21,8 +21,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict
 
 from services.audit.completeness import Offsets, bus_offsets, pruned_through
-from services.audit.records import Fingerprint, kafka_fingerprint
+from services.audit.records import kafka_fingerprint
 from services.audit.repository import AuditLog
+from services.audit.rows import Fingerprint
 
 __all__ = ["ContentReport", "Mismatch", "check_content"]
 

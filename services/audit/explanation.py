@@ -20,8 +20,8 @@ from servicekit.unreadable import Skipped
 from services.audit._standing import FOLLOW_UP_PENDING, TaskStatus, standing
 from services.audit.dead_letter_records import named_record_problem
 from services.audit.reading import decoded, task_rows_of, unreadable
-from services.audit.records import LogRow
 from services.audit.repository import AuditLog
+from services.audit.rows import LogRow
 from services.audit.signature_check import Recheck
 
 __all__ = [

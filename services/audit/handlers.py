@@ -39,8 +39,9 @@ from services.audit.checkpoints import (
     signature_valid,
     to_event,
 )
-from services.audit.records import DEFAULT_BOUNDS, LogRow, Observed, invalid_code, observe
+from services.audit.records import DEFAULT_BOUNDS, invalid_code, observe
 from services.audit.repository import AuditLog
+from services.audit.rows import LogRow, Observed
 
 __all__ = ["Checkpointer", "Recorder", "observe_record"]
 

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 import schemas as s
 from servicekit.unreadable import Unreadable, read_event
 from services.audit._tenant_changes import RowId, previous_settings, row_id, settings_change
-from services.audit.records import LogRow
 from services.audit.repository import AuditLog, SearchFilters
+from services.audit.rows import LogRow
 from services.audit.signature_check import Recheck
 
 __all__ = [

@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 from schemas import ReasonCode
 from servicekit.intake import Bounds
-from services.audit.records import EPOCH, LogRow, Observed, SignatureCheck, observe
+from services.audit.records import EPOCH, SignatureCheck, observe
+from services.audit.rows import LogRow, Observed
 
 __all__ = ["READ_FROM_VALUE", "DuplicateCheck", "Recheck", "signature_recheck"]
 
