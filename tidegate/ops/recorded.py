@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 
@@ -36,6 +36,8 @@ __all__ = [
     "read_window",
     "recorded_window",
 ]
+
+E = TypeVar("E", bound=Envelope)
 
 WINDOW_TOPICS = ("tasks", "actions.proposed", "actions.decided", "approvals", "actions.authorized", "actions.results", "tasks.outcomes")
 """The topics that tell a task's story (control, deadletter and checkpoints are not part of it)."""
@@ -89,7 +91,7 @@ class Recorded:
     partition: int
     offset: int
     timestamp_ms: int
-    event: Any
+    event: Envelope
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Window:
         """How many recorded values were skipped."""
         return self.skipped.total
 
-    def of(self, *types: type[Envelope]) -> list[Any]:
+    def of(self, *types: type[E]) -> list[E]:
         """The events of the given types, in order."""
         return [r.event for r in self.events if isinstance(r.event, types)]
 
@@ -118,7 +120,7 @@ class Window:
         return list(seen)
 
 
-def _matches(event: Any, tenant: str | None, task: str | None) -> bool:
+def _matches(event: Envelope, tenant: str | None, task: str | None) -> bool:
     data = event.data
     if tenant and getattr(data, "tenant_id", None) != tenant:
         return False

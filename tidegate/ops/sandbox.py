@@ -161,10 +161,10 @@ class RecordedAnswers:
     def from_window(cls, window: Window) -> RecordedAnswers:
         """Pair each recorded result with the call it answered (args from the authorization, else the proposal)."""
         args: dict[str, tuple[str, str, dict[str, Any]]] = {}
-        for e in window.of(ActionProposed):
-            args.setdefault(e.data.action_id, (e.data.tenant_id, e.data.tool, e.data.args))
-        for e in window.of(ActionAuthorized):
-            args[e.data.action_id] = (e.data.tenant_id, e.data.tool, e.data.args)  # edited args win
+        for p in window.of(ActionProposed):
+            args.setdefault(p.data.action_id, (p.data.tenant_id, p.data.tool, p.data.args))
+        for a in window.of(ActionAuthorized):
+            args[a.data.action_id] = (a.data.tenant_id, a.data.tool, a.data.args)  # edited args win
         answers = cls()
         seen: set[str] = set()
         for e in window.of(ActionSucceeded, ActionFailed, ActionUnknown):
