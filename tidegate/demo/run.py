@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from schemas import ControlTenant, ControlTenantData, TaskSubmitted
+from schemas import ControlTenant, ControlTenantData, Envelope, TaskCompleted, TaskFailed, TaskSubmitted, TaskSubmittedData
 from servicekit import (
     KitSettings,
     ToolCatalog,
@@ -34,6 +35,9 @@ from servicekit import (
 from systems.seed import TICKETS
 from tidegate.bus_client import Watcher, publish_events
 from tidegate.demo.tickets import DEMO_CASES, DEMO_TENANTS, FRESH_ORDER_TICKETS, demo_tasks
+
+if TYPE_CHECKING:
+    import asyncpg
 
 __all__ = ["TaskView", "fresh_orders", "run_demo", "untrusted_lines"]
 
@@ -66,7 +70,7 @@ class TaskView:
     title: str
     expect: str
     actions: dict[str, ActionView] = field(default_factory=dict)
-    outcome: Any = None
+    outcome: TaskCompleted | TaskFailed | None = None
 
     @property
     def waiting_on_human(self) -> ActionView | None:
@@ -89,11 +93,12 @@ class TaskView:
             return "waiting on a human"
         return f"running (step {len(self.actions)})" if self.actions else "submitted"
 
-    def apply(self, name: str, event: Any) -> None:
+    def apply(self, name: str, event: Envelope) -> None:
         """Fold one event into the view."""
         d = event.data
         if name == "tasks.outcomes":
-            self.outcome = event
+            if isinstance(event, TaskCompleted | TaskFailed):  # the topic's union: the watcher validated it so
+                self.outcome = event
             return
         if name == "actions.proposed":
             view = self.actions.setdefault(d.action_id, ActionView(d.step, d.tool, d.args, []))
@@ -257,10 +262,10 @@ class Earlier:
     approval_id: str
     task_id: str
     tool: str
-    expires_at: Any  # a datetime
+    expires_at: datetime
 
 
-async def pending_before(pool: Any, tenant: str, schema: str = "approval") -> list[Earlier]:
+async def pending_before(pool: asyncpg.Pool, tenant: str, schema: str = "approval") -> list[Earlier]:
     """The tenant's approvals pending and not expired, oldest first, as the approval service keeps them (none: it never ran)."""
     import asyncpg
 
@@ -293,7 +298,7 @@ def _earlier_lines(earlier: list[Earlier], tenant: str) -> list[str]:
     ]
 
 
-async def fresh_orders(pool: Any, tenant: str, suffix: str | None = None) -> dict[str, str]:
+async def fresh_orders(pool: asyncpg.Pool, tenant: str, suffix: str | None = None) -> dict[str, str]:
     """A copy of each refund ticket's order under a new id, so every run has an unrefunded order to refund; new ids by ticket.
 
     A new id is the old one and `suffix` (by default the time's last eight digits).
@@ -394,7 +399,7 @@ async def run_demo(
 
     if decide_s is None:
         decide_s = DECIDE_S if systems == "stand-in" and sys.stdin.isatty() and sys.stdout.isatty() else 0.0
-    submitted: list[Any] = []
+    submitted: list[TaskSubmittedData] = []
     try:
         async with contextlib.AsyncExitStack() as stack:
             tasks = demo_tasks(tenant, orders=orders)
@@ -420,7 +425,7 @@ async def run_demo(
     return code
 
 
-def _interrupted(console: Console, submitted: list[Any], *, standins: bool) -> None:
+def _interrupted(console: Console, submitted: list[TaskSubmittedData], *, standins: bool) -> None:
     """What a Ctrl-C left behind: the tasks already submitted go on in the services; what to look at, how to stop."""
     if not submitted:
         console.print("\n[yellow]interrupted before any ticket was submitted[/]; `tidegate down` stops the services")
@@ -473,7 +478,7 @@ async def _follow_decisions(watcher: Watcher, ordered: list[TaskView], wait_s: f
         console.print("every pending approval was decided; [bold]tidegate audit verify[/] checks the chain again with them")
 
 
-def _say_decided(console: Console, view: TaskView, name: str, event: Any, waiting: dict[str, TaskView]) -> None:
+def _say_decided(console: Console, view: TaskView, name: str, event: Envelope, waiting: dict[str, TaskView]) -> None:
     """One line for what a decision on a waiting task did; a closed task leaves `waiting`."""
     d = event.data
     if name == "approvals" and event.type != "tidegate.approval.requested":
@@ -499,12 +504,12 @@ def _say_decided(console: Console, view: TaskView, name: str, event: Any, waitin
 async def _submit_and_watch(
     kit: KitSettings,
     tenant: str,
-    tasks: list[Any],
+    tasks: list[TaskSubmittedData],
     timeout_s: float,
     started: float,
     console: Console,
     watcher: Watcher,
-    submitted: list[Any],
+    submitted: list[TaskSubmittedData],
 ) -> list[TaskView]:
     """Submit the tasks (noted in `submitted`) and follow them with `watcher` until every one settles or the time is up."""
     cases = {c.ticket_id: c for c in DEMO_CASES}
