@@ -17,7 +17,7 @@ from rich.table import Table
 from schemas import ControlRedrive, ControlRedriveData, ReasonCode
 from servicekit import OPS, Bus, Keyring, KitSettings, Producer, ToolCatalog, deployment_authority, kafka_options
 from servicekit.bus_rights import redrive_principal
-from services.audit import PostgresAuditLog, SearchFilters
+from services.audit import LogRow, PostgresAuditLog, SearchFilters
 from tidegate.commands._audit_log import row_recheck, with_audit_log
 from tidegate.commands._common import (
     BY_HELP,
@@ -83,6 +83,7 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
                 err_console.print(f"more than {SCAN} dead letters: only the newest {SCAN} are read; --since to look at fewer")
         redrives = redriven_of(await log.search(SearchFilters(event_type="tidegate.control.redrive", topic_prefix=prefix), limit=SCAN))
         out = []
+        proposals: dict[tuple[str | None, str], list[LogRow]] = {}  # a task's proposals, read once for its expired authorizations
         for row in rows:
             dl = dead_letter_of(row, recheck(row))
             if dl is None:
@@ -97,10 +98,13 @@ async def _load(prefix: str, since: datetime | None, kit: KitSettings, ids: list
                 dl = replace(dl, ran=ran_of(record, await log.search(done, limit=1)))
             if dl.unverified is None and record is not None and record.task_id and d.code == ReasonCode.AUTHORIZATION_EXPIRED.value:
                 # the planner's own retry of it (`repeats`): nothing to do
-                task = SearchFilters(
-                    event_type="tidegate.action.proposed", task_id=record.task_id, tenant=record.tenant_id, topic_prefix=prefix
-                )
-                dl = replace(dl, proposed_again=proposed_again_of(record, await log.search(task, limit=SCAN)))
+                key = (record.tenant_id, record.task_id)
+                if key not in proposals:
+                    task = SearchFilters(
+                        event_type="tidegate.action.proposed", task_id=record.task_id, tenant=record.tenant_id, topic_prefix=prefix
+                    )
+                    proposals[key] = await log.search(task, limit=SCAN)
+                dl = replace(dl, proposed_again=proposed_again_of(record, proposals[key]))
             out.append(dl)
         return out
 
