@@ -367,19 +367,24 @@ class Authority:
                 stamp.append(None)
         return tuple(stamp)
 
-    def check(self, raw: bytes | str, event: Envelope, document: Any = None, *, appended_ms: int | None = None) -> Refusal | None:
+    def check(
+        self, raw: bytes | str, event: Envelope, document: Any = None, *, appended_ms: int | None = None, kept: bool = False
+    ) -> Refusal | None:
         """None when `event` (decoded from `raw`) is signed by a key allowed to produce its type; else why not.
 
         `document` is `raw` already parsed by `json.loads`, when the caller has it (the audit does): it is not parsed again.
         `appended_ms` is when the broker appended the record (`appended_ms(record)`), if its topic is stamped
         by the broker (every catalog topic): a retired key's grace is then judged at that time, not now.
+        `kept`: an event a service kept in a row when it received it (a request's escalation, its settled decision, a
+        result kept for an undo), judged as row proofs are (`servicekit.row_proofs.operator_not_denied`): a key rotated
+        with grace (its private key deleted) still proves what it signed, a key retired as leaked proves nothing.
         """
-        refusal = self._refusal(raw, event, document, appended_ms)
+        refusal = self._refusal(raw, event, document, appended_ms, kept)
         if refusal is not None and self.on_refused is not None:
             self.on_refused(event, refusal)
         return refusal
 
-    def _refusal(self, raw: bytes | str, event: Envelope, document: Any, appended_ms: int | None) -> Refusal | None:
+    def _refusal(self, raw: bytes | str, event: Envelope, document: Any, appended_ms: int | None, kept: bool = False) -> Refusal | None:
         allowed = AUTHORITY.get(event.type)
         if allowed is None:
             return Refusal(ReasonCode.SIGNER_NOT_ALLOWED, f"no signer may produce {event.type}")
@@ -388,7 +393,7 @@ class Authority:
         holders = self.principals(event.keyid)
         if not holders:
             return Refusal(ReasonCode.UNKNOWN_KEY, f"key {event.keyid!r} is not trusted")
-        if (retired := self._retired(holders, event, appended_ms)) is not None:
+        if (retired := self._retired(holders, event, appended_ms, kept)) is not None:
             return retired
         try:
             message = signed_bytes(json.loads(raw) if document is None else document)
@@ -409,9 +414,17 @@ class Authority:
             return Refusal(ReasonCode.CONTROL_REPLAYED, f"{event.type} carries no sequence")
         return None
 
-    def _retired(self, holders: list[Principal], event: Envelope, appended_ms: int | None) -> Refusal | None:
-        """Why `event` is refused when every holder of its key was retired longer before it arrived than the grace window."""
+    def _retired(self, holders: list[Principal], event: Envelope, appended_ms: int | None, kept: bool = False) -> Refusal | None:
+        """Why `event` is refused when every holder of its key was retired longer before it arrived than the grace window.
+
+        `kept` (no time it arrived that its signer could not have chosen): refused only when every holder's key was
+        retired as leaked; one rotated with grace signed it while it was current, and its private key is gone (review63).
+        """
         if self.retired_grace_s is None:
+            return None
+        if kept:
+            if all(p.retired_at is not None and not p.grace for p in holders):
+                return Refusal(ReasonCode.SIGNER_RETIRED, f"key {event.keyid} was retired as leaked, and proves nothing it signed")
             return None
         if appended_ms is not None:
             arrived = appended_ms / 1000

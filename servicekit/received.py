@@ -69,7 +69,7 @@ def proven(topic: str, text: str, expected: ActionIdentity, authority: Authority
         return NotProven(f"is not an event of {topic} ({type(exc).__name__})", "invalid")
     if authority is None:
         return NotProven("cannot be verified (this service was given no public keys)", "invalid")
-    refusal = authority.check(text, event, document)
+    refusal = authority.check(text, event, document, kept=True)
     if refusal is not None:
         return NotProven(f"is refused: {refusal.message}", "unsigned" if refusal.code == ReasonCode.SIGNATURE_MISSING else "invalid")
     theirs = action_identity(event.data)  # the envelope's tenant is its data's (the contract)

@@ -73,7 +73,7 @@ def _verified(record: ApprovalRecord, authority: Authority | None) -> ApprovalGr
         return f"is not an event of {TOPIC} ({type(exc).__name__})"
     if authority is None:
         return "cannot be verified (this service was given no public keys)"
-    if (refusal := authority.check(text, event, document)) is not None:
+    if (refusal := authority.check(text, event, document, kept=True)) is not None:
         return f"is refused: {refusal.message}"
     if not isinstance(event, ApprovalGranted | ApprovalRejected | ApprovalExpired):
         return f"is a {event.type}, not a decision"
