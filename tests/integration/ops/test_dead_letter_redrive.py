@@ -336,15 +336,17 @@ async def _succeeded(stack: dict[str, Any], d: s.ActionProposedData) -> None:
     await stack["producer"].send("actions.results", s.ActionSucceeded.build(done, source="tidegate/executor"))
 
 
-async def _dead_letter_as(kit: KitSettings, service: str, topic: str, row: Any, d: s.ActionProposedData, error: str) -> s.EventRejected:
-    """A dead letter of the record at `row` (of `topic`) with `service`'s Kafka login and key, its bytes whole: a handler error."""
+async def _dead_letter_as(
+    kit: KitSettings, service: str, topic: str, row: Any, d: s.ActionProposedData, error: str, code: str = "handler_error"
+) -> s.EventRejected:
+    """A dead letter of the record at `row` (of `topic`) with `service`'s Kafka login and key, its bytes whole (`code`: its reason)."""
     from servicekit import service_key
 
     raw: bytes = row["value"]
     rejected = s.EventRejectedData(
         tenant_id=d.tenant_id, task_id=d.task_id, topic=kit.topic_prefix + topic, partition=row["partition"],
         offset=row["kafka_offset"], key=d.task_id, raw_value=raw.decode(), size=len(raw), sha256=hashlib.sha256(raw).hexdigest(),
-        code="handler_error", error=error, service=service,
+        code=code, error=error, service=service,
     )  # fmt: skip
     letter = sign_event(s.EventRejected.build(rejected, source=f"tidegate/{service}"), service_key(kit, service))
     producer = AIOKafkaProducer(bootstrap_servers=kit.kafka_bootstrap, acks="all", **kafka_options(kit, service))
@@ -407,3 +409,37 @@ async def test_a_result_the_planner_failed_on_is_redrivable_though_the_action_su
     assert dead["redrivable"] is True, dead["why_not"]
     result = await dead_letters(kit, "redrive", letter.id, "--reason", "the planner's bug is fixed", "--yes")
     assert result.exit_code == 0, result.output
+
+
+async def test_an_expired_authorization_the_planner_proposed_again_is_listed_with_its_new_action_and_nothing_to_do(
+    kit: KitSettings, stack: dict[str, Any], wait_for: Any
+) -> None:
+    """oncall F3, through `dead-letters list` on the real broker and audit log (review63: only `proposed_again_of` was tested).
+
+    The executor was down longer than the authorizations live: at its start it refused one `authorization_expired`, and
+    the planner proposed it again (`repeats`). The on-call's list must name the new action and say there is nothing to
+    do; the list reads the task's proposals once (3ae261af), so another expired one of the same task is told the same way.
+    """
+    asked = proposal("T-2003")  # allowed at once: the policy publishes its authorization
+    await stack["producer"].send("actions.proposed", asked)
+    d = asked.data
+    row = await _logged(kit, wait_for, "actions.authorized", d.action_id)
+    expired = "authorization expired at 2026-12-07T10:14:35Z, before the executor read it (0 attempts)"
+    letter = await _dead_letter_as(kit, "executor", "actions.authorized", row, d, expired, code="authorization_expired")
+    again = d.model_copy(update={"action_id": f"a-{uuid.uuid4().hex[:10]}", "repeats": d.action_id, "proposer": "planner"})
+    await stack["producer"].send("actions.proposed", s.ActionProposed.build(again, source="tidegate/planner"))
+    await _logged(kit, wait_for, "actions.proposed", again.action_id)
+
+    [dead] = await listed(kit, wait_for, d.task_id)
+    assert dead["id"] == letter.id
+    assert dead["unverified"] is None
+    assert dead["proposed_again"] is not None, "told to propose again what the planner had proposed again"
+    assert f"the planner proposed it again as action {again.action_id}" in dead["proposed_again"]
+    assert dead["why_not"].endswith(f"{dead['proposed_again']}: nothing to do")
+    assert dead["redrivable"] is False
+    text = await dead_letters(kit, "list", "--code", "authorization_expired")
+    assert text.exit_code == 0, text.output
+    shown = " ".join(text.output.split())
+    assert again.action_id in shown  # folded, never cut
+    assert "nothing to do" in shown
+    assert "ask for a new decision (propose again)" not in shown
