@@ -121,3 +121,45 @@ async def test_adopt_keeps_only_the_policys_own_escalation_of_each_request(
     assert (tampered.status_code, tampered.json()["detail"]["code"]) == (409, "request_unproven"), tampered.text
     granted = await approve(rows["genuine"])
     assert (granted.status_code, granted.json()["status"]) == (200, "granted"), granted.text
+
+
+async def test_a_pending_row_no_release_wrote_is_refused_and_the_others_are_adopted(
+    start_approval: StartApproval, approval_login: asyncpg.Connection, kit: KitSettings, wait_for: WaitFor
+) -> None:
+    """review63: the attacker adds one pending row the service's record cannot read (a field it does not know).
+
+    Before, `approvals adopt` ended on pydantic's traceback at that row, having adopted nothing: every request pending
+    across the upgrade stayed unapprovable while the operator looked for why. Now that row is refused, said why, and
+    the genuine request beside it is adopted.
+    """
+    h: ApprovalHarness = await start_approval()
+    audit = build_audit(kit, AuditSettings(batch_max_records=500, checkpoint_interval_s=0.5, topic_discovery_ms=2000))
+    await audit.start()
+    log = await PostgresAuditLog.connect(kit.database_url, max_size=2)
+    try:
+        d = h.decided()
+        await h.escalate(d)
+        genuine = await wait_for(lambda: h.repo.get_by_action(d.action_id, tenant_id=d.tenant_id))
+        found = SearchFilters(event_type="tidegate.action.decided", action_id=d.action_id, topic_prefix=kit.topic_prefix)
+        await wait_for(lambda: log.search(found, limit=1), what="the escalation in the audit log", timeout=60)
+        await as_before_23(approval_login, genuine.approval_id)
+        stored = "SELECT record FROM approval.approvals WHERE approval_id = $1"
+        junk = json.loads(await approval_login.fetchval(stored, genuine.approval_id))
+        junk.update(approval_id=f"ap-junk-{genuine.approval_id}", action_id=f"a-junk-{d.action_id}", unknown_field=True)
+        await approval_login.execute(
+            "INSERT INTO approval.approvals SELECT $3, kind, $4, task_id, tenant_id, tool, status, 1, created_at, expires_at, "
+            "escalated_at, $2::jsonb FROM approval.approvals WHERE approval_id = $1",
+            genuine.approval_id,
+            json.dumps(junk),
+            junk["approval_id"],
+            junk["action_id"],
+        )
+        outcomes = {o.approval_id: o for o in await adopt_pending(kit, log)}
+    finally:
+        await log.close()
+        await audit.stop()
+    refused = outcomes[f"ap-junk-{genuine.approval_id}"]
+    assert refused.outcome == "refused", refused
+    assert "not a request this release reads" in (refused.why or "")
+    assert outcomes[genuine.approval_id].outcome == "adopted", outcomes[genuine.approval_id]
+    assert await decision_of(approval_login, genuine.approval_id) is not None

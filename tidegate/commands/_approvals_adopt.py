@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import asyncpg
 import typer
+from pydantic import ValidationError
 
 from servicekit import KitSettings, ToolCatalog, deployment_authority
 from servicekit.authority import Authority
@@ -37,7 +38,7 @@ __all__ = ["Adopted", "adopt", "adopt_pending"]
 DECIDED = "tidegate.action.decided"
 CANDIDATES = 50  # `action.decided` records read per action, newest first (an action is decided a handful of times)
 _PENDING = (
-    "SELECT approval_id, version, record::text FROM approval.approvals "
+    "SELECT approval_id, tenant_id, action_id, tool, version, record::text FROM approval.approvals "
     "WHERE kind = 'approval' AND status = 'pending' AND record->>'decision' IS NULL ORDER BY created_at, approval_id"
 )
 # Only a row still pending, at the version read and still without a decision: a vote or a settle meanwhile wins.
@@ -89,7 +90,13 @@ async def adopt_pending(kit: KitSettings, log: PostgresAuditLog, *, dry_run: boo
         for done, row in enumerate(pending):
             if report is not None:
                 report("adopt", done, len(pending))
-            record = ApprovalRecord.model_validate_json(row["record"])
+            try:
+                record = ApprovalRecord.model_validate_json(row["record"])
+            except ValidationError as exc:  # written by no release of the service (its login?): said, and the others adopted
+                of = {k: row[k] for k in ("approval_id", "tenant_id", "action_id", "tool")}
+                why = f"its row is not a request this release reads ({exc.error_count()} error(s), the first: {exc.errors()[0]['msg']})"
+                out.append(Adopted(**of, outcome="refused", why=why))
+                continue
             found = SearchFilters(event_type=DECIDED, action_id=record.action_id, topic_prefix=kit.topic_prefix, include_duplicates=True)
             rows = [(r.event_id, r.value) for r in await log.search(found, limit=CANDIDATES, newest=True) if r.value is not None]
             outcome, text = _kept(record, rows[::-1], authority)  # newest first
