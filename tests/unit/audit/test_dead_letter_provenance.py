@@ -250,3 +250,25 @@ def test_a_dead_letter_carrying_a_made_up_record_whole_is_listed_as_not_verified
     assert "is not the one it names" in str(line["unverified"])
     assert line["redrivable"] is False
     assert line["ran"] is None  # nothing said of the log's record there, which is not the one it names
+
+
+def test_a_dead_letter_naming_another_task_of_the_same_tenant_is_listed_as_not_verified_and_not_told_as_that_tasks_evidence(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """review63: the executor's stolen key writes a dead letter of acme's record of task `t-other`, naming acme's task `g-1`.
+
+    It marks itself truncated, carrying the record's true SHA-256, so the signer's check cannot read its task and passes
+    it, and the log's record at its position is the one it names (same SHA-256, same tenant). Before, `list` showed it as the
+    executor's verified refusal under task g-1, and `audit explain g-1` told it as part of that task's story.
+    """
+    from services.audit import explain_task
+
+    theirs = record_of("acme", "t-other")
+    forged = {"raw_value": theirs[:30].decode(), "truncated": True, "sha256": hashlib.sha256(theirs).hexdigest()}
+    line = _listed(kit, monkeypatch, theirs, **forged)
+    assert line["task_id"] == "g-1"
+    assert line["shown_as"] == "not verified (names executor)", "listed as the executor's verified refusal of task g-1"
+    assert "is of task t-other" in str(line["unverified"])
+    assert line["redrivable"] is False
+    told = asyncio.run(explain_task(_logged(kit, theirs, **forged), "g-1", PREFIX, recheck=lambda row: None))
+    assert [u for u in told.unverified or [] if "is of task t-other" in u], "told as evidence of task g-1"
