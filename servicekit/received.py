@@ -56,11 +56,15 @@ class NotProven:
     counted_as: str
 
 
-def proven(topic: str, text: str, expected: ActionIdentity, authority: Authority | None, *, signed: str) -> Envelope | NotProven:
+def proven(
+    topic: str, text: str, expected: ActionIdentity, authority: Authority | None, *, signed: str, shown: bool = False
+) -> Envelope | NotProven:
     """The event of `topic` kept as `text` when it verifies (`Authority.check`) and is about the action `expected`; else why not.
 
     `authority`: the deployment's public keys (None: nothing kept is trusted). `signed`: what a verified event of another
-    action is called in the refusal ("the executor's signed result").
+    action is called in the refusal ("the executor's signed result"). `shown`: the event proves what a row shows, and is
+    never sent again, so a key rotated with grace still proves it however long ago (`Authority.check(kept=True)`); an
+    event that goes out again (the executor's kept result) must pass as every consumer will judge it: now.
     """
     try:
         event: Envelope
@@ -69,7 +73,7 @@ def proven(topic: str, text: str, expected: ActionIdentity, authority: Authority
         return NotProven(f"is not an event of {topic} ({type(exc).__name__})", "invalid")
     if authority is None:
         return NotProven("cannot be verified (this service was given no public keys)", "invalid")
-    refusal = authority.check(text, event, document, kept=True)
+    refusal = authority.check(text, event, document, kept=shown)
     if refusal is not None:
         return NotProven(f"is refused: {refusal.message}", "unsigned" if refusal.code == ReasonCode.SIGNATURE_MISSING else "invalid")
     theirs = action_identity(event.data)  # the envelope's tenant is its data's (the contract)

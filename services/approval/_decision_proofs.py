@@ -118,7 +118,7 @@ def _checked(record: ApprovalRecord, authority: Authority | None) -> tuple[dict[
     """What the policy signed of `record` (None: its kept event does not verify), and why the row is not that (None: it is)."""
     if record.decision is None:
         return None, NotProven("carries no signed decision of the policy", "unsigned")
-    event = proven(TOPIC, record.decision, action_identity(record), authority, signed="the policy's signed decision")
+    event = proven(TOPIC, record.decision, action_identity(record), authority, signed="the policy's signed decision", shown=True)
     if isinstance(event, NotProven):
         return None, event
     if not isinstance(event, ActionDecided) or event.data.outcome != "escalate":

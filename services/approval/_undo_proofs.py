@@ -85,7 +85,7 @@ def _proven(kept: KeptResult | UnreadableResult, action_id: str, authority: Auth
         return NotProven("carries no signed result event of the executor (it was kept before this release)", "unsigned")
     copy = kept.result
     expected: ActionIdentity = {**action_identity(copy), "action_id": action_id}  # the action asked for, as its row tells it
-    event = proven(TOPIC, kept.event, expected, authority, signed="the executor's signed result")
+    event = proven(TOPIC, kept.event, expected, authority, signed="the executor's signed result", shown=True)
     if isinstance(event, NotProven):
         return event
     if not isinstance(event, ActionSucceeded):
