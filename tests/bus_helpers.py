@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -20,7 +19,12 @@ __all__ = ["Collector", "Producer", "every_record"]
 
 
 class Collector:
-    """Reads topics from the beginning in the background and keeps every decoded event."""
+    """Reads topics from the beginning in the background and keeps every decoded event, each record once.
+
+    Assigned every partition of its topics, in no consumer group: a group's member that sends no heartbeat for a session
+    (a test holding its event loop while `pg_restore` runs under load) is dropped, joins again with nothing committed and
+    reads every record again (tests/integration/foundation/test_collector.py).
+    """
 
     def __init__(self, kit: KitSettings, names: list[str]) -> None:
         self.kit = kit
@@ -31,14 +35,22 @@ class Collector:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            *[self.kit.topic_prefix + n for n in self.names],
             bootstrap_servers=self.kit.kafka_bootstrap,
             **kafka_options(self.kit, ADMIN),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
-            group_id=f"collector-{uuid.uuid4().hex[:8]}",
         )
         await self._consumer.start()
+        await self._consumer._client.force_metadata_update()  # no public metadata refresh in aiokafka
+        tps: list[TopicPartition] = []
+        for topic in (self.kit.topic_prefix + n for n in self.names):
+            partitions = self._consumer.partitions_for_topic(topic)
+            if not partitions:
+                await self._consumer.stop()
+                raise LookupError(f"{topic}: no such topic to collect")
+            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
