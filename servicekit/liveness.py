@@ -37,6 +37,7 @@ class Liveness:
     last_answer: float = field(default_factory=time.monotonic)  # when the broker last answered every consumer's check
     unanswered: str | None = None  # what the last check met, while the broker does not answer; None once it does
     asking_since: float | None = None  # when the checks in progress asked the broker; None between checks
+    waiting: int = 0  # records waiting on the assigned partitions, at the last check (a consumer unanswered counts 0)
 
     def watch(self, subscriber: Any) -> None:
         """Read the lag of `subscriber`'s Kafka consumer (once it is started)."""
@@ -92,7 +93,7 @@ class Liveness:
                 waiting += _waiting(consumer, ends)
         if unanswered is None:
             self.last_answer = time.monotonic()
-        self.unanswered = unanswered
+        self.unanswered, self.waiting = unanswered, waiting
         return waiting
 
     def _waiting_s(self, now: float) -> float:

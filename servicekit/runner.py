@@ -32,6 +32,7 @@ from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuth
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from servicekit.broker_outage import BrokerWatch
 from servicekit.bus import Bus
 from servicekit.bus_history import BehindTheBus, HistoryNotReadable
 from servicekit.catalog import CatalogError
@@ -358,6 +359,7 @@ class ServiceProcess:
         observe_broker_silence(self.name, self.bus.liveness.silent_s)
         if self.clock is not None:
             observe_clock_offset(self.name, self.clock)
+        broker = BrokerWatch(self.name, self.bus.bootstrap)  # a broker outage: one line as it starts, one as it ends
         while True:
             if self.bus.failure is not None:
                 return f"producer dead: {self.bus.failure!r}"
@@ -365,6 +367,7 @@ class ServiceProcess:
             if reason is not None:
                 self.stalled = reason
                 return reason
+            broker.seen(self.bus.liveness)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.bus.failed.wait(), self.watch_interval_s)
 
