@@ -32,7 +32,8 @@ def _reading(g: GroupLag) -> str:
         return "[red]not asked[/]"
     if g.members == 0:
         return f"[red]nobody[/] ({g.state or 'no group'})" if g.lag else f"nobody ({g.state or 'no group'})"
-    return f"{g.members} member{'s' if g.members != 1 else ''} ({g.state})"
+    members = f"{g.members} member{'s' if g.members != 1 else ''} ({g.state})"
+    return f"{members}, [red]{len(g.unread)} partition(s) held by none[/]" if g.unread else members
 
 
 def _as_json(g: GroupLag) -> str:
@@ -41,7 +42,7 @@ def _as_json(g: GroupLag) -> str:
         "oldest_at": g.oldest_at.isoformat() if g.oldest_at else None, "behind_means": g.group.behind, "error": g.error or None,
         "partitions": [
             {"topic": p.topic, "partition": p.partition, "committed": p.committed, "start": p.start, "end": p.end, "lag": p.lag,
-             "oldest_at": p.oldest_at.isoformat() if p.oldest_at else None}
+             "oldest_at": p.oldest_at.isoformat() if p.oldest_at else None, "reader": p.reader}
             for p in g.partitions
         ],
     })  # fmt: skip
@@ -82,15 +83,25 @@ def lag(
         if g.error:
             console.print(f"[red]{shown(g.full_name, None)}[/]: {shown(g.error, None)}", soft_wrap=True)
             continue
-        shown_partitions = [p for p in g.partitions if every_partition or p.lag]
+        unread = g.unread
+        shown_partitions = [p for p in g.partitions if every_partition or p.lag or p in unread]
         if not shown_partitions:
             continue
         console.print(f"[bold]{shown(g.full_name, None)}[/] ({g.group.service}), {g.lag:,} behind: {g.group.behind}", soft_wrap=True)
         for p in shown_partitions:
             committed = "never committed" if p.committed is None else f"committed {p.committed:,}"
             oldest = f", oldest written {_at(p.oldest_at, now)}" if p.oldest_at else ""
-            console.print(f"  {shown(p.topic)}[{p.partition}]: {committed}, end {p.end:,}, lag {p.lag:,}{oldest}", soft_wrap=True)
-        if g.stuck:
+            reader = "" if not g.members else f", read by {shown(p.reader, None)}" if p.reader else ", [red]held by no member[/]"
+            console.print(f"  {shown(p.topic)}[{p.partition}]: {committed}, end {p.end:,}, lag {p.lag:,}{oldest}{reader}", soft_wrap=True)
+        if unread:
+            console.print(
+                f"  [red]{len(unread)} partition(s) read by no one[/]: the group has {g.members} member(s) and is settled "
+                f"({g.state}), yet no member holds them, so what is written there waits however long the {g.group.service} runs "
+                f"(a consumer that lost its assignment); `tidegate restart {g.group.service}` makes its copies join again, "
+                "and they read on from the committed offsets",
+                soft_wrap=True,
+            )
+        elif g.stuck:
             console.print(
                 f"  [red]no one reads it[/]: the {g.group.service} is not running (`tidegate status`; start it, or "
                 f"`tidegate restart {g.group.service}` under `tidegate up`); it resumes from the committed offsets, nothing is skipped",

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -67,6 +68,7 @@ class PartitionLag:
     start: int
     end: int
     oldest_at: datetime | None = None  # the broker's timestamp of the first unhandled record, when lag > 0 and it was read
+    reader: str | None = None  # the member that holds it (`client_id@host`); None: no member holds it
 
     @property
     def lag(self) -> int:
@@ -86,6 +88,18 @@ class GroupLag:
     error: str = ""
 
     @property
+    def unread(self) -> list[PartitionLag]:
+        """Partitions no member holds while the group has members and is settled (`Stable`): nothing reads them.
+
+        A rebalance under way holds none for a moment (any other state than `Stable`); a settled group with members
+        should hold every partition of its topics. One it does not is read by no one, though the group looks alive
+        (reliability.md: "a consumer that lost its assignment altogether").
+        """
+        if self.error or self.members == 0 or self.state != "Stable":
+            return []
+        return [p for p in self.partitions if p.reader is None]
+
+    @property
     def lag(self) -> int:
         """Every partition's lag, summed."""
         return sum(p.lag for p in self.partitions)
@@ -97,8 +111,8 @@ class GroupLag:
 
     @property
     def stuck(self) -> bool:
-        """Behind and read by no one: it will not catch up until its service runs again."""
-        return not self.error and self.lag > 0 and self.members == 0
+        """Behind and read by no one, or a partition no member of a settled group holds: it will not catch up by itself."""
+        return not self.error and ((self.lag > 0 and self.members == 0) or bool(self.unread))
 
 
 def _login(kit: KitSettings, service: str) -> tuple[str, dict[str, Any]]:
@@ -117,11 +131,18 @@ def _topics(group: Group, seen: Iterable[str], prefix: str) -> list[str]:
     return [prefix + t for t in group.topics if prefix + t in present]
 
 
-async def _described(admin: AIOKafkaAdminClient, full_name: str) -> tuple[str, int]:
+async def _described(admin: AIOKafkaAdminClient, full_name: str) -> tuple[str, int, dict[tuple[str, int], str]]:
+    """The group's state, its member count, and which member (`client_id@host`) holds each partition."""
     for response in await admin.describe_consumer_groups([full_name]):
         for _error, _name, state, _protocol_type, _protocol, members, *_ in response.groups:
-            return str(state), len(members)
-    return "", 0
+            held: dict[tuple[str, int], str] = {}
+            for _member_id, client_id, client_host, _metadata, assignment in members:
+                if not assignment:  # a member that has not been given its assignment yet (a rebalance under way)
+                    continue
+                for tp in ConsumerProtocolMemberAssignment.decode(assignment).partitions():
+                    held[(tp.topic, tp.partition)] = f"{client_id}@{str(client_host).lstrip('/')}"
+            return str(state), len(members), held
+    return "", 0, {}
 
 
 async def _oldest(consumer: AIOKafkaConsumer, firsts: dict[TopicPartition, int], timeout_s: float) -> dict[TopicPartition, datetime]:
@@ -155,7 +176,7 @@ async def _group_lag(kit: KitSettings, group: Group, timeout_s: float) -> GroupL
     consumer = AIOKafkaConsumer(bootstrap_servers=kit.kafka_bootstrap, group_id=None, enable_auto_commit=False, **options)
     try:
         await asyncio.wait_for(asyncio.gather(admin.start(), consumer.start()), timeout_s)
-        lag.state, lag.members = await _described(admin, lag.full_name)
+        lag.state, lag.members, held = await _described(admin, lag.full_name)
         committed = await admin.list_consumer_group_offsets(lag.full_name)
         metadata = await cluster_now(consumer)
         tps = [
@@ -164,7 +185,12 @@ async def _group_lag(kit: KitSettings, group: Group, timeout_s: float) -> GroupL
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
         rows = [PartitionLag(tp.topic.removeprefix(prefix), tp.partition, _offset(committed.get(tp)), starts[tp], ends[tp]) for tp in tps]
         oldest = await _oldest(consumer, {TopicPartition(prefix + r.topic, r.partition): r.end - r.lag for r in rows if r.lag}, timeout_s)
-        lag.partitions = [replace(r, oldest_at=oldest.get(TopicPartition(prefix + r.topic, r.partition))) for r in rows]
+        lag.partitions = [
+            replace(
+                r, oldest_at=oldest.get(TopicPartition(prefix + r.topic, r.partition)), reader=held.get((prefix + r.topic, r.partition))
+            )
+            for r in rows
+        ]
     except (KafkaError, OSError, TimeoutError) as exc:
         lag.error = f"not read as Kafka login {principal}: {type(exc).__name__}: {exc}".rstrip(": ")
     finally:

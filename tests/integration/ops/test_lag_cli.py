@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.structs import OffsetAndMetadata
 from typer.testing import CliRunner
 
@@ -102,3 +106,59 @@ async def test_an_unknown_service_is_refused_with_the_names() -> None:
     assert result.exit_code == 2
     assert "exector" in result.output
     assert "executor" in result.output
+
+
+class AllButPartitionZero(AbstractPartitionAssignor):
+    """Gives every member its topics' partitions, except partition 0: a member that lost part of its assignment."""
+
+    name = "all-but-partition-zero"
+
+    @classmethod
+    def assign(
+        cls, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        given = {}
+        for member_id, metadata in members.items():
+            topics = [(t, sorted(p for p in cluster.partitions_for_topic(t) or () if p != 0)) for t in metadata.subscription]
+            given[member_id] = ConsumerProtocolMemberAssignment(0, topics, b"")
+        return given
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(0, list(topics), b"")
+
+    @classmethod
+    def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+        return None
+
+
+async def test_the_on_call_sees_a_partition_that_no_member_of_a_live_group_holds(
+    kit: KitSettings, producer: AIOKafkaProducer, wait_for: Any
+) -> None:
+    """`1 member (Stable)`, exit 0, while 4 authorizations waited on a partition no member held (reliability.md, "not detected")."""
+    topic = await _authorizations(kit, producer, 7)
+    await _commit(kit, topic, 3)
+    reader = AIOKafkaConsumer(
+        topic, bootstrap_servers=kit.kafka_bootstrap, group_id=kit.topic_prefix + "executor", enable_auto_commit=False,
+        partition_assignment_strategy=(AllButPartitionZero,), **kafka_options(kit, ADMIN),
+    )  # fmt: skip
+    await reader.start()
+    try:
+        await wait_for(lambda: reader.assignment(), timeout=30, what="the reader to join the executor's group")
+        result = await _lag(kit, "--json")
+        assert result.exit_code == 1, result.output  # behind, and no one reads it, though the group has a member
+        group = json.loads(result.stdout.splitlines()[0])
+        assert (group["members"], group["state"], group["lag"], group["stuck"]) == (1, "Stable", 4, True)
+        readers = {p["partition"]: p["reader"] for p in group["partitions"]}
+        assert readers[0] is None
+        assert all(reader and reader.endswith("@127.0.0.1") for partition, reader in readers.items() if partition != 0), readers
+
+        said = await _lag(kit)
+        assert said.exit_code == 1, said.output
+        assert "1 member (Stable), 1 partition(s) held by none" in said.stdout
+        assert "actions.authorized[0]: committed 3, end 7, lag 4" in said.stdout
+        assert "held by no member" in said.stdout
+        assert "1 partition(s) read by no one" in said.stdout
+        assert "tidegate restart executor" in said.stdout
+    finally:
+        await reader.stop()
