@@ -48,10 +48,14 @@ class DeliveryQueue(Protocol):
         duration_ms: float,
         outcome: str,
         next_at: datetime | None,
+        waiting_due: tuple[datetime, datetime] | None = None,
     ) -> None:
         """Log one attempt and move the delivery on (`delivered`, `failed`, or `pending` until `next_at`), if it is still pending.
 
-        A delivery failed meanwhile (its endpoint removed) stays failed; the attempt is logged all the same.
+        A delivery failed meanwhile (its endpoint removed) stays failed; the attempt is logged all the same. With
+        `waiting_due` (`now`, `beyond`) and the delivery delivered, its endpoint's other messages waiting out a retry's
+        backoff until after `beyond` are due at `now`: the receiver answers again, so what it missed goes now, not up to
+        `webhook_backoff_max_s` later. `beyond` is past any claim's lease, so a message another round holds is not touched.
         """
         ...
 
@@ -137,8 +141,12 @@ class PgDeliveryQueue(PgWebhookTables, DeliveryQueue):
         duration_ms: float,
         outcome: str,
         next_at: datetime | None,
+        waiting_due: tuple[datetime, datetime] | None = None,
     ) -> None:
-        """Log one attempt (numbered after those before a re-queue) and move the delivery on, if it is still pending."""
+        """Log one attempt (numbered after those before a re-queue) and move the delivery on, if it is still pending.
+
+        Delivered with `waiting_due`: the endpoint's messages waiting out a backoff are brought forward in the same statement.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 f"INSERT INTO {self.s}.webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) "
@@ -150,17 +158,23 @@ class PgDeliveryQueue(PgWebhookTables, DeliveryQueue):
                 error,
                 duration_ms,
             )
+            now, beyond = waiting_due if waiting_due is not None else (None, None)
             await conn.execute(
-                f"UPDATE {self.s}.webhook_deliveries SET attempts = $2, status = $3, last_status_code = $4, last_error = $5, "
-                "next_attempt_at = COALESCE($6, next_attempt_at), delivered_at = CASE WHEN $3 = 'delivered' THEN now() ELSE "
-                "delivered_at END "
-                "WHERE delivery_id = $1 AND status = 'pending'",
+                f"WITH moved AS (UPDATE {self.s}.webhook_deliveries SET attempts = $2, status = $3, last_status_code = $4, "
+                "last_error = $5, next_attempt_at = COALESCE($6, next_attempt_at), delivered_at = CASE WHEN $3 = 'delivered' "
+                "THEN now() ELSE delivered_at END "
+                "WHERE delivery_id = $1 AND status = 'pending' RETURNING tenant_id, endpoint_id, status) "
+                f"UPDATE {self.s}.webhook_deliveries w SET next_attempt_at = $7 FROM moved WHERE $7::timestamptz IS NOT NULL "
+                "AND moved.status = 'delivered' AND w.tenant_id = moved.tenant_id AND w.endpoint_id = moved.endpoint_id "
+                "AND w.delivery_id <> $1 AND w.status = 'pending' AND w.attempts > 0 AND w.next_attempt_at > $8",
                 delivery_id,
                 attempt,
                 outcome,
                 status_code,
                 error,
                 next_at,
+                now,
+                beyond,
             )
 
 
@@ -199,8 +213,9 @@ class InMemoryDeliveryQueue(InMemoryWebhookTables, DeliveryQueue):
         duration_ms: float,
         outcome: str,
         next_at: datetime | None,
+        waiting_due: tuple[datetime, datetime] | None = None,
     ) -> None:
-        """Log one attempt and move the delivery on, if it is still pending."""
+        """Log one attempt and move the delivery on, if it is still pending (delivered: the endpoint's waiting ones due now)."""
         d = self.delivery_rows[delivery_id]
         number = max([attempt, *(a.attempt + 1 for a in self.attempts if a.delivery_id == delivery_id)])
         self.attempts.append(Attempt(delivery_id, number, utcnow(), status_code, error, duration_ms))
@@ -214,3 +229,16 @@ class InMemoryDeliveryQueue(InMemoryWebhookTables, DeliveryQueue):
             last_error=error,
             next_attempt_at=next_at or d.next_attempt_at,
         )
+        if outcome != "delivered" or waiting_due is None:
+            return
+        now, beyond = waiting_due
+        for other in list(self.delivery_rows.values()):
+            if (
+                (other.tenant_id, other.endpoint_id) == (d.tenant_id, d.endpoint_id)
+                and other.delivery_id != delivery_id
+                and other.status == "pending"
+                and other.attempts > 0
+                and other.next_attempt_at is not None
+                and other.next_attempt_at > beyond
+            ):
+                self.delivery_rows[other.delivery_id] = replace(other, next_attempt_at=now)

@@ -96,7 +96,7 @@ class WebhookSide:
         if sender is None:
             return 0
         timeout_s = self.settings.webhook_timeout_s
-        claimed = await self.repo.claim_due_deliveries(self.clock(), timedelta(seconds=timeout_s * 3 + 10))
+        claimed = await self.repo.claim_due_deliveries(self.clock(), self._lease())
         queues: dict[tuple[str, str], list[tuple[Delivery, Endpoint]]] = {}
         for delivery, endpoint in claimed:
             queues.setdefault((endpoint.tenant_id, endpoint.endpoint_id), []).append((delivery, endpoint))
@@ -112,6 +112,10 @@ class WebhookSide:
             return 0
         done, _ = await asyncio.wait(turns, timeout=wait_s)
         return sum(turn.result() for turn in done if not turn.cancelled() and turn.exception() is None)
+
+    def _lease(self) -> timedelta:
+        """How long a claimed message is held from other rounds and copies: it outlives a round's attempts."""
+        return timedelta(seconds=self.settings.webhook_timeout_s * 3 + 10)
 
     async def queue_owed(self) -> int:
         """Write the messages owed to endpoints registered again after their row was refused, and count what refused ones are owed.
@@ -216,6 +220,7 @@ class WebhookSide:
         result = await sender.send(endpoint.url, headers, body)
         attempt = delivery.attempts + 1
         outcome, next_at = self._next_step(attempt, result.ok, retry_until)
+        answered = self.clock()  # the receiver answers: its messages waiting out a backoff (it was down) are due now
         await self.repo.record_attempt(
             delivery.delivery_id,
             attempt,
@@ -224,6 +229,7 @@ class WebhookSide:
             duration_ms=result.duration_ms,
             outcome=outcome,
             next_at=next_at,
+            waiting_due=(answered, answered + self._lease()),  # past any lease: a message another round holds is left alone
         )
         observe_webhook_delivery(endpoint.tenant_id, "retried" if outcome == "pending" else outcome)
         return result.ok

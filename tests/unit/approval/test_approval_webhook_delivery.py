@@ -145,3 +145,31 @@ async def test_links_are_minted_only_for_approvers_who_may_decide(world: World) 
     await _requests(world, service, 1, requested_by=ALICE)
     assert await service.deliver_webhooks() == 1
     assert sorted(json.loads(sender.bodies[0])["data"]["links"]) == [BOB]
+
+
+async def test_a_receiver_back_after_ten_minutes_gets_what_it_missed_at_once_not_after_its_backoff(world: World) -> None:  # noqa: F811
+    """The on-call's night: the chat bridge down 10 min; once back, a request raised then waited 7 more minutes unsent.
+
+    Its message was waiting out a backoff of 8.5 min (1 s doubling) while newer messages to the same endpoint went through:
+    the approvers learnt of the newer requests and not of it, and nothing the on-call could run sent it sooner.
+    """
+    sender = TimedSender(slow_s=0, down={HEALTHY})
+    service = _service(world, sender)
+    await world.repo.upsert_endpoint(Endpoint("chat", HEALTHY, webhooks.new_secret(), "acme"))
+    await _requests(world, service, 1, prefix="night")
+    started = world.clock.now
+    while world.clock.now - started < timedelta(minutes=10):
+        await service.deliver_webhooks()
+        world.clock.now += timedelta(seconds=5)
+    (missed,) = await world.repo.deliveries()
+    assert missed.status == "pending"
+    assert missed.next_attempt_at is not None
+    assert missed.next_attempt_at - world.clock.now > timedelta(minutes=2)  # its backoff outlasts the outage
+
+    sender.down.clear()  # the receiver is back; a new request is raised and sent at once
+    await _requests(world, service, 1, prefix="morning")
+    assert await service.deliver_webhooks() == 1
+    world.clock.now += timedelta(seconds=1)
+    assert await service.deliver_webhooks() == 1  # the one it missed, the next round: not minutes later
+    rows = {d.approval_id: d for d in await world.repo.deliveries()}
+    assert [(r.status, r.approval_id) for r in rows.values() if r.status != "delivered"] == []
