@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 
 import typer
 
-from tidegate.commands._common import console, run, settings, shown
+from tidegate.commands._common import console, fail, run, settings, shown
 from tidegate.commands._whole_ids import print_listing
 from tidegate.ops.lag import GROUPS, GroupLag, read_lag
 
@@ -67,7 +68,10 @@ def lag(
             f"{', '.join(unknown)}: not a service with a consumer group ({', '.join(SERVICES)})", param_hint="--service"
         )
     kit = settings()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # each group's error is said below, once, not aiokafka's reconnect lines
     found = run(read_lag(kit, service, timeout_s=timeout))
+    if not as_json and all(g.error for g in found) and len({g.error for g in found}) == 1:
+        fail(f"Kafka at {kit.kafka_bootstrap}: no group could be asked ({found[0].error}): is the broker up? (`tidegate infra status`)")
     if as_json:
         for g in found:
             typer.echo(_as_json(g))

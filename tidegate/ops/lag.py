@@ -192,7 +192,8 @@ async def _group_lag(kit: KitSettings, group: Group, timeout_s: float) -> GroupL
             for r in rows
         ]
     except (KafkaError, OSError, TimeoutError) as exc:
-        lag.error = f"not read as Kafka login {principal}: {type(exc).__name__}: {exc}".rstrip(": ")
+        text = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"  # aiokafka's name themselves
+        lag.error = f"not read as Kafka login {principal}: {text}".rstrip(": ")
     finally:
         await asyncio.gather(admin.close(), consumer.stop(), return_exceptions=True)
     return lag
