@@ -3,7 +3,7 @@
 While the broker was away a service's log held only aiokafka's lines (the first of each kind, then `[repeated N times
 in 10 s]`), and nothing of the service's own said that it had lost the broker, since when, or that it was over: after a
 3-minute outage the last lines of each log were aiokafka's `Heartbeat session expired`, while every group had caught up
-(oncall F-left, "a broker outage has no Tidegate start/end line"). `BrokerWatch` reads what the watchdog's checks saw
+(oncall, left alone last session: "a broker outage has no Tidegate start/end line"). `BrokerWatch` reads what the watchdog's checks saw
 (`servicekit.liveness.Liveness`: each asks the broker for its consumers' end offsets, every 5 s): once the broker has not
 answered for `OUTAGE_AFTER_S`, it logs one ERROR line; at the first check answered after that, one WARNING line with how
 long it was away and how many records wait. A silence shorter than that (a check caught by a rebalance, or by the
