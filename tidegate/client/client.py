@@ -218,6 +218,7 @@ class Tidegate:
         timeout_s: float | None = None,
         result_timeout_s: float | None = None,
         human_timeout_s: float | None = None,
+        total_timeout_s: float | None = None,
     ) -> Outcome:
         """Propose one tool call and wait for the decision, and for the result when it is allowed.
 
@@ -238,6 +239,8 @@ class Tidegate:
             result_timeout_s: Once the call is seen allowed, seconds to wait for its result (default from the settings:
                 `result_timeout_s`, which outlasts a tool's `timeout_s` × attempts, the executor's wait before its definite answer).
             human_timeout_s: With wait_for_human, seconds to wait for the human (default: no limit).
+            total_timeout_s: Seconds for the decision and the result together, from this call on (default: each its own
+                timeout alone): for a caller whose own request times out, such as an MCP host that cannot wait longer.
 
         Returns:
             `Executed`, `Failed`, `Denied`, `Rejected`, or `Escalated` (unless wait_for_human).
@@ -314,7 +317,10 @@ class Tidegate:
             read_through.set()
         else:
             self.run_in_background(self._catch_up(watch, position, read_through))
+        began = asyncio.get_running_loop().time()
         limit = self.settings.decision_timeout_s if timeout_s is None else timeout_s
+        if total_timeout_s is not None:
+            limit = min(limit, total_timeout_s)
         hint = _UNSIGNED if self.unsigned else ""
         started_at = self._started_at
         assert started_at is not None
@@ -339,6 +345,8 @@ class Tidegate:
             raise
         if watch.progress.final() is None and watch.progress.allowed:  # allowed: the executor's answer may take a tool's every attempt
             waited = self.settings.result_timeout_s if result_timeout_s is None else result_timeout_s
+            if total_timeout_s is not None:  # what the decision took is gone from the caller's wait
+                waited = min(waited, max(0.0, total_timeout_s - (asyncio.get_running_loop().time() - began)))
             await self._until(watch, lambda p: p.final() is not None, waited, hint=_RUNNING)
         if watch.progress.refused:
             self._watches.pop(key, None)

@@ -155,11 +155,20 @@ def build_server(
         `named`: the caller chose the action id (in `_meta`); else the gateway did.
         """
         came = time.monotonic()
+        # A host that asked for no progress hears nothing until the answer: the decision and an allowed call's result
+        # together fit in its bound (they were 30 s + 30 s, the TypeScript SDK's whole 60 s), then the call is pending.
+        bounded = not _asked_for_progress(ctx)
         try:
             # An allowed call's result is waited for no longer than a decision: a client's request would time out first
             waited = client.settings.decision_timeout_s
             outcome = await client.propose(
-                tool, arguments, action_id=action_id, task=task, rationale="MCP tools/call", result_timeout_s=waited
+                tool,
+                arguments,
+                action_id=action_id,
+                task=task,
+                rationale="MCP tools/call",
+                result_timeout_s=waited,
+                total_timeout_s=settings.wait_without_progress_s if bounded else None,
             )
         except ActionIdReused as exc:  # the retry key names another call (here, or at the deployment): never its outcome
             return reused(exc), False
@@ -178,7 +187,7 @@ def build_server(
             ), True
         if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
             limit_s = settings.wait_limit_s
-            if not _asked_for_progress(ctx):  # no progress keeps its host waiting: answer pending before its request times out
+            if bounded:  # no progress keeps its host waiting: answer pending before its request times out
                 limit_s = min(limit_s, settings.wait_without_progress_s - (time.monotonic() - came))
             return await _wait_for_human(ctx, outcome, settings, stopping, limit_s)
         return result_of(outcome), isinstance(outcome, Escalated)

@@ -38,10 +38,11 @@ class GatewaySettings(BaseSettings):
     wait_without_progress_s: float = Field(
         default=30.0,
         gt=0,
-        description="`wait` mode, a call whose host asked for no progress notifications (no `progressToken`, as the MCP Inspector's "
-        "CLI, or the `mcp` SDK's `call_tool` without a `progress_callback`): how long after it came it may wait for a human before it "
-        "returns its pending result (the action id to poll). Nothing keeps such a host's request timer alive, and the TypeScript "
-        "SDK's hosts cut a call off unanswered at 60 s by default.",
+        description="A call whose host asked for no progress notifications (no `progressToken`, as the MCP Inspector's CLI, or the "
+        "`mcp` SDK's `call_tool` without a `progress_callback`): how long after it came it may wait for the policy's decision and an "
+        "allowed call's result together and, in `wait` mode, for a human, before it returns its pending result (the action id to "
+        "poll). Nothing keeps such a host's request timer alive, and the TypeScript SDK's hosts cut a call off unanswered at 60 s "
+        "by default.",
     )
     stop_grace_s: int = Field(
         default=5,

@@ -16,7 +16,8 @@ from conftest import Stack
 from test_mcp_gateway_sessions_with_services import http_gateway, session
 from test_mcp_gateway_with_services import approve_then_poll, notes
 
-from tidegate.client import ClientSettings
+from tidegate.client import ClientSettings, Tidegate, governed
+from tidegate.mcp_gateway import STATUS_TOOL
 
 
 async def test_a_host_that_asked_for_no_progress_is_answered_pending_before_its_request_times_out_and_polls_the_result(
@@ -57,3 +58,41 @@ async def test_a_host_that_asked_for_no_progress_is_answered_pending_before_its_
     assert not answered.is_error, answered.content
     assert answered.structured_content["customer"] == "cus_1005"
     assert [n["customer"] for n in notes(tmp_path)] == ["cus_1004", "cus_1005"]
+
+
+async def test_a_host_that_asked_for_no_progress_gets_an_allowed_but_slow_call_pending_within_its_bound_and_polls_the_result(
+    stack: Stack, client_settings: ClientSettings, wait_for: Any
+) -> None:
+    """Finding (agentsdev): an allowed call waited the decision's 30 s and then 30 s more for its result, the TypeScript
+    SDK's whole 60 s request timeout, so a slow tool's call from a host without progress could be cut off unanswered.
+    The decision and the result now share the host's bound (`WAIT_WITHOUT_PROGRESS_S`), then the call is pending."""
+    release = asyncio.Event()  # the slow tool runs until the host has its answer (its timeout_s, 10 s, cancels it after)
+    async with Tidegate(client_settings) as server:
+
+        @governed("reorder_stock", client=server)  # the integrator's slow function, served by a process of its own
+        async def reorder_stock(sku: str, quantity: int) -> dict[str, Any]:
+            await release.wait()
+            return {"po": f"PO-{sku}-{quantity}"}
+
+        await server.serve_gates["reorder_stock"].check()
+        bound = {"on_escalation": "wait", "tools": ["reorder_stock"], "wait_without_progress_s": 2.0}
+        async with http_gateway(stack, client_settings, **bound) as url, session(url) as host:
+            came = time.monotonic()
+            # The host's own request timeout, 8 s here (60 s in the TypeScript SDK); before, the result was waited for
+            # the client's DECISION_TIMEOUT_S (45 s in these tests) after the decision, while the tool ran.
+            try:
+                held = await asyncio.wait_for(host.call_tool("reorder_stock", {"sku": "KB-9", "quantity": 2}), 8)
+            finally:
+                release.set()
+            assert time.monotonic() - came < 8
+            assert not held.is_error, held.content
+            assert held.structured_content["outcome"] == "pending"
+            ask = {"action_id": held.structured_content["action_id"]}
+
+            async def done() -> Any:
+                answer = await host.call_tool(STATUS_TOOL, ask)
+                return answer if answer.structured_content.get("outcome") != "pending" else None
+
+            polled = await wait_for(done, timeout=60, interval=0.5, what="the slow call's result")
+    assert not polled.is_error, polled.content
+    assert "PO-KB-9-2" in polled.content[0].text  # type: ignore[union-attr]  # the served function ran, once
