@@ -55,13 +55,20 @@ demo: infra-up $(STRIPE_MOCK) ## Set everything up and run the support-triage de
 .PHONY: test
 # The adapters' three venvs are built side by side (-j3: 1.5 min instead of 2.5 on 2 cores); the long suite names its
 # 15 slowest tests, to keep the whole run near 20 minutes.
+# `make test` runs the unit tests and the tests on the real broker and database on TEST_WORKERS pytest-xdist workers (one
+# file per worker at a time; each worker's session has a database and roles of its own, each test its own topic prefix),
+# then the tests marked `alone` (they set what the whole broker holds: quotas, every prefix's rights) one by one.
+TEST_WORKERS ?= 2
+LIVE_TESTS := tests/integration tests/security tests/e2e
+
 test: install ## Everything from nothing: venv, infra up, unit + integration + e2e tests, infra down
 	@set -o pipefail; rc=0; \
 	$(BIN)/tidegate infra up || exit $$?; \
 	bash tests/e2e/approval/browser_deps.sh || exit $$?; \
-	$(BIN)/pytest tests/unit -q -p no:cacheprovider || rc=$$?; \
+	$(BIN)/pytest tests/unit -q -p no:cacheprovider -n $(TEST_WORKERS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(MAKE) -j3 integrations-test || rc=$$?; fi; \
-	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/integration tests/security tests/e2e -q -p no:cacheprovider --durations=15 || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(BIN)/pytest $(LIVE_TESTS) -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m 'not alone' --durations=15 || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(BIN)/pytest $(LIVE_TESTS) -q -p no:cacheprovider -m alone || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/chaos -q -p no:cacheprovider --ignore=tests/chaos/test_session_expiry.py || rc=$$?; fi; \
 	$(BIN)/tidegate infra down || true; \
 	exit $$rc

@@ -312,6 +312,7 @@ async def test_no_one_but_ops_makes_reads_or_writes_a_sandbox(kit: KitSettings, 
     assert await read_first(sandbox, OPS, "tasks") == b"{}"
 
 
+@pytest.mark.alone  # sets and lifts the agent's quota, which every test shares
 async def test_outside_principals_produce_under_a_quota_they_cannot_lift(kit: KitSettings) -> None:
     """A leaked or runaway agent login (or a tool service's) cannot fill the bus, and the audit log that keeps every record,
     at broker speed: `ensure_topics` gives each outside principal a produce quota, and that principal cannot lift it.

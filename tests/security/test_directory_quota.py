@@ -20,6 +20,8 @@ from servicekit.bus_rights import PRINCIPALS
 from tests.conftest import eventually
 from tests.security.test_ops_quota import append_junk
 
+pytestmark = pytest.mark.alone  # sets quotas of principals every test shares: beside no other test
+
 APPROVAL = "approval"
 RATE = 64 * 1024  # this test's quota: small, so that a few seconds show it
 JUNK = 16 * RATE  # 16 s of quota; Kafka measures a rate over a window of ~10 s, so at least ~6 s of it is waited out

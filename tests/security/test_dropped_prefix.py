@@ -24,7 +24,7 @@ from servicekit.bus_rights import Pattern, Resource
 from tests.conftest import delete_prefix_topics
 from tests.security.test_bus_rights import write
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]  # `stale_rights` reads every prefix's rights
 
 
 def run_prefixes(n: int) -> list[str]:

@@ -21,6 +21,8 @@ from servicekit import ADMIN, OPS, KitSettings, catalog_topic_names, ensure_topi
 from servicekit.bus_admin import OPS_PRODUCE_BYTES_PER_S, produce_quotas, produce_quotas_set
 from tests.conftest import eventually
 
+pytestmark = pytest.mark.alone  # sets quotas of principals every test shares: beside no other test
+
 RATE = 64 * 1024  # this test's quota for `ops`: small, so that a few seconds show it
 JUNK = 16 * RATE  # 16 s of quota; Kafka measures a rate over a window of ~10 s, so at least ~6 s of it is waited out
 RECORD = b'{"type":"tidegate.control.killswitch","junk":"' + b"x" * 900 + b'"}'

@@ -19,6 +19,8 @@ from servicekit.bus_admin import PLATFORM_PRINCIPALS, produce_quotas, produce_qu
 from tests.conftest import eventually
 from tests.security.test_ops_quota import append_junk
 
+pytestmark = pytest.mark.alone  # sets quotas of principals every test shares: beside no other test
+
 RATE = 64 * 1024
 JUNK = 16 * RATE  # 16 s of quota; Kafka measures a rate over a window of ~10 s, so at least ~6 s of it is waited out
 RECORD = b'{"type":"tidegate.event.rejected","junk":"' + b"x" * 900 + b'"}'

@@ -138,6 +138,7 @@ async def test_ensure_on_an_existing_cluster_says_what_it_changed_then_that_it_c
     assert "changed no existing topic's configs" in again.stdout
 
 
+@pytest.mark.alone  # sets the approval principal's quota, which every test shares
 async def test_ensure_names_each_produce_quota_it_changes(infra: Any, older: str) -> None:
     """A quota setting changed (`TIDEGATE_KAFKA_APPROVAL_PRODUCE_BYTES_PER_S`) is what `ensure` says it set, was and now;
     run again with the same settings it says it changed none. Quotas are the broker's, whatever the prefix: put back after."""
@@ -168,6 +169,7 @@ async def test_ensure_names_each_produce_quota_it_changes(infra: Any, older: str
         await admin.close()
 
 
+@pytest.mark.alone  # sets the approval principal's quota, which every test shares
 async def test_check_names_the_produce_quota_ensure_will_set_on_a_broker_an_older_release_left(infra: Any, older: str) -> None:
     """The upgrade probe (upgrade21 F5): before upgrading to release 20, `topics check` said "all 13 topics are on the
     broker as the catalog asks", then `ensure` set `produce quota of approval: none → 1048576 B/s`, the one change note
