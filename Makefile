@@ -55,10 +55,12 @@ demo: infra-up $(STRIPE_MOCK) ## Set everything up and run the support-triage de
 .PHONY: test
 # The adapters' three venvs are built side by side (-j3: 1.5 min instead of 2.5 on 2 cores); the long suite names its
 # 15 slowest tests, to keep the whole run near 20 minutes.
-# `make test` runs the unit tests and the tests on the real broker and database on TEST_WORKERS pytest-xdist workers (one
-# file per worker at a time; each worker's session has a database and roles of its own, each test its own topic prefix),
-# then the tests marked `alone` (they set what the whole broker holds: quotas, every prefix's rights) one by one.
-TEST_WORKERS ?= 2
+# `make test` runs the tests on the real broker and database but those marked `alone` (they set what the whole broker
+# holds: quotas, every prefix's rights), then those, from the files that mark them (tests/unit/foundation/
+# test_alone_marks.py holds each such test to the mark, in its own file). TEST_WORKERS=2 runs the unit tests and the
+# first set on two pytest-xdist workers (one file per worker at a time; each worker's session has a database and roles
+# of its own, each test its own topic prefix): not yet the default, since it is not proven green on a loaded machine.
+TEST_WORKERS ?= 0
 LIVE_TESTS := tests/integration tests/security tests/e2e
 
 test: install ## Everything from nothing: venv, infra up, unit + integration + e2e tests, infra down
@@ -68,7 +70,7 @@ test: install ## Everything from nothing: venv, infra up, unit + integration + e
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider -n $(TEST_WORKERS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(MAKE) -j3 integrations-test || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest $(LIVE_TESTS) -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m 'not alone' --durations=15 || rc=$$?; fi; \
-	if [ $$rc -eq 0 ]; then $(BIN)/pytest $(LIVE_TESTS) -q -p no:cacheprovider -m alone || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(BIN)/pytest $$(grep -rl 'mark\.alone' $(LIVE_TESTS)) -q -p no:cacheprovider -m alone || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/chaos -q -p no:cacheprovider --ignore=tests/chaos/test_session_expiry.py || rc=$$?; fi; \
 	$(BIN)/tidegate infra down || true; \
 	exit $$rc

@@ -48,6 +48,7 @@ async def test_every_sample_row_round_trips_and_still_hashes(sample_records: lis
         (gzip.compress(b'{"format": "something else"}\n'), "line 1 is not an audit archive's header"),
         (gzip.compress(b""), "empty"),
     ],
+    ids=["not-gzip", "other-header", "empty"],  # not the bytes: gzip stamps the time, and each pytest-xdist worker collects its own
 )
 def test_a_file_that_is_not_an_archive_is_named(tmp_path: Path, content: bytes, named: str) -> None:
     path = tmp_path / "a.gz"

@@ -20,7 +20,8 @@ CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}
 EDGES = [bytes(16), b"\xff" * 16, bytes(range(16)), bytes(range(255, 239, -1)), b"\x00\xff" * 8, b"\x5a" * 16]
 
 
-@pytest.mark.parametrize("raw", EDGES + [os.urandom(16) for _ in range(200)])
+# Ids by position, not by the random bytes: each pytest-xdist worker draws its own, and the workers must collect the same ids.
+@pytest.mark.parametrize("raw", EDGES + [os.urandom(16) for _ in range(200)], ids=lambda raw: None if raw in EDGES else "random")
 def test_an_id_is_the_text_uuid_gives_for_the_same_random_bytes(raw: bytes) -> None:
     assert uuid4_text(raw) == str(uuid.UUID(bytes=raw, version=4))
 
