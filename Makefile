@@ -70,7 +70,7 @@ test: install ## Everything from nothing: venv, infra up, unit + integration + e
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider -n $(TEST_WORKERS) || rc=$$?; \
 	if [ $$rc -eq 0 ]; then $(MAKE) -j3 integrations-test || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest $(LIVE_TESTS) -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m 'not alone' --durations=15 || rc=$$?; fi; \
-	if [ $$rc -eq 0 ]; then $(BIN)/pytest $$(grep -rl 'mark\.alone' $(LIVE_TESTS)) -q -p no:cacheprovider -m alone || rc=$$?; fi; \
+	if [ $$rc -eq 0 ]; then $(BIN)/pytest $$(grep -rl --include='*.py' 'mark\.alone' $(LIVE_TESTS)) -q -p no:cacheprovider -m alone || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/chaos -q -p no:cacheprovider --ignore=tests/chaos/test_session_expiry.py || rc=$$?; fi; \
 	$(BIN)/tidegate infra down || true; \
 	exit $$rc
