@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from schemas import EventRejectedData
-from services.audit.records import LogRow
+from services.audit.rows import LogRow
 
 __all__ = ["dead_letter_tenant_problem", "named_record_problem"]
 

@@ -1,8 +1,7 @@
 """What the audit log stores for one Kafka record: `observe` reads its bytes into an `Observed` record.
 
 Pure: a Kafka record goes in, an `Observed` record comes out (raw bytes kept, event fields read when the value
-parses, refusals said). The row it becomes in a chain, and the canonical bytes its hash covers, are `rows`'s;
-their names are also importable from here, where they lived before.
+parses, refusals said). The row it becomes in a chain, and the canonical bytes its hash covers, are `rows`'s.
 """
 
 from __future__ import annotations
@@ -23,37 +22,13 @@ from schemas import ReasonCode, topic_spec, validate_parsed
 from schemas.topics import any_event_adapter
 from servicekit.authority import broker_time_ms
 from servicekit.intake import Bounds, Refused, check_bounds
-from services.audit.rows import (
-    COLUMNS,
-    GENESIS,
-    Fingerprint,
-    LogRow,
-    Observed,
-    chain_hash,
-    content_bytes,
-    headers_json,
-    linked,
-    reference_content_bytes,
-    row_content,
-    sha256_or_none,
-)
+from services.audit.rows import Fingerprint, Observed, sha256_or_none
 
 __all__ = [
-    "COLUMNS",
-    "GENESIS",
-    "Fingerprint",
-    "LogRow",
-    "Observed",
     "SignatureCheck",
-    "chain_hash",
-    "content_bytes",
-    "headers_json",
     "invalid_code",
     "kafka_fingerprint",
-    "linked",
     "observe",
-    "reference_content_bytes",
-    "row_content",
     "trace_id_of",
 ]
 

@@ -20,8 +20,9 @@ from servicekit import ADMIN, KitSettings, SigningKey, kafka_options, service_ke
 from servicekit.dbroles import service_database_url
 from services.audit.acknowledgements import acknowledge
 from services.audit.handlers import Recorder
-from services.audit.records import Observed, observe
+from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
+from services.audit.rows import Observed
 
 pytestmark = pytest.mark.integration
 

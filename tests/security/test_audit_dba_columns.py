@@ -26,8 +26,9 @@ from schemas.examples import sample_events
 from servicekit import KitSettings, apply_migrations, deployment_authority, service_key, sign_event
 from services.audit.app import MIGRATIONS
 from services.audit.handlers import Checkpointer
-from services.audit.records import COLUMNS, LogRow, headers_json, observe
+from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
+from services.audit.rows import COLUMNS, LogRow, headers_json
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,9 @@ from servicekit import KitSettings
 from servicekit.dbroles import service_database_url
 from services.audit.app import build as build_audit
 from services.audit.handlers import Recorder
-from services.audit.records import COLUMNS, GENESIS, LogRow, headers_json, observe
+from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
+from services.audit.rows import COLUMNS, GENESIS, LogRow, headers_json
 from services.audit.settings import AuditSettings
 
 pytestmark = pytest.mark.integration

@@ -250,7 +250,7 @@ def decision_verifies(dl: DeadLetter, prefix: str, approval_keys: Keyring) -> bo
 
 
 def _headers(stored: list[dict[str, str]]) -> list[tuple[str, bytes | None]]:
-    """A row's headers as Kafka had them (`records.headers_json`: text, base64 for bytes that are not UTF-8, or none)."""
+    """A row's headers as Kafka had them (`services.audit.rows.headers_json`: text, base64 for bytes that are not UTF-8, or none)."""
     out: list[tuple[str, bytes | None]] = []
     for h in stored:
         if "v" in h:

@@ -14,8 +14,9 @@ from statements import Statements, counting_pool
 import schemas as s
 from servicekit import KitSettings
 from servicekit.dbroles import service_database_url
-from services.audit.records import Observed, observe
+from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
+from services.audit.rows import Observed
 
 ROUND_TRIPS = 4  # BEGIN, the role and the locks, the read, COMMIT; the COPY is a fifth, which asyncpg's query logger does not see
 

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from servicekit import Keyring, KitSettings, SigningKey, apply_migrations
 from services.audit.app import MIGRATIONS
 from services.audit.handlers import Checkpointer
-from services.audit.records import LogRow, observe
+from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
+from services.audit.rows import LogRow
 from services.audit.verify import verify_log
 from tidegate.cli import app as cli
 

@@ -9,7 +9,8 @@ import pytest
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.records import Observed, observe
+from services.audit.records import observe
+from services.audit.rows import Observed
 
 PREFIX = "tidegate."
 

@@ -13,9 +13,9 @@ from servicekit import Keyring, SigningKey
 from services.audit.archive import ArchiveError, read_archive, row_from_json, row_to_json
 from services.audit.archive_check import verify_archives
 from services.audit.handlers import Checkpointer
-from services.audit.records import Observed
 from services.audit.repository import InMemoryAuditLog
 from services.audit.retention import ArchiveRefused, archive_log
+from services.audit.rows import Observed
 from services.audit.verify import verify_log
 
 PREFIX = "tidegate."

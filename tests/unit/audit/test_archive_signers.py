@@ -34,9 +34,10 @@ from servicekit.authority import LOG_APPEND_TIME
 from servicekit.signing import key_id_of, rotate
 from services.audit.archive import ArchiveSigner, attest, audit_keys_of, read_archive, row_to_json, signers_of
 from services.audit.handlers import Checkpointer
-from services.audit.records import LogRow, Observed, observe
+from services.audit.records import observe
 from services.audit.repository import InMemoryAuditLog
 from services.audit.retention import archive_log
+from services.audit.rows import LogRow, Observed
 from tidegate.cli import app
 
 PREFIX = "tidegate."

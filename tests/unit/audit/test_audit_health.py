@@ -12,8 +12,8 @@ from aiokafka import ConsumerRecord
 from servicekit import KitSettings
 from services.audit.app import AuditDeps, build
 from services.audit.chain import AppendResult
-from services.audit.records import Observed
 from services.audit.repository import InMemoryAuditLog
+from services.audit.rows import Observed
 
 
 @dataclass

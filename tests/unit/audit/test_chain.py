@@ -8,7 +8,7 @@ from typing import Any
 import schemas as s
 from schemas.examples import sample_events
 from services.audit.chain import Head, Logged, chain_batch
-from services.audit.records import GENESIS, Fingerprint
+from services.audit.rows import GENESIS, Fingerprint
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
@@ -58,7 +58,7 @@ def test_the_database_tuple_follows_the_column_order(make: Any) -> None:
     import json
 
     from services.audit._pg_rows import db_tuple as _db_tuple
-    from services.audit.records import COLUMNS
+    from services.audit.rows import COLUMNS
 
     obs = make("tasks", s.encode(sample_events()[0][1]), headers=[("a", b"b"), ("traceparent", "é".encode())])
     row = chain_batch([obs], {}, set(), NOW).rows[0]

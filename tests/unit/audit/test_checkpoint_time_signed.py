@@ -19,8 +19,8 @@ from servicekit import Keyring, SigningKey
 from services.audit.chain import Head
 from services.audit.checkpoints import CHECKPOINT_TOPIC, sign_checkpoint, signature_valid, signed_message, signed_version, to_event
 from services.audit.published import _checkpoint_of
-from services.audit.records import Observed
 from services.audit.repository import InMemoryAuditLog
+from services.audit.rows import Observed
 from services.audit.verify import verify_log
 
 T0 = datetime(2026, 12, 7, 0, 1, 2, 345678, tzinfo=UTC)

@@ -25,8 +25,8 @@ from services.audit.acknowledgements import Acknowledgement, ack_message, acknow
 from services.audit.chain import RecordedConflict
 from services.audit.conflicts import acknowledge_conflict, list_conflicts
 from services.audit.handlers import Recorder
-from services.audit.records import LogRow, Observed
 from services.audit.repository import InMemoryAuditLog
+from services.audit.rows import LogRow, Observed
 from services.audit.verify import verify_log
 
 TOPIC = "tidegate.actions.results"

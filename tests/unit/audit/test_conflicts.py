@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.audit.handlers import Recorder
-from services.audit.records import LogRow, Observed
 from services.audit.repository import InMemoryAuditLog
+from services.audit.rows import LogRow, Observed
 
 TOPIC = "tidegate.actions.results"
 

@@ -109,7 +109,7 @@ def test_a_dead_letter_too_large_to_check_alone_is_held_to_the_tenant_of_the_log
     """A truncated dead letter carries not the record's whole bytes: its tenant is checked against the audit log's copy."""
     from datetime import UTC, datetime
 
-    from services.audit.records import LogRow
+    from services.audit.rows import LogRow
     from tidegate.ops.redrive import original_problem
 
     big = record_of("globex", "g-1")

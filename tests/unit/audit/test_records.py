@@ -8,7 +8,7 @@ from typing import Any
 
 import schemas as s
 from schemas.examples import sample_events
-from services.audit.records import COLUMNS, GENESIS, LogRow, content_bytes, headers_json, reference_content_bytes
+from services.audit.rows import COLUMNS, GENESIS, LogRow, content_bytes, headers_json, reference_content_bytes
 
 
 def test_every_sample_event_is_valid_on_its_topic_with_its_fields_extracted(make: Any) -> None:

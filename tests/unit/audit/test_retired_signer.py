@@ -17,7 +17,8 @@ from schemas.examples import sample_events
 from servicekit import KitSettings, SigningKey, deployment_authority, service_key, sign_as_operator, sign_event
 from servicekit.authority import LOG_APPEND_TIME, Authority
 from servicekit.signing import retire, rotate
-from services.audit.records import Observed, observe
+from services.audit.records import observe
+from services.audit.rows import Observed
 
 PREFIX = "tidegate."
 GRACE_S = 60.0

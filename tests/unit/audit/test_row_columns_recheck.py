@@ -18,7 +18,8 @@ import schemas as s
 from schemas.examples import sample_events
 from servicekit import KitSettings, deployment_authority, service_key, sign_event
 from servicekit.authority import LOG_APPEND_TIME
-from services.audit.records import DEFAULT_BOUNDS, LogRow, observe
+from services.audit.records import DEFAULT_BOUNDS, observe
+from services.audit.rows import LogRow
 from services.audit.signature_check import DuplicateCheck, signature_recheck
 
 PREFIX = "tidegate."

@@ -12,7 +12,8 @@ import json
 from datetime import UTC, datetime
 
 from services.audit.chain import Head, chain_batch
-from services.audit.records import GENESIS, LogRow, observe
+from services.audit.records import observe
+from services.audit.rows import GENESIS, LogRow
 
 VALUE = json.dumps({
     "specversion": "1.0", "id": "e-1", "type": "tidegate.action.proposed", "source": "tidegate/planner",

@@ -23,9 +23,9 @@ from test_archive import PREFIX, _checkpointed
 from servicekit import Keyring
 from servicekit.signing import rotate
 from services.audit.archive import ArchivePolicy, audit_keys_of
-from services.audit.records import Observed
 from services.audit.repository import InMemoryAuditLog
 from services.audit.retention import archive_log
+from services.audit.rows import Observed
 from services.policy import PackSource
 
 REPO = Path(__file__).resolve().parents[3]

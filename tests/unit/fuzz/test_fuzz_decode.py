@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from schemas import decode, decode_document
 from schemas.envelope import REQUIRED_ATTRIBUTES
 from schemas.serialization import validate_raw
-from services.audit import records
+from services.audit import records, rows
 
 CONSUMED = sorted(SAMPLES)
 
@@ -79,7 +79,7 @@ def test_the_audit_records_each_hostile_value_as_valid_or_invalid_for_the_reason
     """The audit validates the value it parsed once (`validate_parsed`): the same record and reason as `validate_raw` of its bytes."""
     value = data.draw(hostile_value(topic), label="value")
 
-    def seen() -> records.Observed:
+    def seen() -> rows.Observed:
         return records.observe(
             topic=f"tidegate.{topic}", partition=0, offset=1, timestamp_ms=0, timestamp_type=0, key=None, value=value,
             headers=None, prefix="tidegate.",

@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import schemas as s
-from services.audit.records import LogRow
+from services.audit.rows import LogRow
 from tidegate.ops.redrive import DeadLetter, as_json, proposed_again_of, why_not
 
 PREFIX = "tidegate."

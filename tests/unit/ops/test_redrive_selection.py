@@ -15,7 +15,7 @@ import pytest
 
 import schemas as s
 from servicekit.bus_rights import redrive_principal
-from services.audit.records import LogRow
+from services.audit.rows import LogRow
 from tidegate.ops.redrive import (
     DeadLetter,
     Redriven,
