@@ -15,12 +15,58 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar
 
-__all__ = ["WINDOW_S", "Repeats", "limit_repeats"]
+__all__ = ["WINDOW_S", "OnRootHandlers", "Repeats", "limit_repeats"]
 
 WINDOW_S = 10.0
 LIMITED = ("aiokafka", "kafka")  # the loggers (and their children) whose lines are limited
 _SUMMARY = "repeats_summary"  # marks the count's own line, which passes
+
+
+class OnRootHandlers(logging.Filter):
+    """A filter every handler of the root logger asks: each record is decided once, the first answer kept on the record.
+
+    A subclass says how in `_passes`, under `self._lock`, and names the record attribute that keeps the answer.
+    `install` puts it on the root logger's handlers in place of one of its kind; `_later` calls back from a timer thread
+    unless a test drives the clock and calls back itself (`timers=False`).
+    """
+
+    _decided: ClassVar[str]  # the record attribute the answer is kept in
+
+    def __init__(self, *, clock: Callable[[], float], timers: bool) -> None:
+        super().__init__()
+        self._clock = clock
+        self._timers = timers
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether `record` is written (decided once per record: every handler of the root logger asks)."""
+        decided = record.__dict__.get(self._decided)
+        if decided is None:
+            decided = record.__dict__[self._decided] = self._passes(record)
+        return bool(decided)
+
+    def _passes(self, record: logging.LogRecord) -> bool:
+        raise NotImplementedError
+
+    def _later(self, delay_s: float, call: Callable[[], None]) -> None:
+        if self._timers:
+            timer = threading.Timer(delay_s, call)
+            timer.daemon = True
+            timer.start()
+
+    def install(self, *, first: bool, at_exit: Callable[[], None]) -> None:
+        """Put this filter on the root logger's handlers (first, or after theirs) in place of one of its kind; `at_exit` at exit."""
+        for handler in logging.getLogger().handlers:
+            for old in [f for f in handler.filters if isinstance(f, type(self))]:
+                handler.removeFilter(old)
+            if first:
+                handler.filters.insert(0, self)
+            else:
+                handler.addFilter(self)
+        atexit.register(at_exit)
 
 
 @dataclass
@@ -30,23 +76,15 @@ class _Window:
     last: logging.LogRecord | None = None
 
 
-class Repeats(logging.Filter):
+class Repeats(OnRootHandlers):
     """Passes the first line of a kind, holds back its repeats for `window_s`, then logs how many there were."""
 
-    def __init__(self, window_s: float = WINDOW_S, *, clock: Callable[[], float] = time.monotonic, timers: bool = True) -> None:
-        super().__init__()
-        self.window_s = window_s
-        self._clock = clock
-        self._timers = timers  # a test calls `report` itself
-        self._windows: dict[tuple[str, int, str], _Window] = {}
-        self._lock = threading.Lock()
+    _decided = "_repeats_passed"
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Whether `record` is written (decided once per record: every handler of the root logger asks)."""
-        decided = record.__dict__.get("_repeats_passed")
-        if decided is None:
-            decided = record.__dict__["_repeats_passed"] = self._passes(record)
-        return bool(decided)
+    def __init__(self, window_s: float = WINDOW_S, *, clock: Callable[[], float] = time.monotonic, timers: bool = True) -> None:
+        super().__init__(clock=clock, timers=timers)  # without timers, a test calls `report` itself
+        self.window_s = window_s
+        self._windows: dict[tuple[str, int, str], _Window] = {}
 
     def _passes(self, record: logging.LogRecord) -> bool:
         if getattr(record, _SUMMARY, False) or not any(record.name == n or record.name.startswith(n + ".") for n in LIMITED):
@@ -60,10 +98,8 @@ class Repeats(logging.Filter):
             window.repeats += 1
             window.last = record
             first_repeat = window.repeats == 1
-        if first_repeat and self._timers:
-            timer = threading.Timer(max(0.0, window.opened + self.window_s - now), self.report)
-            timer.daemon = True
-            timer.start()
+        if first_repeat:
+            self._later(max(0.0, window.opened + self.window_s - now), self.report)
         return False
 
     def report(self, *, everything: bool = False) -> None:
@@ -87,12 +123,6 @@ class Repeats(logging.Filter):
 
 def limit_repeats(window_s: float = WINDOW_S) -> Repeats:
     """Put one `Repeats` filter on the root logger's handlers (call after `logging.basicConfig`); repeats left are logged at exit."""
-    root = logging.getLogger()
-    for handler in root.handlers:
-        for old in [f for f in handler.filters if isinstance(f, Repeats)]:
-            handler.removeFilter(old)
     repeats = Repeats(window_s)
-    for handler in root.handlers:
-        handler.addFilter(repeats)
-    atexit.register(repeats.report, everything=True)
+    repeats.install(first=False, at_exit=partial(repeats.report, everything=True))
     return repeats

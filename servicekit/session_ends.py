@@ -14,11 +14,11 @@ connections came back, and one INFO line says so and how many lines it stands fo
 
 from __future__ import annotations
 
-import atexit
 import logging
-import threading
 import time
 from collections.abc import Callable
+
+from servicekit.logfilter import OnRootHandlers
 
 __all__ = ["GRACE_S", "SessionEnds", "hold_session_ends"]
 
@@ -33,24 +33,16 @@ def _closed(message: str) -> bool:
     return start >= 0 and message.find(" closed", start) > 0
 
 
-class SessionEnds(logging.Filter):
+class SessionEnds(OnRootHandlers):
     """Holds aiokafka's lines of closed connections for `grace_s`: written if an outage follows, else one INFO line for them."""
 
+    _decided = "_session_ends_passed"
+
     def __init__(self, grace_s: float = GRACE_S, *, clock: Callable[[], float] = time.monotonic, timers: bool = True) -> None:
-        super().__init__()
+        super().__init__(clock=clock, timers=timers)  # without timers, a test calls `settle` itself
         self.grace_s = grace_s
-        self._clock = clock
-        self._timers = timers  # a test calls `settle` itself
         self._held: list[logging.LogRecord] = []
         self._opened = 0.0
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Whether `record` is written now (decided once per record: every handler of the root logger asks)."""
-        decided = record.__dict__.get("_session_ends_passed")
-        if decided is None:
-            decided = record.__dict__["_session_ends_passed"] = self._passes(record)
-        return bool(decided)
 
     def _passes(self, record: logging.LogRecord) -> bool:
         if getattr(record, _RELEASED, False) or record.levelno < logging.WARNING:
@@ -63,10 +55,7 @@ class SessionEnds(logging.Filter):
             if _closed(message) or (self._held and message.startswith(_AFTER_CLOSED)):
                 if not self._held:
                     self._opened = self._clock()
-                    if self._timers:
-                        timer = threading.Timer(self.grace_s, self.settle)
-                        timer.daemon = True
-                        timer.start()
+                    self._later(self.grace_s, self.settle)
                 self._held.append(record)
                 return False
             release, self._held = self._held, []
@@ -93,21 +82,15 @@ class SessionEnds(logging.Filter):
             held, self._held = self._held, []
         self._write(held)
 
-    @staticmethod
-    def _write(records: list[logging.LogRecord]) -> None:
+    def _write(self, records: list[logging.LogRecord]) -> None:
         for held in records:
             held.__dict__[_RELEASED] = True
-            held.__dict__.pop("_session_ends_passed", None)
+            held.__dict__.pop(self._decided, None)
             logging.getLogger(held.name).handle(held)
 
 
 def hold_session_ends(grace_s: float = GRACE_S) -> SessionEnds:
     """Put one `SessionEnds` filter first on the root logger's handlers (before `limit_repeats`' counts); held lines written at exit."""
-    root = logging.getLogger()
     ends = SessionEnds(grace_s)
-    for handler in root.handlers:
-        for old in [f for f in handler.filters if isinstance(f, SessionEnds)]:
-            handler.removeFilter(old)
-        handler.filters.insert(0, ends)
-    atexit.register(ends.flush)
+    ends.install(first=True, at_exit=ends.flush)
     return ends
