@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from schemas import canonical_json
 
 __all__ = [
+    "CHAIN_COLUMNS",
     "COLUMNS",
     "GENESIS",
     "Fingerprint",
@@ -35,39 +36,11 @@ GENESIS = b"\x00" * 32
 """`prev_hash` of the first row of every chain."""
 
 
-COLUMNS = (
-    "topic",
-    "partition",
-    "kafka_offset",
-    "seq",
-    "kafka_ts",
-    "ts_type",
-    "key",
-    "headers",
-    "value",
-    "valid",
-    "invalid_reason",
-    "event_id",
-    "event_type",
-    "tenant_id",
-    "task_id",
-    "action_id",
-    "tool",
-    "outcome",
-    "reasons",
-    "trace_id",
-    "traceparent",
-    "event_time",
-    "duplicate",
-    "recorded_at",
-    "prev_hash",
-    "hash",
-)
-"""Columns of `audit.log`, in table order; all but the last (`hash`) are hashed, in this order."""
-
-
 class Observed(NamedTuple):
-    """One Kafka record as the audit sees it, before it has a place in a chain."""
+    """One Kafka record as the audit sees it, before it has a place in a chain.
+
+    A `LogRow`'s columns but those of its place (`CHAIN_COLUMNS`), in table order, then `headers_json`: checked below.
+    """
 
     topic: str
     partition: int
@@ -95,7 +68,7 @@ class Observed(NamedTuple):
 
 
 class LogRow(NamedTuple):
-    """One row of `audit.log`: an observed record with its chain position and hashes."""
+    """One row of `audit.log`: an observed record with its chain position and hashes; its fields are the table's columns."""
 
     topic: str
     partition: int
@@ -140,6 +113,18 @@ class LogRow(NamedTuple):
     def expected_hash(self) -> bytes:
         """The hash this row must carry given its `prev_hash` and content."""
         return chain_hash(self.prev_hash, content_bytes(self.hashed_values()))
+
+
+COLUMNS: tuple[str, ...] = LogRow._fields
+"""Columns of `audit.log`, in table order; all but the last (`hash`) are hashed, in this order."""
+
+CHAIN_COLUMNS = ("seq", "duplicate", "recorded_at", "prev_hash", "hash")
+"""The columns of a row's place in its chain: what `linked` adds to an `Observed` record."""
+
+_SEQ_AT = COLUMNS.index("seq")  # an Observed record's values go around `seq`: `*obs[:_SEQ_AT], seq, *obs[_SEQ_AT:_OBSERVED]`
+_OBSERVED = len(COLUMNS) - len(CHAIN_COLUMNS)
+if Observed._fields != (*(c for c in COLUMNS if c not in CHAIN_COLUMNS), "headers_json") or COLUMNS[_OBSERVED + 1 :] != CHAIN_COLUMNS[1:]:
+    raise TypeError("Observed's fields must be LogRow's but CHAIN_COLUMNS, in order, then headers_json (`linked` places them so)")
 
 
 class Fingerprint(NamedTuple):
@@ -317,7 +302,7 @@ def row_content(obs: Observed, seq: int, duplicate: bool, recorded_at: datetime)
 def linked(obs: Observed, seq: int, prev_hash: bytes, duplicate: bool, recorded_at: datetime) -> LogRow:
     """`LogRow.link`, called positionally (once per row appended)."""
     digest = hashlib.sha256(prev_hash + row_content(obs, seq, duplicate, recorded_at)).digest()  # `chain_hash`
-    return _new_row(LogRow, (*obs[:3], seq, *obs[3:21], duplicate, recorded_at, prev_hash, digest))
+    return _new_row(LogRow, (*obs[:_SEQ_AT], seq, *obs[_SEQ_AT:_OBSERVED], duplicate, recorded_at, prev_hash, digest))
 
 
 _new_row = tuple.__new__
