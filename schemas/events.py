@@ -797,7 +797,7 @@ class AuditCheckpoint(Envelope):
 class ControlTenantData(Contract):
     """A tenant onboarded (or changed): its mode, thresholds, directory, triggers and budget, without a new policy version.
 
-    `settings` has the fields of the policy pack's tenant settings (`services/policy/pack.py`,
+    `settings` has the fields of the policy pack's tenant settings (`services/policy/tenant_settings.py`,
     `TenantSettings`), merged over the pack's `default` entry; `tidegate tenant add|set` checks them.
     """
 

@@ -17,11 +17,12 @@ if TYPE_CHECKING:
     from services.policy.engine import Controls, decide
     from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord
     from services.policy.handlers import PolicyHandlers
-    from services.policy.pack import CompiledPack, PackError, PackSettings, PackSource, TenantSettings, compile_pack, validate_pack
+    from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack, validate_pack
     from services.policy.packtest import load_cases, run_cases
     from services.policy.restored import Restoration
     from services.policy.service import PolicyService
     from services.policy.settings import PolicySettings
+    from services.policy.tenant_settings import PackSettings, TenantSettings
 
 __all__ = [
     "Call",
@@ -68,9 +69,9 @@ _HOME = {
     "PolicyHandlers": "handlers",
     "CompiledPack": "pack",
     "PackError": "pack",
-    "PackSettings": "pack",
+    "PackSettings": "tenant_settings",
     "PackSource": "pack",
-    "TenantSettings": "pack",
+    "TenantSettings": "tenant_settings",
     "compile_pack": "pack",
     "validate_pack": "pack",
     "load_cases": "packtest",

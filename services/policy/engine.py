@@ -25,7 +25,8 @@ from servicekit.approver_groups import counts, groups_counted
 from servicekit.catalog import ToolCatalog
 from services.policy.facts import Call, Facts, History, compute_facts, tainted_unseen_only, unknown_tainted_args, unseen_sources
 from services.policy.messages import render_message
-from services.policy.pack import MAX_PAYEE_DAILY_USD, SPEND_FACTS, CompiledPack, TenantSettings, read_of
+from services.policy.pack import SPEND_FACTS, CompiledPack, read_of
+from services.policy.tenant_settings import MAX_PAYEE_DAILY_USD, TenantSettings
 
 __all__ = ["Controls", "NonFiniteAmount", "Verdict", "approvers_required", "cedar_context", "decide", "still_holds", "tenant_settings"]
 

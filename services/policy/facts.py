@@ -15,7 +15,7 @@ from schemas import ActionProposedData, Mode, RiskClass, ToolSpec
 from servicekit.costs import estimated_cost_usd
 from servicekit.identities import Identity, identities_of, is_address, values_at
 from servicekit.provenance import Finding, Provenance, arg_leaves
-from services.policy.pack import TenantSettings
+from services.policy.tenant_settings import TenantSettings
 
 __all__ = [
     "Call",

@@ -42,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from schemas import ControlKillswitch, ControlKillswitchData
 from services.policy.engine import Controls, Verdict, decide
 from services.policy.facts import Call, FailedRead, Flow, History, SystemRecord
-from services.policy.pack import CompiledPack, TenantSettings
+from services.policy.pack import CompiledPack
+from services.policy.tenant_settings import TenantSettings
 
 __all__ = ["CaseResult", "PolicyCase", "load_cases", "run_case", "run_cases"]
 

@@ -54,7 +54,7 @@ from services.policy._task_context import TaskContext, is_undo_of, task_input
 from services.policy.authorization import build_record
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, FailedRead, Flow, History, payee_of
-from services.policy.pack import CompiledPack, PackError, PackSource, TenantSettings, compile_pack
+from services.policy.pack import CompiledPack, PackError, PackSource, compile_pack
 from services.policy.repository import (
     DecisionRecord,
     Pending,
@@ -65,6 +65,7 @@ from services.policy.repository import (
     granted_key,
 )
 from services.policy.settings import PolicySettings
+from services.policy.tenant_settings import TenantSettings
 
 __all__ = ["PolicyService", "PublishMany"]
 

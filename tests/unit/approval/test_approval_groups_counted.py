@@ -22,7 +22,7 @@ from servicekit.approver_groups import counts, recorded_approver_groups
 from services.approval import auth
 from services.approval.domain import DEFAULT_GROUPS, ApprovalRecord, Approver, GroupsConfig
 from services.policy.engine import _quorum_reasons
-from services.policy.pack import TenantSettings
+from services.policy.tenant_settings import TenantSettings
 
 EMAIL = {"to": "customer@example.com", "subject": "Your refund", "body": "Done."}
 REQUESTER = "req@acme.example"

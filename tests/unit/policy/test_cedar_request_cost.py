@@ -21,8 +21,9 @@ from servicekit import REPO_ROOT, ToolCatalog
 from services.policy import engine
 from services.policy.engine import Controls, Verdict, decide
 from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack, PackSource, TenantSettings, compile_pack, context_reads, read_of
+from services.policy.pack import CompiledPack, PackSource, compile_pack, context_reads, read_of
 from services.policy.packtest import load_cases, run_case
+from services.policy.tenant_settings import TenantSettings
 
 PACK_DIR = REPO_ROOT / "policies" / "default"
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")

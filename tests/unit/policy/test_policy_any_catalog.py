@@ -12,7 +12,8 @@ from servicekit import REPO_ROOT, ToolCatalog
 from servicekit.catalog_checks import unread_amount_warnings
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
-from services.policy.pack import PackSource, TenantSettings, compile_pack
+from services.policy.pack import PackSource, compile_pack
+from services.policy.tenant_settings import TenantSettings
 
 PACK_DIR = REPO_ROOT / "policies" / "default"
 

@@ -12,7 +12,8 @@ from servicekit import REPO_ROOT, ToolCatalog
 from servicekit.identities import host_of, identities_of, normalise_path
 from services.policy.engine import Controls, Verdict, decide
 from services.policy.facts import Call, History
-from services.policy.pack import PackSource, TenantSettings, compile_pack
+from services.policy.pack import PackSource, compile_pack
+from services.policy.tenant_settings import TenantSettings
 
 ADDRESS = {"type": "string"}
 ADDRESSES = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}

@@ -14,8 +14,9 @@ from servicekit import REPO_ROOT, ToolCatalog
 from services.policy.cedar_schema import cedar_schema
 from services.policy.engine import Controls, decide, still_holds
 from services.policy.facts import Call, History
-from services.policy.pack import REMEMBERED, CompiledPack, PackError, PackSource, TenantSettings, compile_pack, validate_pack
+from services.policy.pack import REMEMBERED, CompiledPack, PackError, PackSource, compile_pack, validate_pack
 from services.policy.packtest import PolicyCase, load_cases, run_case, run_cases
+from services.policy.tenant_settings import TenantSettings
 
 PACK_DIR = REPO_ROOT / "policies" / "default"
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")

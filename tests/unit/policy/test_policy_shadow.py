@@ -9,7 +9,8 @@ from servicekit import REPO_ROOT, ToolCatalog
 from servicekit.metrics import observe_published
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
-from services.policy.pack import PackSource, TenantSettings, compile_pack
+from services.policy.pack import PackSource, compile_pack
+from services.policy.tenant_settings import TenantSettings
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 LIVE = PackSource.from_dir(REPO_ROOT / "policies" / "default")

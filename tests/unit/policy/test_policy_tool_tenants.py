@@ -17,7 +17,8 @@ from schemas import ActionDecidedData, ActionProposedData, Reason, ReasonCode, T
 from servicekit import REPO_ROOT, KitSettings, ToolCatalog
 from services.policy.engine import Controls, Verdict, decide
 from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack, PackSource, TenantSettings, compile_pack
+from services.policy.pack import CompiledPack, PackSource, compile_pack
+from services.policy.tenant_settings import TenantSettings
 from tidegate.ops.whatif import evaluate, load_pack
 
 PACK_DIR = REPO_ROOT / "policies" / "default"

@@ -23,7 +23,8 @@ from servicekit import REPO_ROOT, KitSettings, ToolCatalog
 from servicekit.catalog_checks import undo_tenancy_warnings
 from services.policy.engine import Controls, Verdict, decide
 from services.policy.facts import Call, History
-from services.policy.pack import CompiledPack, PackSource, TenantSettings, compile_pack
+from services.policy.pack import CompiledPack, PackSource, compile_pack
+from services.policy.tenant_settings import TenantSettings
 from tidegate.cli import app
 
 PACK_DIR = REPO_ROOT / "policies" / "default"

@@ -16,7 +16,8 @@ from servicekit import REPO_ROOT, ToolCatalog
 from services.policy.engine import Controls, decide
 from services.policy.facts import Call, History
 from services.policy.messages import message_problem, render_message
-from services.policy.pack import PackError, PackSource, TenantSettings, compile_pack, validate_pack
+from services.policy.pack import PackError, PackSource, compile_pack, validate_pack
+from services.policy.tenant_settings import TenantSettings
 
 CATALOG = ToolCatalog.load(REPO_ROOT / "catalog" / "tools")
 PACK = compile_pack(PackSource.from_dir(REPO_ROOT / "policies" / "default"), CATALOG)
