@@ -19,6 +19,8 @@ from schemas.common import (
     is_finite_json,
     storable,
 )
+from schemas.control_events import *  # noqa: F403  (the module declares __all__)
+from schemas.control_events import __all__ as _control_events_all
 from schemas.envelope import Envelope, new_id, utcnow
 from schemas.events import *  # noqa: F403  (the events module declares __all__)
 from schemas.events import __all__ as _events_all
@@ -96,5 +98,6 @@ __all__ = [
     "utcnow",
     "refuse_nul",
     "validate_parsed",
+    *_control_events_all,
     *_events_all,
 ]

@@ -7,6 +7,18 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
+from schemas.control_events import (
+    ControlBudget,
+    ControlConnectorGrant,
+    ControlKillswitch,
+    ControlPolicy,
+    ControlRedrive,
+    ControlTenant,
+    ControlTokenRevoked,
+    DirectoryEndpoint,
+    DirectoryTokenRevoked,
+    DirectoryUpdated,
+)
 from schemas.envelope import Envelope
 from schemas.events import (
     ActionAuthorized,
@@ -21,16 +33,6 @@ from schemas.events import (
     ApprovalRequested,
     ApprovalResolved,
     AuditCheckpoint,
-    ControlBudget,
-    ControlConnectorGrant,
-    ControlKillswitch,
-    ControlPolicy,
-    ControlRedrive,
-    ControlTenant,
-    ControlTokenRevoked,
-    DirectoryEndpoint,
-    DirectoryTokenRevoked,
-    DirectoryUpdated,
     EventRejected,
     TaskCompleted,
     TaskFailed,
