@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from services.planner import domain
     from services.planner.action_ids import ActionIds
     from services.planner.app import PlannerDeps, PlannerProcess, build
-    from services.planner.domain import CostRates
     from services.planner.handlers import PlannerHandlers
     from services.planner.llm import LiteLLMClient
     from services.planner.repository import InMemoryTaskRepository, PostgresTaskRepository
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from services.planner.settings import PlannerSettings
     from services.planner.state_seal import StateSeal
     from services.planner.strategies import LlmStrategy, PlaybookStrategy
+    from services.planner.task_state import CostRates
     from services.planner.task_views import ClosedTask, OpenTask, handed_off_tasks, open_tasks
 
 __all__ = [
@@ -52,7 +52,7 @@ _HOME = {
     "build": "app",
     "PlannerDeps": "app",
     "PlannerProcess": "app",
-    "CostRates": "domain",
+    "CostRates": "task_state",
     "PlannerHandlers": "handlers",
     "LiteLLMClient": "llm",
     "ClosedTask": "task_views",

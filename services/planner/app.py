@@ -23,12 +23,12 @@ from servicekit import (
 from servicekit.runner import every
 from servicekit.settings import review_price
 from services.planner.action_ids import ActionIds
-from services.planner.domain import CostRates, StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import PostgresTaskRepository, TaskRepository, forget_applied
 from services.planner.settings import PlannerSettings
 from services.planner.state_seal import StateSeal
 from services.planner.strategies import LlmStrategy, PlaybookStrategy, Strategy
+from services.planner.task_state import CostRates, StepTimeouts
 
 __all__ = ["NAME", "READS", "PlannerDeps", "PlannerProcess", "build", "consumer_group", "routes"]
 

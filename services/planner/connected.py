@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from services.planner.domain import PlannedStep
+from services.planner.task_state import PlannedStep
 
 __all__ = ["on_connectors"]
 

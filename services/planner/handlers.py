@@ -28,9 +28,9 @@ from schemas import (
 from servicekit import Attr, Outlet, Reject, once_delivered, once_delivered_together, span
 from services.planner import domain
 from services.planner.action_ids import ActionIds
-from services.planner.domain import CostRates, StepTimeouts, TaskState, Transition
 from services.planner.repository import Change, Ending, PendingEvent, TaskRepository
 from services.planner.strategies import Strategy
+from services.planner.task_state import CostRates, StepTimeouts, TaskState, Transition
 
 __all__ = ["OUR_PLANNER", "PlannerHandlers"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from schemas import TaskSubmittedData
 from services.planner.connected import on_connectors
-from services.planner.domain import PlannedStep
 from services.planner.isolation import split_input
+from services.planner.task_state import PlannedStep
 
 __all__ = ["PLAYBOOKS", "classify_ticket", "handoff_steps", "plan_support_triage"]
 

@@ -31,8 +31,8 @@ from schemas import Envelope, decode
 from servicekit import UNFLUSHED, Recorded
 from servicekit.db import delete_in_batches
 from servicekit.outlet import record_event
-from services.planner.domain import CostRates, StepRecord, TaskState, Transition
 from services.planner.state_seal import StateSeal
+from services.planner.task_state import CostRates, StepRecord, TaskState, Transition
 
 __all__ = [
     "Change",

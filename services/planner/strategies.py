@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 from schemas import ProposalCost, RiskClass, TaskSubmittedData, storable
 from servicekit import ToolCatalog
-from services.planner.domain import PlannedStep
 from services.planner.isolation import UNTRUSTED_NOTICE, split_input, tainted_paths, untrusted_block
 from services.planner.model_api import ModelClient, ModelError, ModelReply
 from services.planner.playbooks import PLAYBOOKS, classify_ticket, handoff_steps
+from services.planner.task_state import PlannedStep
 
 __all__ = ["LlmStrategy", "PlanResult", "PlaybookStrategy", "Strategy", "catalog_tools_for_model", "keep_callable"]
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from services.planner.domain import TaskState
+from services.planner.task_state import TaskState
 
 __all__ = ["ClosedTask", "OpenTask", "Waits", "handed_off_tasks", "open_tasks", "waiting_on"]
 

@@ -19,9 +19,9 @@ from servicekit.db import apply_migrations
 from services.audit.app import MIGRATIONS as AUDIT_MIGRATIONS
 from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
-from services.planner.domain import CostRates, PlannedStep, StepRecord, TaskState, Transition
 from services.planner.repository import PostgresTaskRepository
 from services.planner.state_seal import StateSeal
+from services.planner.task_state import CostRates, PlannedStep, StepRecord, TaskState, Transition
 from tidegate.cli import app as cli
 
 with tempfile.TemporaryDirectory() as _keys:  # the planner's key: its current key is known without the folder

@@ -23,9 +23,9 @@ from servicekit import REPO_ROOT, SigningKey, create_pool
 from servicekit.db import apply_migrations
 from services.approval.domain import ApprovalRecord
 from services.approval.repository import PgApprovalRepository
-from services.planner.domain import CostRates, PlannedStep, StepRecord, TaskState, Transition
 from services.planner.repository import PostgresTaskRepository
 from services.planner.state_seal import StateSeal
+from services.planner.task_state import CostRates, PlannedStep, StepRecord, TaskState, Transition
 from tidegate.cli import app as cli
 
 with tempfile.TemporaryDirectory() as _keys:  # the planner's key: its current key is known without the folder

@@ -20,11 +20,11 @@ from servicekit import REPO_ROOT, SigningKey, ToolCatalog, create_pool
 from servicekit.db import apply_migrations, open_pool, unopened_pool
 from services.planner import domain
 from services.planner.app import build
-from services.planner.domain import CostRates, PlannedStep, TaskState, Transition
 from services.planner.repository import Change, PostgresTaskRepository, forget_applied
 from services.planner.settings import PlannerSettings
 from services.planner.state_seal import StateSeal
 from services.planner.strategies import PlaybookStrategy
+from services.planner.task_state import CostRates, PlannedStep, StepTimeouts, TaskState, Transition
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
@@ -114,7 +114,7 @@ async def test_open_tasks_waiting_past_a_cutoff_are_found_and_a_timeout_outcome_
         other = PostgresTaskRepository(pool, RATES, seal=SEAL, prefix="another-deployment.")  # same database, another deployment
         assert (task.tenant_id, task.task_id) not in await other.waiting_since_before(then + timedelta(seconds=1), limit=100_000)
 
-        timeouts = domain.StepTimeouts(default_s=60)
+        timeouts = StepTimeouts(default_s=60)
         tick = lambda state: domain.on_tick(state, utcnow(), RATES, timeouts) if state is not None else None  # noqa: E731
         event_id = f"step-timeout:{task.task_id}:1"
         [outcome] = await repo.apply(event_id, task.tenant_id, task.task_id, tick)

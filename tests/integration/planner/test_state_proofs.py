@@ -23,9 +23,9 @@ from servicekit import KitSettings, SigningKey, create_pool
 from servicekit.dbroles import service_database_url
 from services.planner import domain
 from services.planner.action_ids import ActionIds
-from services.planner.domain import CostRates, PlannedStep
 from services.planner.repository import PostgresTaskRepository
 from services.planner.state_seal import StateSeal
+from services.planner.task_state import CostRates, PlannedStep
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 

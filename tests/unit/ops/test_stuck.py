@@ -11,7 +11,7 @@ import pytest
 from schemas import ActionDecided, ActionDecidedData, Reason, action_digest, encode
 from services.executor import CallState
 from services.planner import OpenTask
-from services.planner.domain import PlannedStep, StepRecord, TaskState
+from services.planner.task_state import PlannedStep, StepRecord, TaskState
 from services.planner.task_views import waiting_on
 from tidegate.ops.stuck import Asked, Decided, _decided, describe
 

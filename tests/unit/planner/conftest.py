@@ -27,10 +27,10 @@ from schemas import (
 from servicekit import REPO_ROOT, EventOutlet, ToolCatalog
 from servicekit.costs import ReviewPrice
 from services.planner.action_ids import ActionIds
-from services.planner.domain import CostRates
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import InMemoryTaskRepository
 from services.planner.strategies import PlaybookStrategy
+from services.planner.task_state import CostRates
 
 RATES = CostRates(orchestration_usd_per_event=0.001, review=ReviewPrice(minutes_per_decision=6.0, hourly_rate_usd=50.0))
 

@@ -12,9 +12,9 @@ from servicekit import KitSettings
 from servicekit.costs import ReviewPrice
 from servicekit.settings import SettingNotUsable
 from services.planner.app import PlannerDeps, build
-from services.planner.domain import CostRates
 from services.planner.repository import InMemoryTaskRepository
 from services.planner.settings import PlannerSettings
+from services.planner.task_state import CostRates
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 

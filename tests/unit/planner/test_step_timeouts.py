@@ -9,9 +9,9 @@ import pytest
 
 from schemas import TaskSubmittedData
 from servicekit import EventOutlet, ToolCatalog
-from services.planner.domain import StepTimeouts
 from services.planner.handlers import PlannerHandlers
 from services.planner.strategies import PlaybookStrategy
+from services.planner.task_state import StepTimeouts
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 

@@ -10,8 +10,8 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.planner.domain import StepTimeouts
 from services.planner.handlers import PlannerHandlers
+from services.planner.task_state import StepTimeouts
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas import ActionCounts, ProposalCost
-from services.planner.domain import PlannedStep, StepRecord, TaskState
+from services.planner.task_state import PlannedStep, StepRecord, TaskState
 
 WRITTEN_AGAINST: dict[type[BaseModel], dict[str, Any]] = {
     TaskState: {

@@ -14,10 +14,10 @@ import pytest
 
 from schemas import TaskSubmitted, TaskSubmittedData
 from servicekit import EventOutlet, Reject, ToolCatalog
-from services.planner.domain import StepTimeouts, TaskState
 from services.planner.handlers import PlannerHandlers
 from services.planner.repository import InMemoryTaskRepository
 from services.planner.strategies import PlaybookStrategy
+from services.planner.task_state import StepTimeouts, TaskState
 from systems.seed import TICKETS
 from tidegate.demo.tickets import ticket_task
 
