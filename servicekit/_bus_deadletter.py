@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
-
-from aiokafka import ConsumerRecord
 
 from schemas import EventRejected, EventRejectedData
 from servicekit._bus_base import MAX_BACKOFF_S, log
 from servicekit._bus_publish import Publishing
 from servicekit.intake import Bounds, ErrorKind, check_bounds, classify, describe_raw, named_tenant_and_task, text_of
+from servicekit.kafka_record import KafkaRecord
 
 __all__ = ["DeadLettering", "raw_text"]
 
@@ -47,7 +45,7 @@ def _tenant_and_task(value: bytes | None, bounds: Bounds) -> tuple[str, str | No
 class DeadLettering(Publishing):
     """`Bus.dead_letter`: what cannot be accepted goes to `deadletter`, published through the bus's one publish path."""
 
-    async def dead_letter(self, record: ConsumerRecord[Any, Any], topic: str, code: str, error: str) -> None:
+    async def dead_letter(self, record: KafkaRecord, topic: str, code: str, error: str) -> None:
         """Send an unacceptable record to `deadletter` with the reason; never raises on bad input, never skips.
 
         The raw value is kept truncated to 64 KiB, with its full size and SHA-256. Publishing is retried

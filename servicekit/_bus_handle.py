@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 
 from schemas import ReasonCode, decode_document
@@ -20,6 +19,7 @@ from servicekit._bus_deadletter import DeadLettering, raw_text
 from servicekit.authority import appended_ms
 from servicekit.deliveries import publishing_for
 from servicekit.intake import Refused, check_bounds
+from servicekit.kafka_record import KafkaRecord
 from servicekit.refusals import refusal_code
 from servicekit.start_checkpoint import digest
 from servicekit.tracing import Attr, exporting, span
@@ -49,7 +49,7 @@ def _describe(exc: ValidationError) -> str:
     return "invalid event: " + "; ".join(parts)
 
 
-def _attributes(service: str, record: ConsumerRecord[Any, Any], event: Any) -> dict[str, Any]:
+def _attributes(service: str, record: KafkaRecord, event: Any) -> dict[str, Any]:
     """What a handler's recorded span says of the event it handles."""
     return {
         Attr.SERVICE: service,
@@ -64,7 +64,7 @@ def _attributes(service: str, record: ConsumerRecord[Any, Any], event: Any) -> d
 class Handling(DeadLettering):
     """`Bus`'s handling of one record: `decode_record`, `handle_record`, `handle_event`, `mark_handled`."""
 
-    async def decode_record(self, topic: str, record: ConsumerRecord[Any, Any]) -> Any | None:
+    async def decode_record(self, topic: str, record: KafkaRecord) -> Any | None:
         """The record's event, or None once it is dead-lettered with the reason.
 
         The one place where every consume path of the kit and the policy's batch path turn bytes
@@ -93,14 +93,14 @@ class Handling(DeadLettering):
         await self.dead_letter(record, topic, code, error)
         return None
 
-    async def handle_record(self, topic: str, record: ConsumerRecord[Any, Any], handler: Handler) -> None:
+    async def handle_record(self, topic: str, record: KafkaRecord, handler: Handler) -> None:
         """Decode one record and handle it; what cannot be accepted is dead-lettered, transient errors retried."""
         with self.liveness.running():
             event = await self.decode_record(topic, record)
             if event is not None:
                 await self.handle_event(record, event, handler)
 
-    async def handle_event(self, record: ConsumerRecord[Any, Any], event: Any, handler: Handler) -> None:
+    async def handle_event(self, record: KafkaRecord, event: Any, handler: Handler) -> None:
         """Run the handler on a decoded event under a span; retried while errors are transient."""
         # The envelope's (signed) trace context; the header's only for an event that carries none.
         parent = event.traceparent or next((raw_text(v) for k, v in (record.headers or ()) if k == "traceparent"), None)
@@ -134,7 +134,7 @@ class Handling(DeadLettering):
             result = "error"
         metrics.observe_handled(self.service, event.type, time.perf_counter() - started, result)
 
-    def mark_handled(self, record: ConsumerRecord[Any, Any]) -> None:
+    def mark_handled(self, record: KafkaRecord) -> None:
         """Record that `record` is handled or dead-lettered (what `wait_caught_up` and the liveness check read)."""
         position = (record.topic, record.partition)
         self.positions[position] = max(self.positions.get(position, 0), record.offset + 1)

@@ -23,11 +23,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
-from aiokafka import ConsumerRecord
-
 from servicekit._bus_base import Handler, log
 from servicekit.commits import Commits, Unfinished
 from servicekit.deliveries import batch_commits
+from servicekit.kafka_record import KafkaRecord
 from servicekit.parking import Parking, parking
 
 __all__ = ["REVOKE_GRACE_S", "Lanes"]
@@ -35,7 +34,7 @@ __all__ = ["REVOKE_GRACE_S", "Lanes"]
 REVOKE_GRACE_S = 10.0  # how long a rebalance waits for the records being handled before it gives their partitions up
 AGAIN_PAUSE_S = 1.0  # before a record whose handling raised is handled again (a failed delivery: the broker away)
 
-Record: TypeAlias = ConsumerRecord[Any, Any]
+Record: TypeAlias = KafkaRecord
 
 
 class Lanes:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from servicekit._bus_acks import Acknowledging
@@ -23,6 +23,7 @@ from servicekit._bus_handle import Handling
 from servicekit._bus_lanes import Lanes
 from servicekit.commits import Commits, rewind
 from servicekit.deliveries import batch_commits
+from servicekit.kafka_record import KafkaRecord
 from servicekit.polling import FETCHER_WAKE_MS, FetchPace, Poller
 from servicekit.producer import servers
 
@@ -100,7 +101,7 @@ class Subscribing(Acknowledging, Handling):
             self.in_lanes(poller, routes, concurrency=concurrency, name=title)
             return
 
-        async def handle(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        async def handle(records: Sequence[KafkaRecord]) -> None:
             async with self.acknowledged_at_end():
                 for record in records:
                     topic, handler = routes[record.topic]
@@ -164,7 +165,7 @@ class Subscribing(Acknowledging, Handling):
         self.liveness.watch(poller)
         return poller
 
-    def on_polled(self, poller: Poller, handle: Callable[[Sequence[ConsumerRecord[Any, Any]]], Awaitable[None]], *, name: str) -> None:
+    def on_polled(self, poller: Poller, handle: Callable[[Sequence[KafkaRecord]], Awaitable[None]], *, name: str) -> None:
         """Hand `poller`'s polled batches to `handle`: the one place where a consumer's offsets move.
 
         `handle` returns once every record is handled or dead-lettered and what it published is
@@ -178,7 +179,7 @@ class Subscribing(Acknowledging, Handling):
         poller.before_revoke = commits.flush  # what is handled is committed before a rebalance moves its partitions
 
         @poller
-        async def _on_batch(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        async def _on_batch(records: Sequence[KafkaRecord]) -> None:
             consumer = poller.consumer
             token = batch_commits.set(commits if commits.interval_s > 0 and Commits.commits_for(consumer) else None)
             try:
@@ -204,7 +205,7 @@ class Subscribing(Acknowledging, Handling):
         poller.before_revoke = lanes.revoked
 
         @poller
-        async def _take(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        async def _take(records: Sequence[KafkaRecord]) -> None:
             await lanes.take(poller.consumer, records)
 
         return lanes

@@ -33,8 +33,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from servicekit.kafka_record import KafkaRecord
 
 __all__ = ["Commits", "Unfinished", "rewind"]
 
@@ -44,7 +46,7 @@ _RETRY_S = 0.05  # the least a failed commit waits before it is tried again
 Bookkeeping = Callable[[list[Any]], Awaitable[Any]]
 
 
-def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+def rewind(consumer: Any, records: Sequence[KafkaRecord]) -> None:
     """Seek each partition of a batch that was not handled back to its first record, so that the next poll reads it again."""
     earliest: dict[TopicPartition, int] = {}
     for record in records:
@@ -78,7 +80,7 @@ class Commits:
         """Run `action` once with every item given under `key` since the last commit, right before the next one."""
         self._before.setdefault(key, (action, []))[1].extend(items)
 
-    async def handled(self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    async def handled(self, consumer: Any, records: Sequence[KafkaRecord]) -> None:
         """Every record of a polled batch is handled: commit now if the last commit is `interval_s` old, else soon."""
         offsets: dict[TopicPartition, int] = {}
         for record in records:
@@ -164,11 +166,11 @@ class Unfinished:
 
     def __init__(self) -> None:
         # Per partition, its unfinished records by offset in the order polled (offsets only grow): the first is the lowest.
-        self._open: dict[TopicPartition, dict[int, ConsumerRecord[Any, Any]]] = {}
+        self._open: dict[TopicPartition, dict[int, KafkaRecord]] = {}
         self._next: dict[TopicPartition, int] = {}  # the offset after the last record polled of each partition
         self.count = 0
 
-    def polled(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    def polled(self, records: Sequence[KafkaRecord]) -> None:
         """`records` were polled: unfinished until `done`."""
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
@@ -176,11 +178,11 @@ class Unfinished:
             self._next[tp] = record.offset + 1
         self.count += len(records)
 
-    def holds(self, record: ConsumerRecord[Any, Any]) -> bool:
+    def holds(self, record: KafkaRecord) -> bool:
         """Whether `record` is unfinished here (not yet `done`, its partition not forgotten since it was polled)."""
         return self._open.get(TopicPartition(record.topic, record.partition), {}).get(record.offset) is record
 
-    def done(self, record: ConsumerRecord[Any, Any]) -> tuple[TopicPartition, int] | None:
+    def done(self, record: KafkaRecord) -> tuple[TopicPartition, int] | None:
         """`record` is handled: its partition and the offset its handled prefix now reaches, if that moved (else None)."""
         tp, offset = TopicPartition(record.topic, record.partition), record.offset
         open_ = self._open.get(tp)

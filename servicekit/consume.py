@@ -30,9 +30,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from servicekit.bus import Bus, Handler, OutputRefused, Reject
+from servicekit.kafka_record import KafkaRecord
 from servicekit.metrics import observe_handled
 from servicekit.received import receiving
 from servicekit.tracing import Attr, batch_span
@@ -42,7 +43,7 @@ __all__ = ["RawHandler", "Route", "consume_raw", "consume_routes"]
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[Any]], Awaitable[Any]]
-RawHandler = Callable[[Sequence[ConsumerRecord[Any, Any]]], Awaitable[Any]]
+RawHandler = Callable[[Sequence[KafkaRecord]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def consume_routes(
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
-    async def handle(polled: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    async def handle(polled: Sequence[KafkaRecord]) -> None:
         by_topic: dict[str, list[Any]] = {}
         for record in polled:
             by_topic.setdefault(names[record.topic], []).append(record)
@@ -102,9 +103,7 @@ def consume_routes(
     bus.on_polled(poller, handle, name=title)
 
 
-async def _handle_batch(
-    bus: Bus, topic: str, records: Sequence[ConsumerRecord[Any, Any]], handle_batch: BatchHandler, handle_one: Handler
-) -> None:
+async def _handle_batch(bus: Bus, topic: str, records: Sequence[KafkaRecord], handle_batch: BatchHandler, handle_one: Handler) -> None:
     events, kept = [], []
     for record in records:
         event = await bus.decode_record(topic, record)  # None: dead-lettered alone, with the reason
@@ -180,7 +179,7 @@ def consume_raw(
     )
     poller.on_assigned = on_assigned
 
-    async def handle(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    async def handle(records: Sequence[KafkaRecord]) -> None:
         with bus.liveness.running():
             async with bus.acknowledged_at_end():
                 await handler(records)

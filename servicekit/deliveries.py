@@ -17,9 +17,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiokafka import ConsumerRecord
-
 from servicekit.commits import Commits
+from servicekit.kafka_record import KafkaRecord
 from servicekit.producer import Headers
 from servicekit.refusals import refusal_name
 
@@ -48,7 +47,7 @@ class Delivery:
     value: bytes
     headers: Headers
     identity: str | bytes  # the event's id, else its bytes (`Recorded.identity`)
-    source: ConsumerRecord[Any, Any] | None  # the input being handled when it was published (`handle_event`), if one was
+    source: KafkaRecord | None  # the input being handled when it was published (`handle_event`), if one was
 
 
 Refusal = tuple[Delivery, BaseException]  # a record Kafka refused for good, and its error
@@ -81,7 +80,7 @@ batch_deliveries: ContextVar[BatchDeliveries | None] = ContextVar("tidegate_batc
 # The offsets of the polled batch being handled, when they are committed at intervals (`Bus.on_polled`).
 batch_commits: ContextVar[Commits | None] = ContextVar("tidegate_batch_commits", default=None)
 # The input record whose handler runs (`Bus.handle_event`): what it publishes is owed to it.
-publishing_for: ContextVar[ConsumerRecord[Any, Any] | None] = ContextVar("tidegate_publishing_for", default=None)
+publishing_for: ContextVar[KafkaRecord | None] = ContextVar("tidegate_publishing_for", default=None)
 
 
 async def once_delivered(action: Callable[[], Awaitable[Any]]) -> None:

@@ -30,8 +30,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from servicekit.kafka_record import KafkaRecord
 
 __all__ = ["FETCHER_WAKE_MS", "POLL_WAIT_MS", "FetchPace", "Poller", "Window", "poll"]
 
@@ -53,7 +55,7 @@ POLL_WAIT_MS = 30_000
 FETCHER_WAKE_MS = 10_000
 KAFKA_ERROR_PAUSE_S = 5.0  # after a poll the broker refused (no rights, the cluster away): tried again, not spun on
 
-Records = tuple[ConsumerRecord[Any, Any], ...]
+Records = tuple[KafkaRecord, ...]
 BatchHandler = Callable[[Records], Awaitable[None]]
 
 

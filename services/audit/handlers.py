@@ -13,14 +13,15 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import AuditCheckpoint, topic_spec
 from servicekit import Authority, Keyring, SigningKey
 from servicekit.db_outage import retry_level
 from servicekit.intake import Bounds
+from servicekit.kafka_record import KafkaRecord
 from servicekit.liveness import Liveness
 from servicekit.metrics import (
     observe_audit_checkpoint_refused,
@@ -49,9 +50,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def observe_record(
-    record: ConsumerRecord[Any, Any], prefix: str, bounds: Bounds = DEFAULT_BOUNDS, authority: Authority | None = None
-) -> Observed:
+def observe_record(record: KafkaRecord, prefix: str, bounds: Bounds = DEFAULT_BOUNDS, authority: Authority | None = None) -> Observed:
     """An aiokafka record as the audit stores it, with whether its signature verified (given the deployment's `authority`).
 
     Never raises: a bad value is kept raw, with the reason.
@@ -100,7 +99,7 @@ class Recorder:
     retries: int = 0
     max_delay_s: float = 5.0
 
-    async def record_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> AppendResult:
+    async def record_batch(self, records: Sequence[KafkaRecord]) -> AppendResult:
         """Write one batch in one transaction; returns only once it is committed."""
         observed = [observe_record(r, self.prefix, self.bounds, self.authority) for r in records]
         result = await self._durably(f"batch of {len(observed)} not written", lambda: self.log.append(observed))
