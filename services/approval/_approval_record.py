@@ -101,8 +101,9 @@ class ApprovalRecord(Frozen):
     escalated_at: datetime | None = None
     version: int = 0
     traceparent: str | None = None  # trace of the escalation, so a human's decision continues the task's trace
-    # the policy's `action.decided` this request was opened from, as received (signed): what the approver is shown is
-    # checked against it (`_decision_proofs`); None: a follow-up, or a request opened before this release
+    # the policy's `action.decided` this request was opened from, as received (signed), or a follow-up's: the executor's
+    # `action.unknown`: what the approver is shown is checked against it (`_decision_proofs`); None: opened before
+    # release 23 kept it (a follow-up: before release 25), or taken out
     decision: str | None = None
     # this service's own decision event (`approval.granted`, `rejected`, `expired`) as it published it (signed): who settled
     # the request, when and with what words are shown as it signed them (`_outcome_proofs`); None: pending, or settled

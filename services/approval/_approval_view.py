@@ -320,7 +320,7 @@ async def view(service: ApprovalService, record: ApprovalRecord, session: Sessio
         )
     elif await service.link_spent(session):
         state = Refusal(code="link_used", status=401, message=LINK_USED)
-    rejecting = service.access(record, who, rejecting=True) or state
+    rejecting = service.access(record, who, rejecting=True) or state or unproven_refusal(shown, rejecting=True)
     refusal = service.access(record, who) or state
     if refusal is None and domain.has_approved(record, who.approver):
         refusal = Refusal(code="already_approved", status=409, message="you already approved; waiting for another approver")

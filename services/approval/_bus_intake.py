@@ -150,7 +150,7 @@ class BusIntake(People, Announcing):
         """
         await self._keep_undoable([(result, signed)])  # first: whoever sees the result among the task events finds it kept (_undo_states)
         await self.repo.record_task_events([_result_task_event(result, event_type, event_id, at, self._spec(result.tool))])
-        return await self._follow_up(result) if result.status == "unknown" else None
+        return await self._follow_up(result, signed) if result.status == "unknown" else None
 
     async def on_result_batch(self, events: Sequence[ActionResult], signed: Sequence[bytes | None] | None = None) -> None:
         """A polled batch of results: kept in one write (and the undoable ones in one more), then a follow-up for each unknown outcome.
@@ -161,10 +161,10 @@ class BusIntake(People, Announcing):
         received = signed or [None] * len(events)
         await self._keep_undoable(list(zip([e.data for e in events], received, strict=True)))  # first, as in `on_result`
         await self.repo.record_task_events([_result_task_event(e.data, e.type, e.id, e.time, self._spec(e.data.tool)) for e in events])
-        for event in events:
+        for event, text in zip(events, received, strict=True):
             if event.data.status == "unknown":
                 with _handling(event):
-                    await self._follow_up(event.data)
+                    await self._follow_up(event.data, text)
 
     async def _keep_undoable(self, results: Sequence[tuple[ActionResultData, bytes | None]]) -> None:
         """Keep the results an approver may undo, each with its signed event as received.
@@ -175,7 +175,8 @@ class BusIntake(People, Announcing):
         for action_id in await self.undo_results.keep(undoable):
             log.warning("approval: the undo id of %s is held by another kept action: kept without it (not known by its undo id)", action_id)
 
-    async def _follow_up(self, result: ActionResultData) -> ApprovalRecord | None:
+    async def _follow_up(self, result: ActionResultData, signed: bytes | None) -> ApprovalRecord | None:
+        """A follow-up of `result`, keeping the executor's event as received (`signed`; None: shown flagged, never resolved)."""
         decided = await self.repo.action_event(result.action_id, "tidegate.action.decided")
         request = await self.repo.get_by_action(result.action_id, tenant_id=result.tenant_id)
         args = (request.edited_args or request.args) if request else (decided.args if decided and decided.args is not None else {})
@@ -188,6 +189,7 @@ class BusIntake(People, Announcing):
             requested_by=(decided.requested_by if decided else None) or (request.requested_by if request else None),
             args=args,
             requested_call=request,
+            result_event=None if signed is None else signed.decode("utf-8", "replace"),
         ).model_copy(update={"traceparent": current_traceparent()})
         _, deliveries = await self._announce(record, "tidegate.approval.follow_up")
         created = await self.repo.insert_request(record, [], deliveries)

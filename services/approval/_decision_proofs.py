@@ -13,8 +13,13 @@ for exactly that action, tenant, task and step, and the row's copy must be the e
 and either way `not_as_signed` says why, approving is refused (`409 request_unproven`; a reject still settles it,
 failing closed), and the operator is told once per row (a WARNING naming it and the fix) and at every read in
 `tidegate_rows_refused_total{service="approval",table="approvals",reason}` (`unsigned` or `invalid`).
-A follow-up (an unknown outcome) comes from the executor's result, not a decision: it is not checked here; nor is a
-settled request without an event (settled before this release; its history is in the audit log's signed events).
+A follow-up (an unknown outcome to resolve) is opened from the executor's signed `action.unknown`, which it keeps in the
+same field and is checked against the same way (its tool, reasons, attempts and error): before, the login could turn a
+pending escalation into a follow-up, unflagged, and an approver's "it happened" was then signed and published as a human's
+finding on a call that never ran (the policy settles or releases the call's reservation on it, attacker5). An unproven
+follow-up can be resolved neither way (each resolution moves the call's reservation); it closes at its expiry, with no
+event. A settled request without an event is not checked (settled before this release; its history is in the audit
+log's signed events).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import ActionDecided, ActionDecidedData, action_identity
+from schemas import ActionDecided, ActionDecidedData, ActionUnknown, action_identity
 from servicekit import Authority
 from servicekit.metrics import observe_row_refused
 from servicekit.received import NotProven, proven
 from services.approval._outcome_proofs import as_settled
+from services.approval._requests import follow_up_fields
 from services.approval._row_proofs import Seals
 from services.approval.domain import ApprovalRecord, Refusal
 
@@ -35,6 +41,7 @@ __all__ = ["SIGNED_FIELDS", "Shown", "adoption_refusal", "as_signed", "unproven_
 
 log = logging.getLogger("services.approval.service")  # as every part of the service logs
 TOPIC = "actions.decided"
+RESULTS = "actions.results"  # a follow-up's kept event: the executor's `action.unknown`
 # The fields a request copies from the policy's decision (`_requests.request_from_decision`): what the approver is shown.
 SIGNED_FIELDS = (
     "tool",
@@ -53,9 +60,15 @@ _FIX = (
     "approving it is refused and the approver is told; the approval service's database login may have been used to write the "
     "row: rotate that login's password (docs/security/database.md), and reject the request (the agent proposes the call again)"
 )
-# A pending request without an event was opened before release 23 kept it (or the login took it out): the operator keeps it.
+# A pending request without an event was opened before release 23 kept it (a follow-up: before release 25), or the login took
+# it out: the operator keeps it.
 _ADOPT = "`tidegate approvals adopt` keeps the policy's signed decision of it from the audit log (docs/approval.md)"
+_ADOPT_FOLLOW_UP = "`tidegate approvals adopt` keeps the executor's signed result of it from the audit log (docs/approval.md)"
 _FIX_UNSIGNED = f"approving it is refused until the operator adopts its decision: {_ADOPT}; if the audit log holds none, {_FIX}"
+_FIX_FOLLOW_UP = (
+    "resolving it is refused (it closes at its expiry, with no event) and the approver is told; the approval service's database "
+    "login may have been used to write the row: rotate that login's password (docs/security/database.md)"
+)
 _told: set[tuple[str, str]] = set()
 
 
@@ -89,7 +102,7 @@ def as_signed(record: ApprovalRecord, authority: Authority | None, seals: Seals 
 
 def _as_decided(record: ApprovalRecord, authority: Authority | None, seals: Seals | None) -> Shown:
     """`record` with what the policy signed of it, and why not when the row is not that (told to the operator)."""
-    if record.kind != "approval" or seals is None:
+    if seals is None:
         return Shown(record)
     if record.decision is None and not record.is_pending:
         return Shown(record)  # settled before this release kept the event: its history is the audit log's signed events
@@ -98,7 +111,8 @@ def _as_decided(record: ApprovalRecord, authority: Authority | None, seals: Seal
         return Shown(record)
     if signed is None:
         return _refused(record, record, why)
-    return _refused(record, record.model_copy(update=signed), NotProven(f"{why.why}: shown as the policy signed it", why.counted_as))
+    said = f"{why.why}: shown as the {_SIGNER[record.kind]} signed it"
+    return _refused(record, record.model_copy(update=signed), NotProven(said, why.counted_as))
 
 
 def adoption_refusal(record: ApprovalRecord, text: str, authority: Authority | None) -> str | None:
@@ -114,25 +128,60 @@ def adoption_refusal(record: ApprovalRecord, text: str, authority: Authority | N
     return f"the request {why.why}" if signed is not None else f"the event {why.why}"
 
 
+_SIGNER = {"approval": "policy", "follow_up": "executor"}
+
+
 def _checked(record: ApprovalRecord, authority: Authority | None) -> tuple[dict[str, Any] | None, NotProven | None]:
-    """What the policy signed of `record` (None: its kept event does not verify), and why the row is not that (None: it is)."""
-    if record.decision is None:
-        return None, NotProven("carries no signed decision of the policy", "unsigned")
-    event = proven(TOPIC, record.decision, action_identity(record), authority, signed="the policy's signed decision", shown=True)
-    if isinstance(event, NotProven):
-        return None, event
-    if not isinstance(event, ActionDecided) or event.data.outcome != "escalate":
-        return None, NotProven(f"carries the policy's signed {event.type}, not an escalation", "invalid")
-    signed = _signed_fields(event.data)
+    """What its kept event signed of `record` (None: it does not verify), and why the row is not that (None: it is)."""
+    signed = _decided(record, authority) if record.kind == "approval" else _unknown(record, authority)
+    if isinstance(signed, NotProven):
+        return None, signed
     changed = [name for name, value in signed.items() if not _as_signed(name, getattr(record, name), value)]
     if not changed:
         return signed, None
-    return signed, NotProven(f"was changed in the database ({', '.join(changed)} not as the policy signed)", "invalid")
+    return signed, NotProven(f"was changed in the database ({', '.join(changed)} not as the {_SIGNER[record.kind]} signed)", "invalid")
 
 
-def unproven_refusal(shown: Shown) -> Refusal | None:
-    """Why approving is refused: what the request shows is not proven to be the policy's escalation (None: it is)."""
+def _decided(record: ApprovalRecord, authority: Authority | None) -> dict[str, Any] | NotProven:
+    """The fields of a request as the policy's escalation kept in it signed them, or why it proves nothing."""
+    if record.decision is None:
+        return NotProven("carries no signed decision of the policy", "unsigned")
+    event = proven(TOPIC, record.decision, action_identity(record), authority, signed="the policy's signed decision", shown=True)
+    if isinstance(event, NotProven):
+        return event
+    if not isinstance(event, ActionDecided) or event.data.outcome != "escalate":
+        return NotProven(f"carries the policy's signed {event.type}, not an escalation", "invalid")
+    return _signed_fields(event.data)
+
+
+def _unknown(record: ApprovalRecord, authority: Authority | None) -> dict[str, Any] | NotProven:
+    """The fields of a follow-up as the executor's `action.unknown` kept in it signed them, or why it proves nothing."""
+    if record.decision is None:
+        return NotProven("is a follow-up that carries no signed unknown outcome of the executor", "unsigned")
+    event = proven(RESULTS, record.decision, action_identity(record), authority, signed="the executor's signed result", shown=True)
+    if isinstance(event, NotProven):
+        return NotProven(f"is a follow-up whose kept result {event.why}", event.counted_as)
+    if not isinstance(event, ActionUnknown):
+        return NotProven(f"is a follow-up of the executor's signed {event.type}, not an unknown outcome", "invalid")
+    return follow_up_fields(event.data)
+
+
+def unproven_refusal(shown: Shown, *, rejecting: bool = False) -> Refusal | None:
+    """Why approving (`rejecting`: rejecting) is refused: what the request shows is not proven to be what it claims (None: it is).
+
+    A request's reject fails closed and stays open; a follow-up's "it did not happen" releases the call's reservation, so an
+    unproven follow-up is resolved neither way (it closes at its expiry, with no event).
+    """
     if shown.not_as_signed is None:
+        return None
+    if shown.record.kind == "follow_up":
+        return Refusal(
+            code="request_unproven",
+            status=409,
+            message=f"{shown.not_as_signed}; recording what happened is refused (it closes at its expiry) and the operator is told"
+            + ("" if shown.record.decision is not None else f" ({_ADOPT_FOLLOW_UP})"),
+        )
+    if rejecting:
         return None
     return Refusal(
         code="request_unproven",
@@ -165,6 +214,10 @@ def _dumped(value: Any) -> Any:
 
 
 def _refused(record: ApprovalRecord, shown: ApprovalRecord, why: NotProven) -> Shown:
+    if record.kind == "follow_up":
+        fix = _FIX_FOLLOW_UP if record.decision is not None else f"{_FIX_FOLLOW_UP}; if it was opened before release 25: {_ADOPT_FOLLOW_UP}"
+        _told_once(record, why.why, why.counted_as, "refused as the executor's unknown outcome", fix)
+        return Shown(shown, f"this request {why.why}")
     _told_once(record, why.why, why.counted_as, "refused as the policy's escalation", _FIX_UNSIGNED if record.decision is None else _FIX)
     return Shown(shown, f"this request {why.why}")
 

@@ -10,7 +10,7 @@ from servicekit import action_digest
 from services.approval._approval_record import ApprovalRecord
 from services.approval._groups import GroupsConfig
 
-__all__ = ["follow_up_from_result", "opens_request", "refresh_request", "request_from_decision"]
+__all__ = ["follow_up_fields", "follow_up_from_result", "opens_request", "refresh_request", "request_from_decision"]
 
 
 def opens_request(decided: ActionDecidedData) -> bool:
@@ -113,25 +113,37 @@ def follow_up_from_result(
     requested_by: str | None,
     args: dict[str, Any],
     requested_call: ApprovalRecord | None = None,
+    result_event: str | None = None,
 ) -> ApprovalRecord:
-    """A follow-up for a call whose outcome is unknown: a human finds out what happened and records it."""
-    error = result.error.model_dump() if result.error else None
-    message = "the call may or may not have taken effect; check the system of record and record what happened (never retry blindly)"
+    """A follow-up for a call whose outcome is unknown: a human finds out what happened and records it.
+
+    `result_event`: the executor's `action.unknown` as received (its signed text), kept so that a follow-up is shown and
+    resolved only while it is proven to be one (`_decision_proofs`): the database login cannot make one of a request.
+    """
     return ApprovalRecord(
         approval_id=approval_id,
         kind="follow_up",
         **action_identity(result),
-        tool=result.tool,
+        **follow_up_fields(result),
         args=args,
         action_digest=action_digest(result.tenant_id, result.tool, args),
-        reasons=[Reason(code=ReasonCode.OUTCOME_UNKNOWN, policy_id="executor", message=message)],
-        facts={"attempts": result.attempts, "duration_ms": result.duration_ms, "idempotency_key": result.idempotency_key},
         risk=risk,
         policy_version=requested_call.policy_version if requested_call else "",
         requested_by=requested_by,
         task_requested_by=requested_call.task_requested_by if requested_call else None,
         required_approvals=1,
-        result_error=error,
         created_at=now,
         expires_at=now + ttl,
+        decision=result_event,
     )
+
+
+def follow_up_fields(result: ActionResultData) -> dict[str, Any]:
+    """What a follow-up copies from the executor's unknown outcome: the tool, why a human is asked, the attempts, the error."""
+    message = "the call may or may not have taken effect; check the system of record and record what happened (never retry blindly)"
+    return {
+        "tool": result.tool,
+        "reasons": [Reason(code=ReasonCode.OUTCOME_UNKNOWN, policy_id="executor", message=message)],
+        "facts": {"attempts": result.attempts, "duration_ms": result.duration_ms, "idempotency_key": result.idempotency_key},
+        "result_error": result.error.model_dump() if result.error else None,
+    }

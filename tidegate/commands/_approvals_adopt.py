@@ -1,4 +1,4 @@
-"""`tidegate approvals adopt`: the policy's signed decision kept in each request pending across the upgrade to release 23.
+"""`tidegate approvals adopt`: the signed event each request pending across an upgrade was opened from, kept in it.
 
 Release 23 keeps the `action.decided` a request was opened from (`record.decision`) and refuses to approve a request
 without it (`409 request_unproven`): a request opened by an older release has none. The audit log holds every record
@@ -10,6 +10,10 @@ keeps in each request the newest record that the approval service will accept at
 (`services.approval._decision_proofs.adoption_refusal`: it verifies as the policy's escalation of exactly that action,
 tenant, task and step, and the row's copy is what it signed). A forged or tampered record, one of another action or
 tenant, an allow, or a row the database login rewrote is refused, and said why; nothing is copied from it.
+
+A follow-up (an unknown outcome to resolve) keeps the executor's signed `action.unknown` since release 25, and one without
+it can be resolved neither way (`_decision_proofs`): for a follow-up pending across the upgrade to 25 this command keeps
+that record of its action the same way.
 
 Copying is safe because nothing is taken on trust: the service checks the kept bytes each time it shows the request.
 It is idempotent: a request that keeps a decision is not read again; one settled or changed while it runs is left.
@@ -36,10 +40,11 @@ from tidegate.commands._progress import Report, progress_display
 __all__ = ["Adopted", "adopt", "adopt_pending"]
 
 DECIDED = "tidegate.action.decided"
+OPENED_FROM = {"approval": DECIDED, "follow_up": "tidegate.action.unknown"}  # the event each kind of request keeps
 CANDIDATES = 50  # `action.decided` records read per action, newest first (an action is decided a handful of times)
 _PENDING = (
     "SELECT approval_id, tenant_id, action_id, tool, version, record::text FROM approval.approvals "
-    "WHERE kind = 'approval' AND status = 'pending' AND record->>'decision' IS NULL ORDER BY created_at, approval_id"
+    "WHERE status = 'pending' AND record->>'decision' IS NULL ORDER BY created_at, approval_id"
 )
 # Only a row still pending, at the version read and still without a decision: a vote or a settle meanwhile wins.
 _KEEP = (
@@ -66,7 +71,8 @@ def _kept(record: ApprovalRecord, rows: Sequence[tuple[str | None, bytes]], auth
     """The outcome for `record` given its action's `action.decided` records (`(event_id, value)`, newest first), and the text to keep."""
     of = {"approval_id": record.approval_id, "tenant_id": record.tenant_id, "action_id": record.action_id, "tool": record.tool}
     if not rows:
-        none = "the audit log holds no action.decided of this action (pruned, or not ingested yet: `tidegate audit verify --complete`)"
+        kept = OPENED_FROM[record.kind].removeprefix("tidegate.")
+        none = f"the audit log holds no {kept} of this action (pruned, or not ingested yet: `tidegate audit verify --complete`)"
         return Adopted(**of, outcome="not_found", why=none), None
     refusals = []
     for event_id, value in rows:
@@ -97,7 +103,8 @@ async def adopt_pending(kit: KitSettings, log: PostgresAuditLog, *, dry_run: boo
                 why = f"its row is not a request this release reads ({exc.error_count()} error(s), the first: {exc.errors()[0]['msg']})"
                 out.append(Adopted(**of, outcome="refused", why=why))
                 continue
-            found = SearchFilters(event_type=DECIDED, action_id=record.action_id, topic_prefix=kit.topic_prefix, include_duplicates=True)
+            kind = OPENED_FROM[record.kind]
+            found = SearchFilters(event_type=kind, action_id=record.action_id, topic_prefix=kit.topic_prefix, include_duplicates=True)
             rows = [(r.event_id, r.value) for r in await log.search(found, limit=CANDIDATES, newest=True) if r.value is not None]
             outcome, text = _kept(record, rows[::-1], authority)  # newest first
             if text is not None and not dry_run and await conn.fetchval(_KEEP, record.approval_id, text, row["version"]) is None:
@@ -132,7 +139,7 @@ def adopt(
         for o in outcomes:
             line = f"{o.approval_id} ({o.tool}, tenant {o.tenant_id}, action {o.action_id}): "
             said = f"{o.outcome.replace('_', ' ')}: {o.why}"
-            line += f"{verb} the policy's signed decision {o.event_id}" if o.outcome == "adopted" else said
+            line += f"{verb} the signed event {o.event_id} it was opened from" if o.outcome == "adopted" else said
             (console if o.outcome == "adopted" else err_console).print(line, soft_wrap=True, markup=False, highlight=False)
         if not outcomes:
             console.print("nothing to adopt: every pending request keeps the policy's signed decision", highlight=False)
