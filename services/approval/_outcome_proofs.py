@@ -10,8 +10,8 @@ auditor a story the signed events contradict (attacker4 F3). So the service keep
 what it settled is then replaced by the event's where they differ, `not_as_signed` says which fields, a WARNING names the
 request once and `tidegate_rows_refused_total{service="approval",table="approvals"}` counts each read. A row that keeps
 an event that does not verify, or a row set back to pending beside one, is shown flagged and cannot be approved.
-A request settled before release 24 kept no event: one opened with the policy's signed decision (release 23) is shown
-flagged, not counted (its history is the audit log's); one from before that, as before.
+A request settled before release 24 kept no event, and is shown flagged, not counted (its history is the audit log's):
+one from before release 23 too, since a row the login stripped of both events looks the same.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def as_settled(record: ApprovalRecord, authority: Authority | None) -> Settled |
     if record.kind != "approval":
         return None
     if record.settled_event is None:
-        if record.is_pending or record.decision is None:
-            return None  # pending, or opened (and settled) before any signed event was kept: shown as before
-        return Settled({}, NO_EVENT, None)
+        # Settled before release 24, or the login took the event out (and the escalation's with it: nothing tells the two
+        # apart, so neither is shown as proven; attacker5): flagged, not counted, pointed to the audit log's signed events.
+        return None if record.is_pending else Settled({}, NO_EVENT, None)
     event = _verified(record, authority)
     if isinstance(event, str):
         return Settled({}, f"keeps a decision of the approval service that {event}")

@@ -114,3 +114,20 @@ async def test_a_settled_row_stripped_of_the_services_event_is_flagged(
     shown = (await http.get(f"{h.url}/api/v1/approvals/{record.approval_id}", headers=bearer(bob))).json()
     assert "keeps no signed decision of the approval service" in (shown["not_as_signed"] or "")
     assert "tidegate audit explain" in shown["not_as_signed"]
+
+
+async def test_a_settled_row_stripped_of_both_signed_events_is_flagged_too(
+    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    """attacker5: the login takes the policy's escalation out as well, so the row looks settled before release 23: still said."""
+    h = await start_approval()
+    bob = await h.token("bob@acme.example", ["finance"])
+    record = await settled(h, http, bob, wait_for, "reject", comment="wrong payee", review_reason="wrong_recipient")
+    await rewrite(
+        approval_login, record.approval_id, settled_event=None, decision=None, status="granted", decided_by="cy@acme.example",
+        approvers=["cy@acme.example"], comment="checked with the customer by phone", review_reason="should_not_need_approval",
+    )  # fmt: skip
+    shown = (await http.get(f"{h.url}/api/v1/approvals/{record.approval_id}", headers=bearer(bob))).json()
+    assert shown["status"] == "granted"  # nothing here proves otherwise: the signed events are the audit log's
+    assert "keeps no signed decision of the approval service" in (shown["not_as_signed"] or ""), "the login's story was shown unflagged"
+    assert "tidegate audit explain" in shown["not_as_signed"]
