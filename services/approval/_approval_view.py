@@ -283,7 +283,8 @@ class ApprovalDetail(ApprovalView):
     same_payee: list[dict[str, Any]] = Field(
         default_factory=list,
         description="The tenant's other requests of the last 24 hours whose call names the same payee (the tool's `facts.payee`), "
-        "newest first: `approval_id`, `action_id`, `task_id`, `tool`, `payee`, `amount_usd`, `status`, `decided_by`, `created_at`. "
+        "newest first: `approval_id`, `action_id`, `task_id`, `tool`, `payee`, `amount_usd`, `status`, `decided_by`, `created_at`, "
+        "`not_as_signed` (each as signed: as in a request's own `not_as_signed`). "
         "A split refund's pieces side by side: the facts' `paid_payee_usd` is what the payee had been paid when policy decided "
         "this proposal, and counts no grant since.",
     )

@@ -152,8 +152,9 @@ def decision_routes(router: APIRouter, get_service: Callable[[], ApprovalService
         context = await service.context(record)
         earlier = await earlier_grants(service.repo, record, context["events"])
         shown = await view(service, record, session)
-        reads = await record_reads(service.repo, service.catalog, record, shown["key_args"])
-        payee = await same_payee(service.repo, service.catalog, record, service.clock())
+        signed = service.shown(record).record  # what the policy signed of it, never the login's args (attacker5)
+        reads = await record_reads(service.repo, service.catalog, signed, shown["key_args"])
+        payee = await same_payee(service.repo, service.catalog, signed, service.clock(), service.shown)
         return {
             **shown, "context": context["events"], "cost": context["cost"], "earlier": earlier, "record_reads": reads, "same_payee": payee,
         }  # fmt: skip

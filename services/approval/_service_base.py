@@ -15,9 +15,10 @@ from schemas import Envelope
 from servicekit import Authority, ControlState, Recorded, SigningKey, ToolCatalog
 from servicekit.costs import ReviewPrice
 from services.approval import webhooks
+from services.approval._decision_proofs import Shown, as_signed
 from services.approval._row_proofs import Seals
 from services.approval._undo_store import UndoResults
-from services.approval.domain import GroupsConfig
+from services.approval.domain import ApprovalRecord, GroupsConfig
 from services.approval.repository import ApprovalRepository
 from services.approval.settings import ApprovalSettings
 
@@ -59,6 +60,10 @@ class ServiceBase:
     published: int
     _queue_observed_at: datetime | None
     _disagreements_told: set[str]
+
+    def shown(self, record: ApprovalRecord) -> Shown:
+        """`record` as it may be shown: what the policy or the executor and this service signed of it (`_decision_proofs`)."""
+        return as_signed(record, self.authority, self.seals)
 
     def issued_now(self) -> datetime:
         """The time a lifetime this service issues starts at: the broker's (`issuing_clock`), else `clock`'s.

@@ -15,7 +15,7 @@ from servicekit.metrics import observe_human_decision
 from services.approval import domain
 from services.approval._announcing import Announcing, kept_settled
 from services.approval._ballots import proven_approvals, with_ballot
-from services.approval._decision_proofs import as_signed, unproven_refusal
+from services.approval._decision_proofs import unproven_refusal
 from services.approval._people import People, Session
 from services.approval._reads import Reads
 from services.approval._refusals import digest_changed
@@ -119,12 +119,12 @@ class Voting(People, Reads, Announcing):
         if not live or (vote.decision != "approve" and record.kind == "approval"):
             return None  # a request's reject fails closed, whatever the row says
         if vote.decision != "approve":  # a follow-up's "it did not happen" moves the call's reservation too
-            return unproven_refusal(as_signed(record, self.authority, self.seals), rejecting=True)
+            return unproven_refusal(self.shown(record), rejecting=True)
         return (  # refused before a link is spent, as the domain would refuse it
             domain.edit_pending(record, session.approver, vote)
             or domain.second_vote_without_token(record, session.approver, vote)
             or self.approval_held(record)
-            or unproven_refusal(as_signed(record, self.authority, self.seals))  # not shown as the policy signed it
+            or unproven_refusal(self.shown(record))  # not shown as the policy signed it
         )
 
     def approval_held(self, record: ApprovalRecord) -> Refusal | None:

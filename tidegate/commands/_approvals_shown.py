@@ -302,6 +302,8 @@ def request_lines(item: dict[str, Any]) -> list[str]:
             by = f"by {other['decided_by']}" if other.get("decided_by") else ""
             parts = (other["approval_id"], other["tool"], amount, other["status"], by, minute(other["created_at"]))
             lines.append("  " + "  ".join(shown(part) for part in parts if part))
+            if other.get("not_as_signed"):  # listed as signed; the row says otherwise (the approval login wrote it)
+                lines.append(f"    [yellow]not as signed: {shown(other['not_as_signed'], TEXT_MAX)}[/]")
     if "cost" in item:
         cost = item["cost"]
         review = summary.get("human_review_usd")
