@@ -190,7 +190,8 @@ def unproven(item: dict[str, Any]) -> list[str]:
     first: that reason alone said nothing of the rewrite to the on-call reading it the morning after (review62).
     """
     said = item.get("not_as_signed")
-    return [f"[yellow]not as the policy signed: {shown(said, TEXT_MAX)}[/]"] if said else []
+    signer = "the executor" if item.get("kind") == "follow_up" else "the policy"  # a follow-up keeps the executor's unknown outcome
+    return [f"[yellow]not as {signer} signed: {shown(said, TEXT_MAX)}[/]"] if said else []
 
 
 def _approvals(item: dict[str, Any]) -> str:

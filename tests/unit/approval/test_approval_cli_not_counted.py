@@ -66,3 +66,15 @@ def test_a_row_rewritten_after_its_grant_is_said_so_to_the_on_call_the_morning_a
     [line] = [x for x in result.output.splitlines() if "not as the policy signed" in x]
     assert line.strip() == "not as the policy signed: " + REWRITTEN + "\\nfacts: {} [bold]x[/]"
     assert not [x for x in result.output.splitlines() if x.startswith("facts: {}")]  # no line a row's text made
+
+
+MADE_UP = "this request is a follow-up that carries no signed unknown outcome of the executor"
+
+
+def test_a_follow_up_not_proven_is_said_to_be_not_as_the_executor_signed(monkeypatch: pytest.MonkeyPatch, runner: CliRunner) -> None:
+    """A follow-up keeps the executor's `action.unknown`, not a decision of the policy (attacker5): the line names its signer."""
+    item = ITEM | {"kind": "follow_up", "can_decide": False, "cannot_decide_code": "request_unproven", "not_as_signed": MADE_UP}
+    monkeypatch.setattr(httpx, "request", FakeApi([(200, [item])]))
+    result = runner.invoke(approvals.app, ["list", "--token", "tga_x"])
+    assert result.exit_code == 0, result.output
+    assert [x.strip() for x in result.output.splitlines() if x.strip().startswith("not as")] == [f"not as the executor signed: {MADE_UP}"]
