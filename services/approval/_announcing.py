@@ -60,6 +60,7 @@ class Announcing(ServiceBase, WebhookSide):
             event = envelope_type.build(data, source=SOURCE)
             made = record_event("approvals", event, self._signed)  # with the current trace context, signed, before it is stored
             outbox.append(OutboxItem(event.id, record.approval_id, "approvals", made.value.decode(), made))
+        told = kept_settled(record, outbox)  # a decision's message shows it as signed: with the event it carries on the bus
         deliveries = [
             sealed(
                 self.seals,
@@ -69,7 +70,7 @@ class Announcing(ServiceBase, WebhookSide):
                     tenant_id=endpoint.tenant_id,
                     approval_id=record.approval_id,
                     event_type=event_type.removeprefix("tidegate."),
-                    body=self._webhook_body(record, event_type, endpoint),
+                    body=self._webhook_body(told, event_type, endpoint),
                 ),
             )
             for endpoint in await self.repo.endpoints(record.tenant_id)
