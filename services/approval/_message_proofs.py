@@ -7,6 +7,11 @@ approver's chat signed as the service's. So each message is signed with the serv
 tenant, endpoint, request, type and the SHA-256 of its body), and an attempt sends only a message whose proof holds:
 one that does not is failed with why (`NOT_SIGNED`), never sent, logged once and counted in
 `tidegate_rows_refused_total{service="approval",table="webhook_deliveries"}` (attacker4).
+
+A message with no proof at all was queued by a release before 24 (or written by the login): it is never sent as stored.
+When its request is pending and shown as the policy signed it (the check every showing makes), the service writes the
+request's message again, as it would now, signed, in its place (`signed_again_id`: once per endpoint and request, however
+many unsigned rows name it); else it is failed with why (`unsigned_refusal`), as any unproven message (upgrade24).
 """
 
 from __future__ import annotations
@@ -18,10 +23,31 @@ from typing import Any
 from services.approval._row_proofs import Seals
 from services.approval._webhook_values import Delivery
 
-__all__ = ["NOT_SIGNED", "message_claims", "sealed", "unproven"]
+__all__ = [
+    "NOT_SIGNED",
+    "SIGNED_AGAIN",
+    "message_claims",
+    "sealed",
+    "signed_again_id",
+    "unproven",
+    "unsigned_refusal",
+    "unsigned_then",
+]
 
 NOT_SIGNED = "not sent: the message is not the approval service's signed one"
+SIGNED_AGAIN = "not sent: queued unsigned by a release before 24; its request's message was queued again, signed, as"
 _FIX = "the approval service's database login may have been used to write it: rotate that login's password (docs/security/database.md)"
+
+
+def unsigned_then(d: Delivery) -> bool:
+    """Whether `d` carries no proof at all: as a release before 24 queued every message (migration 018 came with 24)."""
+    return d.key_id is None and d.signature is None
+
+
+def signed_again_id(tenant_id: str, endpoint_id: str, approval_id: str) -> str:
+    """The `webhook-id` of the signed message written in place of unsigned ones: one per endpoint and request, ever."""
+    digest = hashlib.sha256("\0".join(("signed again", tenant_id, endpoint_id, approval_id)).encode()).hexdigest()
+    return f"msg_{digest[:32]}"
 
 
 def message_claims(d: Delivery) -> dict[str, Any]:
@@ -54,3 +80,17 @@ def unproven(seals: Seals | None, d: Delivery) -> str | None:
             f"webhook message {d.delivery_id} (request {d.approval_id}, tenant {d.tenant_id})", why, _FIX, row=d.delivery_id
         )
     return None if why is None else f"{NOT_SIGNED} ({why})"
+
+
+def unsigned_refusal(seals: Seals, d: Delivery, why_request: str) -> str:
+    """Why the unsigned `d` is failed, not queued again: `why_request`, why its request is not one to ask about (told, counted)."""
+    why = f"unsigned, and not queued again signed: {why_request}"
+    seals.messages.refused(
+        f"webhook message {d.delivery_id} (request {d.approval_id}, tenant {d.tenant_id})",
+        why,
+        "a message queued by a release before 24 is sent again only for a pending request shown as the policy signed it; "
+        "its approvers find the request on the page or with `tidegate approvals list`; if no release before 24 ran here, " + _FIX,
+        counted_as="unsigned",
+        row=d.delivery_id,
+    )
+    return f"{NOT_SIGNED} ({why})"

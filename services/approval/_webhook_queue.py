@@ -59,6 +59,14 @@ class DeliveryQueue(Protocol):
         """
         ...
 
+    async def queue_instead(self, delivery_id: str, attempt: int, error: str, message: Delivery, now: datetime) -> bool:
+        """Fail `delivery_id` with `error` (logged as attempt `attempt`) and queue `message` in its place, due at `now`, at once.
+
+        Only while `delivery_id` is still pending; `message` is written once (`ON CONFLICT`: an id written before stays).
+        Whether `message` was written now.
+        """
+        ...
+
 
 class PgDeliveryQueue(PgWebhookTables, DeliveryQueue):
     """The PostgreSQL part: a claim is a lease (the next attempt pushed out), so that copies of the service share the work."""
@@ -177,6 +185,42 @@ class PgDeliveryQueue(PgWebhookTables, DeliveryQueue):
                 beyond,
             )
 
+    async def queue_instead(self, delivery_id: str, attempt: int, error: str, message: Delivery, now: datetime) -> bool:
+        """Write `message` and fail `delivery_id` in one transaction, only while `delivery_id` is pending."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            failed = await conn.fetchval(
+                f"UPDATE {self.s}.webhook_deliveries SET attempts = $2, status = 'failed', last_status_code = NULL, last_error = $3 "
+                "WHERE delivery_id = $1 AND status = 'pending' RETURNING delivery_id",
+                delivery_id,
+                attempt,
+                error,
+            )
+            if failed is None:
+                return False
+            await conn.execute(
+                f"INSERT INTO {self.s}.webhook_attempts (delivery_id, attempt, status_code, error, duration_ms) "
+                f"SELECT $1, GREATEST($2, COALESCE(MAX(attempt), 0) + 1), NULL, $3, 0 FROM {self.s}.webhook_attempts "
+                "WHERE delivery_id = $1 ON CONFLICT DO NOTHING",
+                delivery_id,
+                attempt,
+                error,
+            )
+            written = await conn.fetchval(
+                f"INSERT INTO {self.s}.webhook_deliveries (delivery_id, endpoint_id, tenant_id, approval_id, event_type, body, "
+                "status, next_attempt_at, body_key_id, body_signature) VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9) "
+                "ON CONFLICT DO NOTHING RETURNING delivery_id",
+                message.delivery_id,
+                message.endpoint_id,
+                message.tenant_id,
+                message.approval_id,
+                message.event_type,
+                message.body,
+                now,
+                message.key_id,
+                message.signature,
+            )
+            return written is not None
+
 
 class InMemoryDeliveryQueue(InMemoryWebhookTables, DeliveryQueue):
     """The in-memory twin's part."""
@@ -242,3 +286,15 @@ class InMemoryDeliveryQueue(InMemoryWebhookTables, DeliveryQueue):
                 and other.next_attempt_at > beyond
             ):
                 self.delivery_rows[other.delivery_id] = replace(other, next_attempt_at=now)
+
+    async def queue_instead(self, delivery_id: str, attempt: int, error: str, message: Delivery, now: datetime) -> bool:
+        """Fail `delivery_id` and write `message` in its place, only while `delivery_id` is pending."""
+        d = self.delivery_rows[delivery_id]
+        if d.status != "pending":
+            return False
+        self.attempts.append(Attempt(delivery_id, attempt, utcnow(), None, error, 0.0))
+        self.delivery_rows[delivery_id] = replace(d, attempts=attempt, status="failed", last_status_code=None, last_error=error)
+        if message.delivery_id in self.delivery_rows:
+            return False
+        self.delivery_rows[message.delivery_id] = replace(message, status="pending", next_attempt_at=now, created_at=now)
+        return True

@@ -20,7 +20,7 @@ from servicekit.costs import ReviewPrice
 from servicekit.metrics import observe_webhook_delivery, observe_webhook_owed
 from services.approval import auth, domain, webhooks
 from services.approval._decision_proofs import as_signed
-from services.approval._message_proofs import sealed, unproven
+from services.approval._message_proofs import SIGNED_AGAIN, sealed, signed_again_id, unproven, unsigned_refusal, unsigned_then
 from services.approval._row_proofs import Seals
 from services.approval._summary import decision_summary
 from services.approval.domain import ApprovalRecord, Approver, GroupsConfig, Refusal
@@ -145,11 +145,14 @@ class WebhookSide:
         observe_webhook_owed({(e.tenant_id, e.endpoint_id): n for e, n in zip(refused, counts, strict=True)})
         return written
 
-    def _owed_message(self, record: ApprovalRecord, endpoint: Endpoint) -> Delivery:
-        """The message `record` owes `endpoint`: what `_announce` writes when a request is raised, as the request is now."""
+    def _owed_message(self, record: ApprovalRecord, endpoint: Endpoint, delivery_id: str | None = None) -> Delivery:
+        """The message `record` owes `endpoint`: what `_announce` writes when a request is raised, as the request is now.
+
+        `delivery_id`: its id (default: `owed_message_id`'s).
+        """
         event_type = domain.REQUESTED if record.kind == "approval" else FOLLOW_UP
         message = Delivery(
-            delivery_id=owed_message_id(endpoint.tenant_id, endpoint.endpoint_id, record.approval_id),
+            delivery_id=delivery_id or owed_message_id(endpoint.tenant_id, endpoint.endpoint_id, record.approval_id),
             endpoint_id=endpoint.endpoint_id,
             tenant_id=endpoint.tenant_id,
             approval_id=record.approval_id,
@@ -208,6 +211,9 @@ class WebhookSide:
         if now is None or not now.enabled:  # removed by an admin since this round claimed it: never sent, links never minted
             log.info("approval: message %s not sent: its endpoint %s was removed", delivery.delivery_id, endpoint.endpoint_id)
             return False
+        if self.seals is not None and unsigned_then(delivery):  # queued by a release before 24: never sent as stored
+            await self._sign_again(delivery, endpoint)
+            return False
         if (why := unproven(self.seals, delivery)) is not None:  # its body signed with the secret only if the service wrote it
             await self.repo.record_attempt(
                 delivery.delivery_id, delivery.attempts + 1, status_code=None, error=why, duration_ms=0.0, outcome="failed", next_at=None
@@ -233,6 +239,51 @@ class WebhookSide:
         )
         observe_webhook_delivery(endpoint.tenant_id, "retried" if outcome == "pending" else outcome)
         return result.ok
+
+    async def _sign_again(self, delivery: Delivery, endpoint: Endpoint) -> None:
+        """An unsigned message (queued by a release before 24): its request's message written again, signed, or failed with why.
+
+        Written again when its request is a pending approval of `endpoint`'s tenant shown as the policy signed it, the check
+        every showing makes (`as_signed`): the new message is made from that, as `_announce` would now, never from the stored
+        body, so a body the database login wrote is never sent; once per endpoint and request (`signed_again_id`).
+        """
+        assert self.seals is not None
+        record = await self.repo.get(delivery.approval_id)
+        why = self._not_to_sign_again(record, delivery, endpoint)
+        attempt = delivery.attempts + 1
+        if record is None or why is not None:
+            error = unsigned_refusal(self.seals, delivery, why or "its request is not in the database")
+            await self.repo.record_attempt(
+                delivery.delivery_id, attempt, status_code=None, error=error, duration_ms=0.0, outcome="failed", next_at=None
+            )
+            observe_webhook_delivery(endpoint.tenant_id, "failed")
+            return
+        message = self._owed_message(record, endpoint, signed_again_id(endpoint.tenant_id, endpoint.endpoint_id, record.approval_id))
+        instead = f"{SIGNED_AGAIN} {message.delivery_id}"
+        written = await self.repo.queue_instead(delivery.delivery_id, attempt, instead, message, self.clock())
+        log.info(
+            "approval: message %s (request %s) was queued unsigned by a release before 24: not sent; %s",
+            delivery.delivery_id,
+            record.approval_id,
+            f"the request's message queued again, signed, as {message.delivery_id}"
+            if written
+            else f"the request's signed message {message.delivery_id} was queued before",
+        )
+
+    def _not_to_sign_again(self, record: ApprovalRecord | None, delivery: Delivery, endpoint: Endpoint) -> str | None:
+        """Why an unsigned message's request gets no signed message in its place (None: it does)."""
+        if record is None:
+            return "its request is not in the database"
+        if endpoint.tenant_id not in ("*", record.tenant_id) or delivery.tenant_id != endpoint.tenant_id:
+            return f"its request is of tenant {record.tenant_id}, not sent to endpoint {endpoint.endpoint_id} of {endpoint.tenant_id}"
+        if record.kind != "approval":
+            return "its request is a follow-up, which keeps no signed event to show it by"
+        if not record.is_pending or record.expires_at <= self.clock():
+            return f"its request is {record.status if not record.is_pending else 'expired'}: nothing is left to ask"
+        shown = as_signed(record, self.authority, self.seals)
+        if shown.not_as_signed is not None:
+            return shown.not_as_signed
+        return None
 
     def _next_step(self, attempt: int, ok: bool, retry_until: datetime | None) -> tuple[str, datetime | None]:
         """Where an attempt leaves its message: `delivered`, `pending` until the next try, or `failed`.
