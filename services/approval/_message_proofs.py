@@ -32,6 +32,7 @@ __all__ = [
     "unproven",
     "unsigned_refusal",
     "unsigned_then",
+    "unsigned_unsent",
 ]
 
 NOT_SIGNED = "not sent: the message is not the approval service's signed one"
@@ -93,4 +94,9 @@ def unsigned_refusal(seals: Seals, d: Delivery, why_request: str) -> str:
         counted_as="unsigned",
         row=d.delivery_id,
     )
-    return f"{NOT_SIGNED} ({why})"
+    return unsigned_unsent(why_request)
+
+
+def unsigned_unsent(why_request: str) -> str:
+    """The error of an unsigned message failed, not queued again: `why_request`, why its request is not one to ask about."""
+    return f"{NOT_SIGNED} (unsigned, and not queued again signed: {why_request})"

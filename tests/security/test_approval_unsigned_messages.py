@@ -147,3 +147,21 @@ async def test_an_unsigned_message_of_a_request_the_login_rewrote_is_not_sent_ag
             "SELECT count(*) FROM approval.webhook_deliveries WHERE approval_id = $1 AND delivery_id <> $2", record.approval_id, old
         )
         assert others == 0
+
+
+async def test_an_unsigned_message_of_a_request_settled_since_is_failed_without_a_page(
+    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    async with Receiver.listening(failures=99) as chat:
+        record = await waiting(start_approval, http, chat, wait_for)
+        old = await as_release_23_queued_it(approval_login, record.approval_id)
+        await approval_login.execute(
+            "UPDATE approval.approvals SET record = jsonb_set(record, '{status}', '\"expired\"') WHERE approval_id = $1",
+            record.approval_id,
+        )
+        refused = ROWS_REFUSED.labels("approval", "webhook_deliveries", "unsigned")._value.get()
+
+        status, why = await no_longer_pending(approval_login, old, wait_for)
+        assert status == "failed"
+        assert "not queued again signed: its request is expired: nothing is left to ask" in why, why
+        assert ROWS_REFUSED.labels("approval", "webhook_deliveries", "unsigned")._value.get() == refused  # no page for it
