@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from services.approval._approval_record import read_record
     from services.approval._decision_proofs import adoption_refusal
     from services.approval._pins import RowPins
     from services.approval._row_proofs import Seals, approval_seals
@@ -41,6 +42,7 @@ __all__ = [
     "build",
     "hash_token",
     "new_token",
+    "read_record",
     "review_report",
     "reviews_from_events",
 ]
@@ -63,6 +65,7 @@ _HOME = {
     "GroupsConfig": "domain",
     "ApprovalRecord": "domain",
     "adoption_refusal": "_decision_proofs",
+    "read_record": "_approval_record",
     "DECIDED": "restored",
     "Restoration": "restored",
 }

@@ -5,6 +5,8 @@ The literals and event types a decision speaks in live here, with `Frozen`, the 
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -30,7 +32,10 @@ __all__ = [
     "Via",
     "escalate",
     "expire",
+    "read_record",
 ]
+
+log = logging.getLogger(__name__)
 
 Status = Literal["pending", "granted", "rejected", "expired", "resolved"]
 Kind = Literal["approval", "follow_up"]
@@ -114,6 +119,35 @@ class ApprovalRecord(Frozen):
     def is_pending(self) -> bool:
         """Whether a human can still act on it."""
         return self.status == "pending"
+
+
+_told_unknown: set[frozenset[str]] = set()
+
+
+def read_record(text: str | bytes) -> ApprovalRecord:
+    """A request as its row keeps it, the keys this release does not know left out (told once per set of such keys).
+
+    A newer release adds keys to the row (23 `decision`, 24 `settled_event`): read strictly, one such row stopped an older
+    release's service at start (`extra_forbidden`, restarted for ever) until the rollback's SQL took the key out of every
+    row. A key this release does not know grants nothing here: no check of this release reads it, so a request is shown,
+    counted and decided as if it were absent, which is what that SQL made of it; a key the database login added likewise.
+    Written back (a vote, an expiry), the row keeps only what this release knows, as after that SQL.
+    """
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        return ApprovalRecord.model_validate(data)  # refused in pydantic's words
+    unknown = frozenset(data.keys() - ApprovalRecord.model_fields.keys())
+    if unknown:
+        if unknown not in _told_unknown and len(_told_unknown) < 64:
+            _told_unknown.add(unknown)
+            log.warning(
+                "approval: request %s keeps %s, which this release does not know: left out (a newer release wrote it, or the "
+                "database login did); nothing this release checks reads it",
+                data.get("approval_id"),
+                ", ".join(sorted(unknown)),
+            )
+        data = {k: v for k, v in data.items() if k not in unknown}
+    return ApprovalRecord.model_validate(data)
 
 
 class Transition(Frozen):

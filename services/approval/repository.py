@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from servicekit import Recorded
+from services.approval._approval_record import read_record
 from services.approval._endpoint_rows import EndpointRows
 from services.approval._row_proofs import Seals, approval_seals
 from services.approval._task_event_store import InMemoryTaskEventStore, PgTaskEventStore, TaskEvent, TaskEventStore
@@ -109,7 +110,7 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
 
 
 def _record(row: asyncpg.Record) -> ApprovalRecord:
-    return ApprovalRecord.model_validate_json(row["record"])
+    return read_record(row["record"])
 
 
 class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, ApprovalRepository):

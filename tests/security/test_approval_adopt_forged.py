@@ -126,7 +126,7 @@ async def test_adopt_keeps_only_the_policys_own_escalation_of_each_request(
 async def test_a_pending_row_no_release_wrote_is_refused_and_the_others_are_adopted(
     start_approval: StartApproval, approval_login: asyncpg.Connection, kit: KitSettings, wait_for: WaitFor
 ) -> None:
-    """review63: the attacker adds one pending row the service's record cannot read (a field it does not know).
+    """review63: the attacker adds one pending row the service's record cannot read (a field of the wrong type).
 
     Before, `approvals adopt` ended on pydantic's traceback at that row, having adopted nothing: every request pending
     across the upgrade stayed unapprovable while the operator looked for why. Now that row is refused, said why, and
@@ -145,7 +145,7 @@ async def test_a_pending_row_no_release_wrote_is_refused_and_the_others_are_adop
         await as_before_23(approval_login, genuine.approval_id)
         stored = "SELECT record FROM approval.approvals WHERE approval_id = $1"
         junk = json.loads(await approval_login.fetchval(stored, genuine.approval_id))
-        junk.update(approval_id=f"ap-junk-{genuine.approval_id}", action_id=f"a-junk-{d.action_id}", unknown_field=True)
+        junk.update(approval_id=f"ap-junk-{genuine.approval_id}", action_id=f"a-junk-{d.action_id}", required_approvals="many")
         await approval_login.execute(
             "INSERT INTO approval.approvals SELECT $3, kind, $4, task_id, tenant_id, tool, status, 1, created_at, expires_at, "
             "escalated_at, $2::jsonb FROM approval.approvals WHERE approval_id = $1",

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from servicekit import KitSettings, ToolCatalog, deployment_authority
 from servicekit.authority import Authority
-from services.approval import ApprovalRecord, adoption_refusal
+from services.approval import ApprovalRecord, adoption_refusal, read_record
 from services.audit import PostgresAuditLog, SearchFilters
 from tidegate.commands._audit_log import with_audit_log
 from tidegate.commands._common import console, err_console, run, settings
@@ -97,7 +97,7 @@ async def adopt_pending(kit: KitSettings, log: PostgresAuditLog, *, dry_run: boo
             if report is not None:
                 report("adopt", done, len(pending))
             try:
-                record = ApprovalRecord.model_validate_json(row["record"])
+                record = read_record(row["record"])
             except ValidationError as exc:  # written by no release of the service (its login?): said, and the others adopted
                 of = {k: row[k] for k in ("approval_id", "tenant_id", "action_id", "tool")}
                 why = f"its row is not a request this release reads ({exc.error_count()} error(s), the first: {exc.errors()[0]['msg']})"
