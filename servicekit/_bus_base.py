@@ -65,6 +65,9 @@ class BusBase:
     # Set as `stop` begins: a handler between two steps (the executor between two attempts) starts no new one.
     stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     positions: dict[tuple[str, int], int] = field(default_factory=dict, init=False)
+    # Records of each topic (full name) decoded or dead-lettered so far, counted one by one: what a start waiting on a long
+    # topic counts as progress (`wait_caught_up(while_progressing=True)`); `positions` move only once a polled batch is done.
+    records_read: dict[str, int] = field(default_factory=dict, init=False)
     # One consumer of no group that reads topics' end offsets for `wait_caught_up`, opened at its first use.
     _end_reader: Any = field(default=None, init=False)
     _end_reader_opening: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)

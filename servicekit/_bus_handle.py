@@ -79,6 +79,7 @@ class Handling(DeadLettering):
             event, document = decode_document(topic, raw)  # parsed once: the check reads the same document
             refusal = self.authority.check(raw, event, document, appended_ms=appended_ms(record)) if self.authority is not None else None
             if refusal is None:
+                self.records_read[record.topic] = self.records_read.get(record.topic, 0) + 1
                 return event
             code, error = refusal.code, refusal.message
         except Refused as exc:
@@ -91,6 +92,7 @@ class Handling(DeadLettering):
         except Exception as exc:
             code, error = ReasonCode.INVALID_EVENT, f"undecodable: {type(exc).__name__}"
         await self.dead_letter(record, topic, code, error)
+        self.records_read[record.topic] = self.records_read.get(record.topic, 0) + 1
         return None
 
     async def handle_record(self, topic: str, record: KafkaRecord, handler: Handler) -> None:

@@ -116,6 +116,8 @@ class Bus(Subscribing):
         Gives up after `timeout_s`; with `while_progressing` (a service's start), only after `timeout_s` in which it
         handled nothing: a start that reads a long `control` (junk a holder of `ops.properties` appended, which is kept
         forever) is slow, never cut off while it reads, since a start cut off would read it all again at its next try.
+        Reading is counted record by record (`records_read`): a polled batch of junk whose dead letters each wait for the
+        broker's ack can take longer than `timeout_s` under load, and `positions` move only when the batch is done.
         """
         reader = await self._ends_reader()
         full = self.topic(topic)
@@ -125,9 +127,9 @@ class Bus(Subscribing):
         ends = await reader.end_offsets(tps) if tps else {}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        handled = self._handled_of(ends)
+        handled = self._handled_of(ends) + self.records_read.get(full, 0)
         while any(self.positions.get((tp.topic, tp.partition), 0) < end for tp, end in ends.items()):
-            if while_progressing and (now_handled := self._handled_of(ends)) > handled:
+            if while_progressing and (now_handled := self._handled_of(ends) + self.records_read.get(full, 0)) > handled:
                 handled, deadline = now_handled, loop.time() + timeout_s
             if loop.time() > deadline:
                 if while_progressing:
