@@ -292,7 +292,7 @@ class WebhookSide:
         if endpoint.tenant_id not in ("*", record.tenant_id) or delivery.tenant_id != endpoint.tenant_id:
             return f"its request is of tenant {record.tenant_id}, not sent to endpoint {endpoint.endpoint_id} of {endpoint.tenant_id}", True
         if record.kind != "approval":
-            return "its request is a follow-up, which keeps no signed event to show it by", False
+            return "its request is a follow-up: only an approval request's message is written and signed again", False
         if not record.is_pending or record.expires_at <= self.clock():
             return f"its request is {record.status if not record.is_pending else 'expired'}: nothing is left to ask", False
         shown = as_signed(record, self.authority, self.seals)
