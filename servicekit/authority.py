@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas import SERVICE_PROPOSERS, Envelope, ReasonCode, ToolSpec, canonical_json, mixed_scripts, proposer_problem, skeleton
 from servicekit.bus_rights import rights_of
-from servicekit.intake import named_tenant_and_task
+from servicekit.intake import named_mismatch, named_tenant_and_task_of
 from servicekit.key_files import client_key, holder_of, operator_key
 from servicekit.settings import KitSettings
 from servicekit.signing import (
@@ -532,12 +532,11 @@ def dead_letter_problem(signer: str, event: Envelope) -> str | None:
     sha256 = getattr(data, "sha256", None)
     if getattr(data, "truncated", True) or not sha256 or hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest() != sha256:
         return None  # the bytes it carries are not the record's whole: the readers hold it to the audit log's copy
-    tenant, task = _tenant_and_task_named(raw)
-    if tenant is not None and getattr(data, "tenant_id", None) not in ("unknown", tenant):
-        return f"it names tenant {getattr(data, 'tenant_id', None)!r}, and the record it carries is of tenant {tenant!r}"
-    if task is not None and getattr(data, "task_id", None) not in (None, task):
-        return f"it names task {getattr(data, 'task_id', None)!r}, and the record it carries is of task {task!r}"
-    return None
+    mismatch = named_mismatch((getattr(data, "tenant_id", None), getattr(data, "task_id", None)), named_tenant_and_task_of(raw))
+    if mismatch is None:
+        return None
+    what, named_as, theirs = mismatch
+    return f"it names {what} {named_as!r}, and the record it carries " + (f"is of {what} {theirs!r}" if theirs else f"names no {what}")
 
 
 @lru_cache(maxsize=16)
@@ -548,14 +547,6 @@ def _service_reads(service: str) -> tuple[re.Pattern[str], ...]:
         body = ".*" if name == "*" else re.escape(name).replace(r"\*", ".+")
         out.append(re.compile(rf"(?:{body})$"))  # after whatever prefix (one need not end with a dot)
     return tuple(out)
-
-
-def _tenant_and_task_named(raw: str) -> tuple[str | None, str | None]:
-    """The tenant and task a record's value names, read as the dead-letterer reads them (`_bus_deadletter`); None: none read."""
-    try:
-        return named_tenant_and_task(json.loads(raw))
-    except Exception:  # RecursionError, anything: a value it could not read names nothing
-        return None, None
 
 
 # (service, event type) → what an event of that type signed by that service must be: the approval service

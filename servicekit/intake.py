@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -40,7 +41,9 @@ __all__ = [
     "check_bounds",
     "classify",
     "describe_raw",
+    "named_mismatch",
     "named_tenant_and_task",
+    "named_tenant_and_task_of",
     "text_of",
 ]
 
@@ -150,6 +153,30 @@ def named_tenant_and_task(doc: Any) -> tuple[str | None, str | None]:
     tenant = doc.get("tenantid") or data.get("tenant_id")
     task = doc.get("subject") or data.get("task_id")
     return _carried(tenant, 100), _carried(task, 200)
+
+
+def named_tenant_and_task_of(raw: bytes | str) -> tuple[str | None, str | None]:
+    """`named_tenant_and_task` of a record's raw value (None, None: not JSON the dead-letterer could read)."""
+    try:
+        return named_tenant_and_task(json.loads(raw))
+    except Exception:  # RecursionError, anything: a value it could not read names nothing
+        return None, None
+
+
+def named_mismatch(named: tuple[str | None, str | None], record: tuple[str | None, str | None]) -> tuple[str, str, str | None] | None:
+    """What a dead letter naming `named` (tenant, task) names that a record naming `record` is not; None: it may be its.
+
+    Said as (`tenant` or `task`, the dead letter's, the record's). A dead letter names what its dead-letterer read of the
+    record (`named_tenant_and_task`), `unknown` and no task when it read none (a value over its bounds, or not JSON):
+    those always pass. One that names a tenant or a task must name the record's: a record that names none is no task's,
+    and its refusal is told in no task's story (review64).
+    """
+    tenant, task = named
+    if tenant not in (None, "unknown") and tenant != record[0]:
+        return "tenant", tenant, record[0]
+    if task is not None and task != record[1]:
+        return "task", task, record[1]
+    return None
 
 
 def _carried(value: Any, limit: int) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from schemas import EventRejectedData
+from servicekit.intake import named_mismatch, named_tenant_and_task_of
 from services.audit.rows import LogRow
 
 __all__ = ["dead_letter_tenant_problem", "named_record_problem"]
@@ -41,15 +42,18 @@ def named_record_problem(data: EventRejectedData, row: LogRow | None) -> str | N
 def dead_letter_tenant_problem(data: EventRejectedData, row: LogRow | None) -> str | None:
     """Why dead letter `data`'s tenant or task is not that of `row`, the log's record it names by its SHA-256 (None: it is, or unknown).
 
-    The task too (review63): a dead letter that carries its record truncated is listed, and told by `audit explain`, under
-    the task it names; one naming another task of the same tenant would stand in that task's story as a refusal of it.
+    The record's tenant and task are read from its bytes as its dead-letterer read them (`named_tenant_and_task_of`). The
+    task too (review63): a dead letter that carries its record truncated is listed, and told by `audit explain`, under the
+    task it names; one naming another task of the same tenant, or a task of a record that names none (review64), would
+    stand in that task's story as a refusal of it.
     """
-    if row is None:
+    if row is None or row.value is None:
         return None
-    if data.sha256 is not None and hashlib.sha256(row.value or b"").hexdigest() != data.sha256:
+    if data.sha256 is not None and hashlib.sha256(row.value).hexdigest() != data.sha256:
         return None  # not the record it names: `named_record_problem` says so
-    if data.tenant_id != "unknown" and row.tenant_id is not None and data.tenant_id != row.tenant_id:
-        return f"the dead letter names tenant {data.tenant_id}, and the log's record at {_where(data)} is of tenant {row.tenant_id}"
-    if data.task_id is not None and row.task_id is not None and data.task_id != row.task_id:
-        return f"the dead letter names task {data.task_id}, and the log's record at {_where(data)} is of task {row.task_id}"
-    return None
+    mismatch = named_mismatch((data.tenant_id, data.task_id), named_tenant_and_task_of(row.value))
+    if mismatch is None:
+        return None
+    what, named_as, theirs = mismatch
+    of = f"is of {what} {theirs}" if theirs else f"names no {what}"
+    return f"the dead letter names {what} {named_as}, and the log's record at {_where(data)} {of}"

@@ -272,3 +272,51 @@ def test_a_dead_letter_naming_another_task_of_the_same_tenant_is_listed_as_not_v
     assert line["redrivable"] is False
     told = asyncio.run(explain_task(_logged(kit, theirs, **forged), "g-1", PREFIX, recheck=lambda row: None))
     assert [u for u in told.unverified or [] if "is of task t-other" in u], "told as evidence of task g-1"
+
+
+NAMES_NONE = b'{"type": "tidegate.action.authorized", "data": {"tool": "issue_refund", "args": {"amount": 9000}}}'  # no tenant, no task
+
+
+@pytest.mark.parametrize("carried", ["whole", "truncated"])
+def test_a_dead_letter_naming_a_task_for_a_record_that_names_none_is_not_told_as_that_tasks_refusal(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch, carried: str
+) -> None:
+    """review64: the executor's stolen key writes a dead letter naming acme's task g-1 of a record in the log that names no
+    tenant and no task (junk a writer of the topic left there; its dead-letterer named it `unknown`, no task).
+
+    The checks compared the task and tenant only when the record named one, so a record naming none matched any: the
+    auditor's `dead-letters list` showed the executor's verified refusal under task g-1 (redrivable), and `audit explain
+    g-1` told it as part of that task's story. A dead letter that names a task (a tenant) must name the record's.
+    """
+    from services.audit import explain_task
+
+    forged: dict[str, object] = {"raw_value": NAMES_NONE.decode(), "sha256": hashlib.sha256(NAMES_NONE).hexdigest()}
+    if carried == "truncated":
+        forged.update(raw_value=NAMES_NONE[:30].decode(), truncated=True)
+    line = _listed(kit, monkeypatch, NAMES_NONE, **forged)
+    assert line["task_id"] == "g-1"
+    assert line["shown_as"] == "not verified (names executor)", "listed as the executor's verified refusal of task g-1"
+    assert "names no task" in str(line["unverified"]) or "names no tenant" in str(line["unverified"]), line["unverified"]
+    assert line["redrivable"] is False
+    told = asyncio.run(explain_task(_logged(kit, NAMES_NONE, **forged), "g-1", PREFIX, recheck=lambda row: None))
+    # the refusal is told neither as the executor's of g-1 (whole: the audit keeps it as not valid) nor without saying why
+    assert "handler_error" not in [dl.code for dl in told.dead_letters] or told.unverified, "told as evidence of task g-1"
+
+
+def test_a_dead_letter_of_a_record_that_names_no_task_naming_none_is_still_the_services_refusal(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the executor itself writes of such junk (tenant `unknown`, no task) stays its verified refusal."""
+    whole = {"raw_value": NAMES_NONE.decode(), "sha256": hashlib.sha256(NAMES_NONE).hexdigest()}
+    log = InMemoryAuditLog()
+    recorder = Recorder(prefix=PREFIX, log=log, authority=deployment_authority(kit, history=True))
+    data = s.EventRejectedData(
+        tenant_id="unknown", task_id=None, topic=PREFIX + "actions.authorized", partition=0, offset=4, size=len(NAMES_NONE),
+        code="invalid_event", error="undecodable", service="executor", **whole,  # type: ignore[arg-type]
+    )  # fmt: skip
+    signed = s.encode(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
+    asyncio.run(recorder.record_batch([Record("actions.authorized", 4, NAMES_NONE), Record("deadletter", 9, signed)]))
+    rows = asyncio.run(log.search(SearchFilters(event_type="tidegate.event.rejected", topic_prefix=PREFIX)))
+    assert [r.valid for r in rows] == [True]
+    [dl] = [d for r in rows if (d := dead_letter_of(r)) is not None]
+    assert named_service(dl) == "executor"

@@ -31,7 +31,7 @@ READS = {
 
 
 def dead_letter(service: str) -> s.EventRejected:
-    raw = '{"type": "tidegate.action.authorized"}'
+    raw = '{"type": "tidegate.action.authorized", "tenantid": "acme", "subject": "t-1"}'  # the record of the tenant and task it names
     data = s.EventRejectedData(
         tenant_id="acme", task_id="t-1", topic=f"tidegate.{READS[service]}", partition=0, offset=7, key="t-1", raw_value=raw,
         size=len(raw), sha256=hashlib.sha256(raw.encode()).hexdigest(), code="authorization_replayed",

@@ -33,7 +33,7 @@ from tidegate.ops.redrive import (
 
 PREFIX = "tidegate."
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
-VALUE = b'{"type": "tidegate.action.proposed", "id": "e-1"}'
+VALUE = b'{"type": "tidegate.action.proposed", "id": "e-1", "tenantid": "acme", "subject": "t-1"}'  # acme t-1, as dead letters name
 
 
 def row(topic: str, offset: int, value: bytes | None, *, valid: bool = True, headers: list[dict[str, str]] | None = None) -> LogRow:
