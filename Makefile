@@ -54,7 +54,8 @@ demo: infra-up $(STRIPE_MOCK) ## Set everything up and run the support-triage de
 
 .PHONY: test
 # The adapters' three venvs are built side by side (-j3: 1.5 min instead of 2.5 on 2 cores), and they and their offline
-# tests (~2.2 min in all) run beside the unit suite, which keeps one core (their output is printed once both are done);
+# tests (~2.2 min in all) run beside the unit suite, which keeps one core (their output is printed once both are done;
+# an interrupted run stops them too);
 # the long suite names its 15 slowest tests, to keep the whole run near 20 minutes.
 # `make test` runs the tests on the real broker and database but those marked `alone` (they set what the whole broker
 # holds: quotas, every prefix's rights), then those, from the files that mark them (tests/unit/foundation/
@@ -69,8 +70,9 @@ test: install ## Everything from nothing: venv, infra up, unit + integration + e
 	$(BIN)/tidegate infra up || exit $$?; \
 	bash tests/e2e/approval/browser_deps.sh || exit $$?; \
 	adapters_log=$$(mktemp); $(MAKE) -j3 integrations-test >"$$adapters_log" 2>&1 & adapters=$$!; \
+	trap 'kill $$adapters 2>/dev/null; rm -f "$$adapters_log"' EXIT; \
 	$(BIN)/pytest tests/unit -q -p no:cacheprovider -n $(TEST_WORKERS) || rc=$$?; \
-	wait $$adapters || { arc=$$?; [ $$rc -ne 0 ] || rc=$$arc; }; cat "$$adapters_log"; rm -f "$$adapters_log"; \
+	wait $$adapters || { arc=$$?; [ $$rc -ne 0 ] || rc=$$arc; }; trap - EXIT; cat "$$adapters_log"; rm -f "$$adapters_log"; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest $(LIVE_TESTS) -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile -m 'not alone' --durations=15 || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest $$(grep -rl --include='*.py' 'mark\.alone' $(LIVE_TESTS)) -q -p no:cacheprovider -m alone || rc=$$?; fi; \
 	if [ $$rc -eq 0 ]; then $(BIN)/pytest tests/chaos -q -p no:cacheprovider --ignore=tests/chaos/test_session_expiry.py || rc=$$?; fi; \

@@ -7,8 +7,11 @@ either still fails the run, and the adapters' output is printed whole once both 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,24 +38,31 @@ def _stub(path: Path, body: str) -> None:
     path.chmod(0o755)
 
 
-def _run(tmp_path: Path, *, unit_rc: int = 0, adapters_rc: int = 0) -> tuple[int, str, list[str]]:
-    """The recipe in a scratch folder; its exit code, its output, and what each stand-in logged (`<event> <monotonic ns>`)."""
+def _stage(tmp_path: Path, *, unit_rc: int = 0, adapters_rc: int = 0, adapters_s: float = 0.2) -> dict[str, str]:
+    """Stand-ins in a scratch folder (each logs `<event> <ns>` to `events`); the recipe's environment."""
     stubs, log = tmp_path / "stubs", tmp_path / "events"
     stamp = f'echo "$1 $(date +%s%N)" >> {log}'
     _stub(stubs / "tidegate", "exit 0\n")
     _stub(stubs / "pytest", f'if [ "$1" = tests/unit ]; then echo "unit-start $(date +%s%N)" >> {log}; sleep {UNIT_S}; '
           f'echo "unit-end $(date +%s%N)" >> {log}; exit {unit_rc}; fi\nexit 0\n')  # fmt: skip
-    _stub(stubs / "make", f'{stamp.replace("$1", "adapters-start")}\necho adapters said this\nsleep 0.2\n'
+    _stub(stubs / "make", f'{stamp.replace("$1", "adapters-start")}\necho adapters said this\nsleep {adapters_s}\n'
           f'{stamp.replace("$1", "adapters-end")}\nexit {adapters_rc}\n')  # fmt: skip
     _stub(tmp_path / "tests/e2e/approval/browser_deps.sh", "exit 0\n")
     (tmp_path / "live").mkdir()
     (tmp_path / "live" / "test_x.py").write_text("")
-    done = subprocess.run(
-        ["bash", "-c", _recipe()], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "STUBS": str(stubs)},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    events = log.read_text().splitlines() if log.exists() else []
-    return done.returncode, done.stdout + done.stderr, events
+    return {"PATH": "/usr/bin:/bin", "STUBS": str(stubs)}
+
+
+def _events(tmp_path: Path) -> list[str]:
+    log = tmp_path / "events"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def _run(tmp_path: Path, *, unit_rc: int = 0, adapters_rc: int = 0) -> tuple[int, str, list[str]]:
+    """The recipe in a scratch folder; its exit code, its output, and what each stand-in logged."""
+    env = _stage(tmp_path, unit_rc=unit_rc, adapters_rc=adapters_rc)
+    done = subprocess.run(["bash", "-c", _recipe()], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout + done.stderr, _events(tmp_path)
 
 
 def test_the_adapters_tests_run_beside_the_unit_suite_not_after_it(tmp_path: Path) -> None:
@@ -68,3 +78,22 @@ def test_the_adapters_tests_run_beside_the_unit_suite_not_after_it(tmp_path: Pat
 def test_a_failure_of_either_fails_the_run(tmp_path: Path, unit_rc: int, adapters_rc: int) -> None:
     rc, output, _ = _run(tmp_path, unit_rc=unit_rc, adapters_rc=adapters_rc)
     assert rc == (unit_rc or adapters_rc), output
+
+
+def test_ctrl_c_during_the_unit_suite_stops_the_adapters_too(tmp_path: Path) -> None:
+    """A developer's Ctrl-C: a command run in the background by a script ignores it, so the recipe stops the adapters itself."""
+    env = _stage(tmp_path, adapters_s=3 * UNIT_S)
+    recipe = subprocess.Popen(["bash", "-c", _recipe()], cwd=tmp_path, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not {"unit-start", "adapters-start"} <= {e.split()[0] for e in _events(tmp_path)}:
+            assert time.monotonic() < deadline, f"the unit suite and the adapters never both started: {_events(tmp_path)}"
+            time.sleep(0.02)
+        os.killpg(recipe.pid, signal.SIGINT)  # the terminal sends it to the whole foreground group
+        recipe.wait(timeout=30)
+        time.sleep(4 * UNIT_S)  # past the adapters' own end
+    finally:
+        recipe.kill()
+    events = [e.split()[0] for e in _events(tmp_path)]
+    assert "adapters-start" in events
+    assert "adapters-end" not in events, f"the adapters ran on after Ctrl-C: {events}"
