@@ -178,6 +178,29 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+NAMES_LISTED_S = 5.0  # how long after a key folder's time is first seen its names are listed too (`Authority._folders_stamp`)
+
+
+def _same_folders(now: tuple[Any, ...], seen: tuple[Any, ...]) -> bool:
+    """Whether two `_folders_stamp`s say the same: the same folders, each one's time, and its names wherever both listed them."""
+    if len(now) != len(seen):
+        return False
+    for a, b in zip(now, seen, strict=True):
+        if isinstance(a, tuple) and isinstance(b, tuple):
+            if a[:2] != b[:2] or (a[2] is not None and b[2] is not None and a[2] != b[2]):
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def _settled(entry: Any) -> Any:
+    """A folder's entry as `_seen` keeps it once its time is no longer new: without its names (tool keys' times as they are)."""
+    if isinstance(entry, tuple) and len(entry) == 4 and not entry[3]:
+        return entry[0], entry[1], None, False
+    return entry
+
+
 @dataclass
 class Authority:
     """The trusted public keys of a deployment, and the check of an event's signature against `AUTHORITY`.
@@ -213,6 +236,9 @@ class Authority:
     _seen: tuple[Any, ...] = field(default=(), init=False)
     _unread: tuple[Path, ...] = field(default=(), init=False)  # key files the last reading found but could not read
     _added: dict[str, float] = field(default_factory=dict, init=False)  # key id → when its public key file was put here
+    # folder → (its modification time, when this process first saw that time (monotonic)): whose names to list (`_folders_stamp`)
+    _times_seen: dict[str, tuple[int, float]] = field(default_factory=dict, init=False)
+    _tenant_folders: tuple[str, ...] = field(default=(), init=False)  # the client folders `clients_dir` held when last listed
 
     def __post_init__(self) -> None:
         self.reload()
@@ -281,7 +307,7 @@ class Authority:
         What an audit archive carries (`ArchiveHeader.signers`) so that its rows' signatures can be checked where the
         deployment's key folders are not.
         """
-        if self._stamp() != self._seen:
+        if self._changed():
             self.reload()
         return [(key_id, p, self._added.get(key_id)) for key_id in sorted(self._keys) for p in self._keys[key_id]]
 
@@ -301,7 +327,7 @@ class Authority:
         return self._retired_service_keys(service, now, in_grace=False)
 
     def _retired_service_keys(self, service: str, now: float, *, in_grace: bool) -> list[Ed25519PublicKey]:
-        if self._stamp() != self._seen:
+        if self._changed():
             self.reload()
         grace = float("inf") if self.retired_grace_s is None else self.retired_grace_s
         return [
@@ -324,7 +350,7 @@ class Authority:
         if key_id not in self._keys:
             if now - self._unknown.get(key_id, float("-inf")) < self.recheck_s:
                 return []
-            if self._stamp() != self._seen:
+            if self._changed():
                 self.reload()
             if key_id not in self._keys:
                 if len(self._unknown) >= _UNKNOWN_KEYS_KEPT:
@@ -332,12 +358,12 @@ class Authority:
                 self._unknown[key_id] = now
         elif now - self._checked >= self.recheck_s:
             self._checked = now
-            if self._stamp() != self._seen:
+            if self._changed():
                 self.reload()
         return self._keys.get(key_id) or []
 
     def _stamp(self) -> tuple[Any, ...]:
-        """What is in the key folders now, to compare with `_seen`: the folders' stamp, and each unread key file's size and time.
+        """What is in the key folders now, to compare with `_seen` (`_changed`): their stamp, and each unread key file's size and time.
 
         A key file the last reading found but could not read (`_unread`) is looked at by itself: one written in place
         (`cp alice.pub operators/`) is empty for a moment, and writing its bytes changes neither the folder's names nor
@@ -345,24 +371,64 @@ class Authority:
         """
         return (self._folders_stamp(), tuple(_file_stamp(path) for path in self._unread))
 
-    def _folders_stamp(self) -> tuple[Any, ...]:
-        """What is in the key folders: the names of their files, and when each folder and tool key last changed.
+    def _changed(self) -> bool:
+        """Whether the key folders changed since the last reading (`_seen`): a folder's time, or its names where both were listed.
 
-        Names, not only times: file times tick coarsely (milliseconds), so a key added or revoked in
-        the same tick as the last read would otherwise go unseen.
+        When nothing changed, a folder whose names were listed at the last reading and again now, its time no longer new,
+        is kept in `_seen` without them: from here on its time alone says whether it changes (`_folders_stamp`).
         """
-        folders = [self.keys_dir, self.operators_dir, self.clients_dir, *sorted({p.parent for p in self.tool_keys.values()})]
-        if self.clients_dir.is_dir():
-            folders += sorted(p for p in self.clients_dir.iterdir() if p.is_dir())
-        stamp: list[Any] = []
-        for folder in folders:
+        (folders, unread), (seen_folders, seen_unread) = self._stamp(), self._seen or ((), ())
+        if unread != seen_unread or not _same_folders(folders, seen_folders):
+            return True
+        if any(entry[2] is not None and not entry[3] for entry in folders if isinstance(entry, tuple) and len(entry) == 4):
+            self._seen = (tuple(_settled(entry) for entry in folders), seen_unread)
+        return False
+
+    def _folders_stamp(self) -> tuple[Any, ...]:
+        """What is in the key folders: when each folder and tool key last changed, and the names of a folder whose time is new.
+
+        Names, not only times: file times tick coarsely (up to 2 s on some file systems), so a key added or revoked in
+        the same tick as the last change would otherwise go unseen. Such a change can only come within a tick of the one
+        that set the folder's time, so before this process first saw that time ends `NAMES_LISTED_S` (this process's
+        monotonic clock; no file's time is compared with it). A folder's names are listed while its time is that new, or
+        while the last reading (`_seen`) holds them; once a look after that finds them the same, its time alone says
+        whether it changed (`_changed`): a folder that has not changed costs one `stat`, not a listing (looked at every
+        `recheck_s` while events come, ten times a second a consumer, each listing ~150 µs on a loaded machine). The
+        client folders are those `clients_dir` holds, found again whenever its names are listed (a folder added or
+        removed changes its time). Each folder's entry: (path, time, names or None, whether its time is new).
+        """
+        now = self.monotonic()
+        seen_folders = self._seen[0] if self._seen else ()
+        listed = {e[0]: e[2] is not None for e in seen_folders if isinstance(e, tuple) and len(e) == 4}
+        times_seen: dict[str, tuple[int, float]] = {}
+
+        def look(folder: str) -> tuple[str, int | None, tuple[str, ...] | None, bool]:
             try:
-                stamp.append((folder.stat().st_mtime_ns, tuple(sorted(os.listdir(folder)))))
+                mtime = os.stat(folder).st_mtime_ns
+                seen = self._times_seen.get(folder)
+                first = now if seen is None or seen[0] != mtime else seen[1]
+                times_seen[folder] = (mtime, first)
+                new = now - first < NAMES_LISTED_S
+                return folder, mtime, (tuple(sorted(os.listdir(folder))) if new or listed.get(folder, True) else None), new
             except OSError:
-                stamp.append(None)
+                return folder, None, None, False
+
+        clients = str(self.clients_dir)
+        tools = sorted({str(p.parent) for p in self.tool_keys.values()})
+        stamp: list[Any] = [look(str(self.keys_dir)), look(str(self.operators_dir)), look(clients), *(look(t) for t in tools)]
+        _, clients_time, clients_names, _ = stamp[2]
+        if clients_time is None:
+            self._tenant_folders = ()
+        elif clients_names is not None:
+            try:
+                self._tenant_folders = tuple(sorted(e.path for e in os.scandir(clients) if e.is_dir()))
+            except OSError:
+                self._tenant_folders = ()
+        stamp += [look(folder) for folder in self._tenant_folders]
+        self._times_seen = times_seen
         for path in self.tool_keys.values():
             try:
-                stamp.append(path.stat().st_mtime_ns)
+                stamp.append(os.stat(path).st_mtime_ns)
             except OSError:
                 stamp.append(None)
         return tuple(stamp)
