@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.approval._approval_record import read_record
+    from services.approval._approval_record import UnreadableRequest, read_record
     from services.approval._decision_proofs import adoption_refusal
     from services.approval._pins import RowPins
     from services.approval._row_proofs import Seals, approval_seals
@@ -37,6 +37,7 @@ __all__ = [
     "RowPins",
     "Seals",
     "TokenInfo",
+    "UnreadableRequest",
     "adoption_refusal",
     "approval_seals",
     "build",
@@ -65,6 +66,7 @@ _HOME = {
     "GroupsConfig": "domain",
     "ApprovalRecord": "domain",
     "adoption_refusal": "_decision_proofs",
+    "UnreadableRequest": "_approval_record",
     "read_record": "_approval_record",
     "DECIDED": "restored",
     "Restoration": "restored",

@@ -10,9 +10,10 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas import ApprovalVote, Reason
+from servicekit.metrics import observe_row_refused
 
 __all__ = [
     "EDITED",
@@ -22,6 +23,7 @@ __all__ = [
     "REQUESTED",
     "RESOLVED",
     "UNKNOWN_RISK",
+    "UNREADABLE_FIX",
     "ApprovalRecord",
     "Ballot",
     "Frozen",
@@ -29,6 +31,7 @@ __all__ = [
     "Resolution",
     "Status",
     "Transition",
+    "UnreadableRequest",
     "Via",
     "escalate",
     "expire",
@@ -122,9 +125,46 @@ class ApprovalRecord(Frozen):
 
 
 _told_unknown: set[frozenset[str]] = set()
+_told_unreadable: set[tuple[str | None, str]] = set()
+_TOLD_KEPT = 1024  # unreadable rows remembered as logged (past it, logged again: a sweep reads one every round)
+UNREADABLE_FIX = (
+    "it is not shown, counted in a queue, escalated, expired or decided; the approval service's database login may have been "
+    "used to write it (docs/security/database.md): restore the row from a backup, or delete it as the operator, and the agent "
+    "may propose the call again"
+)
 
 
-def read_record(text: str | bytes) -> ApprovalRecord:
+class UnreadableRequest(ValueError):
+    """A request row this release cannot read as a request (a field of the wrong type, not an object): refused, never acted on.
+
+    `approval_id`, `tenant_id`: the row's columns when its reader had them, else what its record says (None: nothing).
+    """
+
+    def __init__(self, approval_id: str | None, tenant_id: str | None, why: str) -> None:
+        self.approval_id, self.tenant_id, self.why = approval_id, tenant_id, why
+        super().__init__(f"request {approval_id}'s row is not a request this release reads ({why})")
+
+
+def _why(exc: ValidationError, most: int = 5) -> str:
+    """What is wrong, in one line: each field and pydantic's words, up to `most` (never a value: the login may have written it)."""
+    said = [f"{'.'.join(str(p) for p in e['loc']) or 'the record'}: {e['msg']} [{e['type']}]" for e in exc.errors()[:most]]
+    return "; ".join(said) + (f"; {exc.error_count() - most} more" if exc.error_count() > most else "")
+
+
+def _refused(approval_id: str | None, tenant_id: str | None, why: str) -> UnreadableRequest:
+    """Refuse an unreadable row: counted at every read, one WARNING per row and problem (`servicekit.row_proofs.row_refused`'s form)."""
+    observe_row_refused("approval", "approvals", "invalid")
+    told = (approval_id, why)
+    if told not in _told_unreadable:
+        if len(_told_unreadable) >= _TOLD_KEPT:
+            _told_unreadable.clear()
+        _told_unreadable.add(told)
+        log.warning("approval: request %s (tenant %s) refused: its row is not a request this release reads (%s); %s",
+                    approval_id, tenant_id, why, UNREADABLE_FIX)  # fmt: skip
+    return UnreadableRequest(approval_id, tenant_id, why)
+
+
+def read_record(text: str | bytes, approval_id: str | None = None, tenant_id: str | None = None) -> ApprovalRecord:
     """A request as its row keeps it, the keys this release does not know left out (told once per set of such keys).
 
     A newer release adds keys to the row (23 `decision`, 24 `settled_event`): read strictly, one such row stopped an older
@@ -132,10 +172,21 @@ def read_record(text: str | bytes) -> ApprovalRecord:
     row. A key this release does not know grants nothing here: no check of this release reads it, so a request is shown,
     counted and decided as if it were absent, which is what that SQL made of it; a key the database login added likewise.
     Written back (a vote, an expiry), the row keeps only what this release knows, as after that SQL.
+
+    A row that is no request at all (a field of the wrong type, `"required_approvals": "many"`; not an object) raises
+    `UnreadableRequest`, logged and counted (`tidegate_rows_refused_total{table="approvals",reason="invalid"}`): every
+    reader goes through here, and each refuses that row alone (a listing or a sweep skips it; one request asked for is
+    answered `409 request_unreadable`), where one such row made every listing 500 and stopped the sweep. `approval_id`,
+    `tenant_id`: the row's columns, which name it in the log (default: what its record says).
     """
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:  # jsonb is always JSON; a text a caller passes may not be
+        raise _refused(approval_id, tenant_id, f"not JSON: {type(exc).__name__}") from exc
     if not isinstance(data, dict):
-        return ApprovalRecord.model_validate(data)  # refused in pydantic's words
+        raise _refused(approval_id, tenant_id, f"the record is a JSON {type(data).__name__}, not an object")
+    approval_id = approval_id or (data.get("approval_id") if isinstance(data.get("approval_id"), str) else None)
+    tenant_id = tenant_id or (data.get("tenant_id") if isinstance(data.get("tenant_id"), str) else None)
     unknown = frozenset(data.keys() - ApprovalRecord.model_fields.keys())
     if unknown:
         if unknown not in _told_unknown and len(_told_unknown) < 64:
@@ -143,11 +194,14 @@ def read_record(text: str | bytes) -> ApprovalRecord:
             log.warning(
                 "approval: request %s keeps %s, which this release does not know: left out (a newer release wrote it, or the "
                 "database login did); nothing this release checks reads it",
-                data.get("approval_id"),
+                approval_id,
                 ", ".join(sorted(unknown)),
             )
         data = {k: v for k, v in data.items() if k not in unknown}
-    return ApprovalRecord.model_validate(data)
+    try:
+        return ApprovalRecord.model_validate(data)
+    except ValidationError as exc:
+        raise _refused(approval_id, tenant_id, _why(exc)) from None
 
 
 class Transition(Frozen):

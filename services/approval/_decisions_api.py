@@ -15,14 +15,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.approval import domain
 from services.approval._approval_view import ApprovalDetail, ApprovalView, is_overdue, view
 from services.approval._http import error, json_body, parse
 from services.approval._limits import NEXT_CURSOR, listing, next_cursor, read_cursor
 from services.approval._outcome import earlier_grants
 from services.approval._record_reads import record_reads
+from services.approval._refusals import not_read
 from services.approval._same_payee import same_payee
-from services.approval.domain import Refusal, Vote
+from services.approval.domain import ApprovalRecord, Refusal, Vote
 from services.approval.service import ApprovalService, Session
 
 __all__ = ["DECISION_BODIES", "ApproveRequest", "RejectRequest", "decision_routes"]
@@ -145,10 +145,11 @@ def decision_routes(router: APIRouter, get_service: Callable[[], ApprovalService
         Whitespace around the id (a paste from a chat message) is stripped; an unknown id is named as sent, quoted.
         """
         received, approval_id = approval_id, approval_id.strip()
-        record = await service.repo.get(approval_id)
+        record = await service.repo.lookup(approval_id)
         other_link = session.link is not None and session.link.approval_id != approval_id  # a link shows its own approval only
-        if record is None or other_link or not session.approver.may_see(record.tenant_id):
-            raise _as_received(domain.not_found(approval_id), received)
+        if not isinstance(record, ApprovalRecord) or other_link or not session.approver.may_see(record.tenant_id):
+            found = None if other_link or isinstance(record, ApprovalRecord) else record  # a refused row is said to its tenant
+            raise _as_received(not_read(found, approval_id, session.approver.may_see), received)
         context = await service.context(record)
         earlier = await earlier_grants(service.repo, record, context["events"])
         shown = await view(service, record, session)

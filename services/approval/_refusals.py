@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from services.approval._approval_record import ApprovalRecord, Frozen
+from collections.abc import Callable
 
-__all__ = ["Refusal", "already_settled", "digest_changed", "expired_undecided", "not_found", "refuse"]
+from services.approval._approval_record import UNREADABLE_FIX, ApprovalRecord, Frozen, UnreadableRequest
+
+__all__ = ["Refusal", "already_settled", "digest_changed", "expired_undecided", "not_found", "not_read", "refuse"]
 
 
 class Refusal(Frozen):
@@ -23,6 +25,16 @@ def refuse(code: str, status: int, message: str) -> Refusal:
 def not_found(approval_id: str) -> Refusal:
     """The answer for an id that does not exist and for one of another tenant alike, so a stranger learns nothing."""
     return refuse("not_found", 404, f"no approval {approval_id}")
+
+
+def not_read(found: UnreadableRequest | None, approval_id: str, may_see: Callable[[str], bool]) -> Refusal:
+    """The answer for a request not read: `409 request_unreadable` for a refused row of a tenant the caller may see.
+
+    Else `not_found`, as for a missing one: another tenant's caller learns nothing (`read_record` refuses the row).
+    """
+    if found is None or found.tenant_id is None or not may_see(found.tenant_id):
+        return not_found(approval_id)
+    return refuse("request_unreadable", 409, f"{found}: {UNREADABLE_FIX}")
 
 
 def already_settled(record: ApprovalRecord) -> str:

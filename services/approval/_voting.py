@@ -18,7 +18,7 @@ from services.approval._ballots import proven_approvals, with_ballot
 from services.approval._decision_proofs import unproven_refusal
 from services.approval._people import People, Session
 from services.approval._reads import Reads
-from services.approval._refusals import digest_changed
+from services.approval._refusals import digest_changed, not_read
 from services.approval._service_base import log
 from services.approval.domain import ApprovalRecord, Refusal, Vote
 
@@ -41,9 +41,9 @@ class Voting(People, Reads, Announcing):
         """
         if session.link is not None and session.link.approval_id != approval_id:
             return Refusal(code="wrong_link", status=403, message="this link is for another approval")
-        record = await self.repo.get(approval_id)
-        if record is None:
-            return domain.not_found(approval_id)
+        record = await self.repo.lookup(approval_id)
+        if not isinstance(record, ApprovalRecord):  # missing, or its row refused (said to whoever may see its tenant)
+            return not_read(record, approval_id, session.approver.may_see)
         return self.access(record, session.approver, rejecting=decision == "reject")
 
     async def vote(self, approval_id: str, session: Session, vote: Vote) -> ApprovalRecord | Refusal:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from servicekit import Recorded
-from services.approval._approval_record import read_record
+from services.approval._approval_record import UnreadableRequest, read_record
 from services.approval._endpoint_rows import EndpointRows
 from services.approval._row_proofs import Seals, approval_seals
 from services.approval._task_event_store import InMemoryTaskEventStore, PgTaskEventStore, TaskEvent, TaskEventStore
@@ -38,6 +38,7 @@ __all__ = [
     "PgApprovalRepository",
     "TaskEvent",
     "TokenInfo",
+    "UnreadableRequest",
 ]
 
 
@@ -61,12 +62,17 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         """Store a new request; None when one exists for the same action and kind (idempotent)."""
         ...
 
-    async def get(self, approval_id: str) -> ApprovalRecord | None:
-        """One request."""
+    async def lookup(self, approval_id: str) -> ApprovalRecord | UnreadableRequest | None:
+        """One request, or why its row is refused (`read_record`: logged and counted), or None: no such row."""
         ...
 
+    async def get(self, approval_id: str) -> ApprovalRecord | None:
+        """One request; None when there is none, or its row is refused (`lookup` says which)."""
+        found = await self.lookup(approval_id)
+        return None if isinstance(found, UnreadableRequest) else found
+
     async def get_by_action(self, action_id: str, kind: str = "approval", *, tenant_id: str) -> ApprovalRecord | None:
-        """The request of an action of `tenant_id` (another tenant's request of the same action id is never theirs)."""
+        """The request of an action of `tenant_id` (another tenant's of the same action id is never theirs; a refused row: none)."""
         ...
 
     async def search(
@@ -81,7 +87,7 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         after: tuple[datetime, str] | None = None,
         action_id: str | None = None,
     ) -> list[ApprovalRecord]:
-        """Requests, filtered: newest first, or soonest to expire first (`expiring_first`).
+        """Requests, filtered: newest first, or soonest to expire first (`expiring_first`); a row refused (`read_record`) is left out.
 
         `after` (the sort key, `created_at` or `expires_at`, and the `approval_id`) resumes past that request: the next page;
         `action_id`: only the requests of that action (its approval, and any follow-up).
@@ -109,8 +115,20 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         ...
 
 
-def _record(row: asyncpg.Record) -> ApprovalRecord:
-    return read_record(row["record"])
+_ROW = "approval_id, tenant_id, record"  # what a request is read from: its record, named by its columns if it is refused
+
+
+def _record(row: asyncpg.Record) -> ApprovalRecord | UnreadableRequest:
+    """The request a row keeps, or why it is refused (logged and counted by `read_record`)."""
+    try:
+        return read_record(row["record"], row["approval_id"], row["tenant_id"])
+    except UnreadableRequest as refused:
+        return refused
+
+
+def _readable(rows: Sequence[asyncpg.Record]) -> list[ApprovalRecord]:
+    """The requests of `rows`, each refused row left out: one row no release wrote stops no listing, sweep or gauge."""
+    return [r for r in map(_record, rows) if isinstance(r, ApprovalRecord)]
 
 
 class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, ApprovalRepository):
@@ -175,17 +193,18 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
             await self._write_side(conn, outbox, deliveries)
         return record
 
-    async def get(self, approval_id: str) -> ApprovalRecord | None:
-        """One request."""
-        row = await self.pool.fetchrow(f"SELECT record FROM {self.s}.approvals WHERE approval_id = $1", approval_id)
+    async def lookup(self, approval_id: str) -> ApprovalRecord | UnreadableRequest | None:
+        """One request, or why its row is refused."""
+        row = await self.pool.fetchrow(f"SELECT {_ROW} FROM {self.s}.approvals WHERE approval_id = $1", approval_id)
         return _record(row) if row else None
 
     async def get_by_action(self, action_id: str, kind: str = "approval", *, tenant_id: str) -> ApprovalRecord | None:
         """The request of an action of `tenant_id`."""
         row = await self.pool.fetchrow(
-            f"SELECT record FROM {self.s}.approvals WHERE action_id = $1 AND kind = $2 AND tenant_id = $3", action_id, kind, tenant_id
+            f"SELECT {_ROW} FROM {self.s}.approvals WHERE action_id = $1 AND kind = $2 AND tenant_id = $3", action_id, kind, tenant_id
         )
-        return _record(row) if row else None
+        found = _record(row) if row else None
+        return found if isinstance(found, ApprovalRecord) else None
 
     async def search(
         self,
@@ -202,9 +221,9 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         """Requests, filtered (reason: any of the request's reason codes), in the page's order from `after` on."""
         key, past, order = ("expires_at", ">", "ASC") if expiring_first else ("created_at", "<", "DESC")
         rows = await self.pool.fetch(
-            f"SELECT record FROM {self.s}.approvals WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR status = $2) "
+            f"SELECT {_ROW} FROM {self.s}.approvals WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR status = $2) "
             "AND ($3::text IS NULL OR tool = $3) "
-            "AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM jsonb_array_elements(record->'reasons') r WHERE r->>'code' = $4)) "
+            "AND ($4::text IS NULL OR record->'reasons' @> jsonb_build_array(jsonb_build_object('code', $4::text))) "
             f"AND ($6::timestamptz IS NULL OR ({key}, approval_id) {past} ($6, $7::text)) "
             "AND ($8::text IS NULL OR action_id = $8) "
             f"ORDER BY {key} {order}, approval_id {order} LIMIT $5",
@@ -216,7 +235,7 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
             *(after or (None, None)),
             action_id,
         )
-        return [_record(r) for r in rows]
+        return _readable(rows)
 
     async def save(self, old_version: int, record: ApprovalRecord, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> bool:
         """Conditional update: only a still-pending row at `old_version` changes (one winner under concurrency)."""
@@ -238,17 +257,17 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
 
     async def overdue(self, now: datetime) -> list[ApprovalRecord]:
         """Pending requests past their expiry."""
-        rows = await self.pool.fetch(f"SELECT record FROM {self.s}.approvals WHERE status = 'pending' AND expires_at <= $1 LIMIT 500", now)
-        return [_record(r) for r in rows]
+        rows = await self.pool.fetch(f"SELECT {_ROW} FROM {self.s}.approvals WHERE status = 'pending' AND expires_at <= $1 LIMIT 500", now)
+        return _readable(rows)
 
     async def due_for_escalation(self, before: datetime) -> list[ApprovalRecord]:
         """Pending, not yet escalated requests created before `before`."""
         rows = await self.pool.fetch(
-            f"SELECT record FROM {self.s}.approvals WHERE status = 'pending' AND escalated_at IS NULL AND kind = 'approval' "
+            f"SELECT {_ROW} FROM {self.s}.approvals WHERE status = 'pending' AND escalated_at IS NULL AND kind = 'approval' "
             "AND created_at <= $1 LIMIT 500",
             before,
         )
-        return [_record(r) for r in rows]
+        return _readable(rows)
 
     async def unpublished(self, older_than: datetime) -> list[OutboxItem]:
         """Outbox items not yet published, created before `older_than`."""
@@ -289,8 +308,8 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
             self._side(outbox, deliveries, record.created_at)
         return record
 
-    async def get(self, approval_id: str) -> ApprovalRecord | None:
-        """One request."""
+    async def lookup(self, approval_id: str) -> ApprovalRecord | UnreadableRequest | None:
+        """One request (the twin keeps requests, never rows: none is refused)."""
         return self.records.get(approval_id)
 
     async def get_by_action(self, action_id: str, kind: str = "approval", *, tenant_id: str) -> ApprovalRecord | None:

@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass
 
 import asyncpg
 import typer
-from pydantic import ValidationError
 
 from servicekit import KitSettings, ToolCatalog, deployment_authority
 from servicekit.authority import Authority
-from services.approval import ApprovalRecord, adoption_refusal, read_record
+from services.approval import ApprovalRecord, UnreadableRequest, adoption_refusal, read_record
 from services.audit import PostgresAuditLog, SearchFilters
 from tidegate.commands._audit_log import with_audit_log
 from tidegate.commands._common import console, err_console, run, settings
@@ -97,11 +96,10 @@ async def adopt_pending(kit: KitSettings, log: PostgresAuditLog, *, dry_run: boo
             if report is not None:
                 report("adopt", done, len(pending))
             try:
-                record = read_record(row["record"])
-            except ValidationError as exc:  # written by no release of the service (its login?): said, and the others adopted
+                record = read_record(row["record"], row["approval_id"], row["tenant_id"])
+            except UnreadableRequest as exc:  # written by no release of the service (its login?): said, and the others adopted
                 of = {k: row[k] for k in ("approval_id", "tenant_id", "action_id", "tool")}
-                why = f"its row is not a request this release reads ({exc.error_count()} error(s), the first: {exc.errors()[0]['msg']})"
-                out.append(Adopted(**of, outcome="refused", why=why))
+                out.append(Adopted(**of, outcome="refused", why=f"its row is not a request this release reads ({exc.why})"))
                 continue
             kind = OPENED_FROM[record.kind]
             found = SearchFilters(event_type=kind, action_id=record.action_id, topic_prefix=kit.topic_prefix, include_duplicates=True)

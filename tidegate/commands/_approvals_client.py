@@ -43,6 +43,7 @@ _CONFLICT_WORDS = {
     "already_approved": "conflict: your approval is already counted",
     "edit_pending": "conflict: another approver's edit waits for yours",
     "tool_not_granted": "conflict: the tenant may no longer use this tool",
+    "request_unreadable": "conflict: the request's row cannot be read, nobody can decide it",
 }
 
 

@@ -1,0 +1,97 @@
+"""One request row of the wrong shape, written with the approval service's database login, stops nothing else.
+
+The attacker holds only `tidegate_approval`'s login (its credentials file on the host). It inserts a copy of a pending
+request whose record keeps a field of the wrong type (`"required_approvals": "many"`, `"reasons": "…"`): before,
+`read_record` raised pydantic's `int_parsing` inside every listing and the sweep, so the tenant's listings and `show`
+of any request beside it answered 500, and the sweep failed each round (no request escalated); a text in `reasons`
+made every `?reason=` listing 500 (CI23: a junk row left in the shared database failed two later tests). Now that row
+alone is refused: left out, logged once, counted, and answered `409 request_unreadable` when asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from approval_harness import StartApproval, bearer
+
+from servicekit.metrics import ROWS_REFUSED
+
+pytestmark = pytest.mark.integration
+
+WaitFor = Callable[..., Awaitable[Any]]
+JUNK = f"ap-junk-{uuid.uuid4().hex[:12]}"
+# Copy a request's row under a new id and action, with fields of the wrong type, as the login can.
+_INSERT_JUNK = (
+    "INSERT INTO approval.approvals (approval_id, kind, action_id, task_id, tenant_id, tool, status, version, created_at, expires_at, "
+    "record) SELECT $2, kind, action_id || '-junk', task_id, tenant_id, tool, status, version, created_at, expires_at, "
+    "record || $3::jsonb || jsonb_build_object('approval_id', $2::text, 'action_id', action_id || '-junk') "
+    "FROM approval.approvals WHERE approval_id = $1"
+)
+
+
+def refused() -> float:
+    return float(ROWS_REFUSED.labels("approval", "approvals", "invalid")._value.get())
+
+
+async def test_one_wrong_typed_row_is_refused_alone_and_the_others_are_listed_shown_and_escalated(
+    start_approval: StartApproval,
+    http: httpx.AsyncClient,
+    approval_login: asyncpg.Connection,
+    wait_for: WaitFor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = await start_approval(escalate_after_s=3.0)
+    bob = await h.token("bob@acme.example", ["finance"])
+    stranger = await h.token("eve@other.example", ["finance"], tenant=f"{h.tenant}-other")
+    await h.escalate(first := h.decided(args={"payee_id": "cus_1002", "amount_usd": 899.0, "order_id": "O-1"}))
+    genuine = await h.request_for(first.action_id, wait_for)
+    before = refused()
+    try:
+        wrong = {"required_approvals": "many", "reasons": "needs_human_approval", "rationale": None}
+        await approval_login.execute(_INSERT_JUNK, genuine.approval_id, JUNK, json.dumps(wrong))
+        await h.escalate(second := h.decided(args={"payee_id": "cus_1003", "amount_usd": 450.0, "order_id": "O-2"}))
+        waiting = await h.request_for(second.action_id, wait_for)
+
+        async def escalated() -> Any:  # the sweep goes on past the junk row (before: int_parsing at every round, none escalated)
+            current = await h.repo.get(waiting.approval_id)
+            return current if current and current.escalated_at else None
+
+        await wait_for(escalated, what="the sweep to escalate the request opened after the junk row")
+
+        listed = await http.get(f"{h.url}/api/v1/approvals", headers=bearer(bob))
+        assert listed.status_code == 200, listed.text
+        assert {r["approval_id"] for r in listed.json()} == {genuine.approval_id, waiting.approval_id}
+        by_reason = await http.get(f"{h.url}/api/v1/approvals", params={"reason": "needs_human_approval"}, headers=bearer(bob))
+        assert by_reason.status_code == 200, by_reason.text
+        assert JUNK not in {r["approval_id"] for r in by_reason.json()}
+        # its same-payee section searches the tenant's requests, the junk row among them
+        shown = await http.get(f"{h.url}/api/v1/approvals/{genuine.approval_id}", headers=bearer(bob))
+        assert shown.status_code == 200, shown.text
+
+        junk = await http.get(f"{h.url}/api/v1/approvals/{JUNK}", headers=bearer(bob))
+        assert junk.status_code == 409, junk.text
+        assert junk.json()["detail"]["code"] == "request_unreadable"
+        assert "required_approvals" in junk.json()["detail"]["message"]
+        digest = {"action_digest": genuine.action_digest}
+        approved = await http.post(f"{h.url}/api/v1/approvals/{JUNK}/approve", json=digest, headers=bearer(bob))
+        assert (approved.status_code, approved.json()["detail"]["code"]) == (409, "request_unreadable")
+        elsewhere = await http.get(f"{h.url}/api/v1/approvals/{JUNK}", headers=bearer(stranger))  # another tenant learns nothing
+        assert (elsewhere.status_code, elsewhere.json()["detail"]["code"]) == (404, "not_found")
+
+        assert refused() > before
+        told = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and JUNK in r.getMessage()]
+        assert told, "the refused row is not logged"
+        assert "required_approvals" in told[0]
+        assert h.tenant in told[0]
+        assert len(told) == len(set(told)), "the row is told once per problem, not at every sweep"
+        status = await approval_login.fetchval("SELECT status FROM approval.approvals WHERE approval_id = $1", JUNK)
+        assert status == "pending", "the service acted on a row it cannot read"
+    finally:  # the session's database is shared: a row no release reads would be refused by later tests' services
+        await approval_login.execute("DELETE FROM approval.approvals WHERE approval_id = $1", JUNK)
