@@ -25,6 +25,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from servicekit import NO_FLUSH
+from servicekit.row_proofs import row_refused
 from services.executor.domain import CallError, ClaimRecord
 
 __all__ = ["ClaimSession", "ClaimStore", "InMemoryClaimStore", "PgClaimStore", "Returned", "WithOutcome"]
@@ -153,7 +154,37 @@ def _lock_key(action_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"executor:{action_id}".encode()).digest()[:8], "big", signed=True)
 
 
+_UNREADABLE_FIX = (
+    "it is left as it is and never called from; the executor's database login may have been used to write it "
+    "(docs/security/database.md): restore the row from a backup or delete it as the operator"
+)
+
+
+class UnreadableClaim(ValueError):
+    """A claim row this release cannot read (a column of the wrong shape, as only the database login writes it)."""
+
+
 def _record(row: asyncpg.Record) -> ClaimRecord:
+    """The claim a row keeps; `UnreadableClaim` (naming the action and what is wrong) when a column is not of its shape."""
+    try:
+        return _read(row)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise UnreadableClaim(f"the row of action {row['action_id']} is not a claim this release reads ({why})") from None
+
+
+def _readable(rows: list[asyncpg.Record]) -> list[ClaimRecord]:
+    """The claims of `rows`, each unreadable one refused (logged and counted, `tidegate_rows_refused_total`) and left out."""
+    out = []
+    for row in rows:
+        try:
+            out.append(_record(row))
+        except UnreadableClaim as exc:
+            row_refused("executor", "actions", f"claim of action {row['action_id']}", str(exc), _UNREADABLE_FIX, counted_as="invalid")
+    return out
+
+
+def _read(row: asyncpg.Record) -> ClaimRecord:
     return ClaimRecord(
         action_id=row["action_id"],
         event_id=row["event_id"],
@@ -366,7 +397,7 @@ class PgClaimStore(ClaimStore):
         rows = await self._pool.fetch(
             "SELECT * FROM executor.actions WHERE status = 'running' AND topic_prefix = $1 ORDER BY updated_at", self._prefix
         )
-        return [_record(r) for r in rows]
+        return _readable(rows)  # one row of the wrong shape must not stop the start (it did: restarted for ever)
 
 
 class _MemorySession(ClaimSession):
