@@ -17,6 +17,7 @@ import asyncpg
 
 from schemas import ActionResultData
 from servicekit.db import delete_in_batches
+from servicekit.row_proofs import row_refused
 from services.approval._legacy_results import legacy_result
 
 __all__ = [
@@ -123,6 +124,24 @@ def _task_event(row: asyncpg.Record) -> TaskEvent:
     )
 
 
+def _task_events(rows: Sequence[asyncpg.Record]) -> list[TaskEvent]:
+    """The events of `rows`, each row of the wrong shape (a `result` that is no result: only the login writes one) refused.
+
+    Refused: left out, a WARNING naming it and `tidegate_rows_refused_total{service="approval",table="task_events"}`; one
+    such row made every request of its task answer 500 when shown.
+    """
+    events = []
+    for row in rows:
+        try:
+            events.append(_task_event(row))
+        except ValueError as exc:  # pydantic's ValidationError, or args that are not JSON
+            what = f"task event {row['event_id']} ({row['type']} of action {row['action_id']}, tenant {row['tenant_id']})"
+            why = f"its row is not an event this release reads ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            fix = "it is left out of what a request shows; the approval service's database login may have been used to write it"
+            row_refused("approval", "task_events", what, why, fix, counted_as="invalid")
+    return events
+
+
 class PgTaskEventStore(TaskEventStore):
     """The PostgreSQL part (table `task_events`); the repository sets `pool` and `s`."""
 
@@ -163,21 +182,21 @@ class PgTaskEventStore(TaskEventStore):
         rows = await self.pool.fetch(
             f"SELECT * FROM {self.s}.task_events WHERE tenant_id = $1 AND task_id = $2 ORDER BY at, event_id", tenant_id, task_id
         )
-        return [_task_event(r) for r in rows]
+        return _task_events(rows)
 
     async def action_event(self, action_id: str, type_: str) -> TaskEvent | None:
         """The latest event of a type for an action."""
         row = await self.pool.fetchrow(
             f"SELECT * FROM {self.s}.task_events WHERE action_id = $1 AND type = $2 ORDER BY at DESC LIMIT 1", action_id, type_
         )
-        return _task_event(row) if row else None
+        return next(iter(_task_events([row])), None) if row else None
 
     async def action_events(self, action_ids: Sequence[str]) -> list[TaskEvent]:
         """Every event kept of these actions, oldest first."""
         rows = await self.pool.fetch(
             f"SELECT * FROM {self.s}.task_events WHERE action_id = ANY($1::text[]) ORDER BY at, event_id", list(action_ids)
         )
-        return [_task_event(r) for r in rows]
+        return _task_events(rows)
 
     async def forget_task_events_before(self, cutoff: datetime, *, limit: int = 10_000) -> int:
         """See `TaskEventStore`: found by the BRIN index on `at` (migration 005), deleted by their rows' addresses."""

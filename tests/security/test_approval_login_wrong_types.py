@@ -95,3 +95,29 @@ async def test_one_wrong_typed_row_is_refused_alone_and_the_others_are_listed_sh
         assert status == "pending", "the service acted on a row it cannot read"
     finally:  # the session's database is shared: a row no release reads would be refused by later tests' services
         await approval_login.execute("DELETE FROM approval.approvals WHERE approval_id = $1", JUNK)
+
+
+async def test_a_task_event_of_the_wrong_shape_is_left_out_and_the_request_is_shown(
+    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    """A result kept for the request's task whose `result` is a JSON text: before, `show` of every request of the task was 500."""
+    h = await start_approval()
+    bob = await h.token("bob@acme.example", ["finance"])
+    await h.escalate(d := h.decided(args={"payee_id": "cus_1002", "amount_usd": 899.0, "order_id": "O-1"}))
+    record = await h.request_for(d.action_id, wait_for)
+    event_id = f"ev-junk-{uuid.uuid4().hex[:12]}"
+    before = float(ROWS_REFUSED.labels("approval", "task_events", "invalid")._value.get())
+    try:
+        await approval_login.execute(
+            "INSERT INTO approval.task_events (event_id, tenant_id, task_id, action_id, type, tool, at, result) "
+            "VALUES ($1, $2, $3, 'a-earlier', 'tidegate.action.succeeded', 'tag_ticket', now(), '\"done\"')",
+            event_id,
+            record.tenant_id,
+            record.task_id,
+        )
+        shown = await http.get(f"{h.url}/api/v1/approvals/{record.approval_id}", headers=bearer(bob))
+        assert shown.status_code == 200, shown.text
+        assert "a-earlier" not in {e.get("action_id") for e in shown.json()["context"]}
+        assert float(ROWS_REFUSED.labels("approval", "task_events", "invalid")._value.get()) > before
+    finally:
+        await approval_login.execute("DELETE FROM approval.task_events WHERE event_id = $1", event_id)
