@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from typer.testing import CliRunner
 
 import schemas as s
-from servicekit import REPO_ROOT, SigningKey, create_pool
+from servicekit import REPO_ROOT, KitSettings, SigningKey, create_pool
 from servicekit.db import apply_migrations
+from servicekit.dbroles import service_database_url
 from services.audit.app import MIGRATIONS as AUDIT_MIGRATIONS
 from services.audit.records import observe
 from services.audit.repository import PostgresAuditLog
@@ -120,3 +122,42 @@ async def test_open_tasks_say_what_they_wait_on_and_since_when(infra: Any, prefi
     assert [(t["task_id"], t["outcome"], t["refused"]) for t in handed] == [
         (ids["expired"], "completed_with_handoff", ["issue_refund expired (approval_expired)"])
     ]
+
+
+async def test_a_task_state_of_the_wrong_shape_is_left_out_and_the_others_are_listed(
+    infra: Any, kit: KitSettings, prefix: str, tmp_path: Path
+) -> None:
+    """The planner's database login rewrites one open task's state (`steps` a text) and one closed task's count (`denied`).
+
+    Before, `tidegate tasks` failed whole on each (`list_type`; PostgreSQL's `invalid input syntax for type integer`): the
+    on-call saw no stuck task at all.
+    """
+    ids = {k: f"{k}-{uuid.uuid4().hex[:8]}" for k in ("human", "retry", "call", "expired", "done")}
+    await _fill(infra.database_url, prefix, ids)
+    env = {"TIDEGATE_DATABASE_URL": infra.database_url, "TIDEGATE_TOPIC_PREFIX": prefix, "TIDEGATE_KEYS_DIR": str(tmp_path / "keys")}
+    login = await asyncpg.connect(service_database_url(kit, "planner"))
+    kept = await login.fetch(
+        "SELECT task_id, state::text, counts::text FROM planner.tasks WHERE task_id = ANY($1::text[]) AND topic_prefix = $2",
+        [ids["retry"], ids["expired"]],
+        prefix,
+    )
+    try:
+        steps = "UPDATE planner.tasks SET state = jsonb_set(state::jsonb, '{steps}', '\"many\"')::json "
+        steps += "WHERE task_id = $1 AND topic_prefix = $2"
+        await login.execute(steps, ids["retry"], prefix)
+        await login.execute(
+            'UPDATE planner.tasks SET counts = counts || \'{"denied": "many"}\' WHERE task_id = $1 AND topic_prefix = $2',
+            ids["expired"],
+            prefix,
+        )
+        found = {t["task_id"] for t in await _tasks(env) if not t["outside_agent"]}
+        assert found == {ids["human"], ids["call"]}
+        handed = await _tasks(env, "--handoffs", "--since", "1h")
+        assert [t["task_id"] for t in handed] == [ids["expired"]]  # its other counts still say it was handed off
+    finally:  # the rows as the planner wrote them (the session's database is shared)
+        for row in kept:
+            await login.execute(
+                "UPDATE planner.tasks SET state = $2::json, counts = $3::jsonb WHERE task_id = $1 AND topic_prefix = $4",
+                row["task_id"], row["state"], row["counts"], prefix,
+            )  # fmt: skip
+        await login.close()
