@@ -9,9 +9,12 @@ one that does not is failed with why (`NOT_SIGNED`), never sent, logged once and
 `tidegate_rows_refused_total{service="approval",table="webhook_deliveries"}` (attacker4).
 
 A message with no proof at all was queued by a release before 24 (or written by the login): it is never sent as stored.
-When its request is pending and shown as the policy signed it (the check every showing makes), the service writes the
-request's message again, as it would now, signed, in its place (`signed_again_id`: once per endpoint and request, however
-many unsigned rows name it); else it is failed with why (`unsigned_refusal`), as any unproven message (upgrade24).
+When its request is pending and shown as the policy signed it (the check every showing makes; a follow-up: as the
+executor signed it), the service writes the request's message again, as it would now, signed, in its place
+(`signed_again_id`: once per endpoint and request, however many unsigned rows name it); else it is failed with why
+(`unsigned_refusal`), as any unproven message (upgrade24). A pending request that keeps no signed event yet (opened by
+an older release, `tidegate approvals adopt` not run) holds its message (`HELD`), retried as any message, until it is
+adopted and so proven (upgrade25).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from services.approval._row_proofs import Seals
 from services.approval._webhook_values import Delivery
 
 __all__ = [
+    "HELD",
     "NOT_SIGNED",
     "SIGNED_AGAIN",
+    "UNADOPTED_FIX",
     "message_claims",
     "sealed",
     "signed_again_id",
@@ -37,6 +42,8 @@ __all__ = [
 
 NOT_SIGNED = "not sent: the message is not the approval service's signed one"
 SIGNED_AGAIN = "not sent: queued unsigned by a release before 24; its request's message was queued again, signed, as"
+HELD = "not sent yet: queued unsigned by a release before 24; held until its request is proven, then queued again, signed"
+UNADOPTED_FIX = "the operator runs `tidegate approvals adopt` (docs/approval.md)"
 _FIX = "the approval service's database login may have been used to write it: rotate that login's password (docs/security/database.md)"
 
 

@@ -21,7 +21,9 @@ from servicekit.metrics import observe_webhook_delivery, observe_webhook_owed
 from services.approval import auth, domain, webhooks
 from services.approval._decision_proofs import as_signed
 from services.approval._message_proofs import (
+    HELD,
     SIGNED_AGAIN,
+    UNADOPTED_FIX,
     sealed,
     signed_again_id,
     unproven,
@@ -258,6 +260,9 @@ class WebhookSide:
         assert self.seals is not None
         record = await self.repo.get(delivery.approval_id)
         attempt = delivery.attempts + 1
+        if record is not None and self._not_adopted_yet(record, delivery, endpoint):
+            await self._hold(delivery, endpoint, record)
+            return
         found = ("its request is not in the database", True) if record is None else self._not_to_sign_again(record, delivery, endpoint)
         if record is None or found is not None:
             why, suspect = found or ("", True)
@@ -283,16 +288,51 @@ class WebhookSide:
             else f"the request's signed message {message.delivery_id} was queued before",
         )
 
+    def _not_adopted_yet(self, record: ApprovalRecord, delivery: Delivery, endpoint: Endpoint) -> bool:
+        """Whether `record` is pending, of `endpoint`'s tenant, and keeps no signed event yet: opened by an older release.
+
+        `tidegate approvals adopt` keeps that event (the policy's escalation; a follow-up's `action.unknown`, since 25); until
+        the operator runs it, the request is not proven, and its unsigned message waits rather than being failed for that.
+        """
+        return (
+            record.is_pending
+            and record.decision is None
+            and record.expires_at > self.clock()
+            and endpoint.tenant_id in ("*", record.tenant_id)
+            and delivery.tenant_id == endpoint.tenant_id
+        )
+
+    async def _hold(self, delivery: Delivery, endpoint: Endpoint, record: ApprovalRecord) -> None:
+        """An unsigned message of a request not adopted yet: tried again later (proven by then: signed again), never sent as stored.
+
+        Retried as any message (backoff, `webhook_max_attempts`, until its request expires), then failed saying why.
+        """
+        attempt = delivery.attempts + 1
+        outcome, next_at = self._next_step(attempt, False, record.expires_at)
+        why = f"its request keeps no signed event yet (opened before release {25 if record.kind == 'follow_up' else 23}): {UNADOPTED_FIX}"
+        error = f"{HELD} ({why})" if outcome == "pending" else unsigned_unsent(why)
+        await self.repo.record_attempt(
+            delivery.delivery_id, attempt, status_code=None, error=error, duration_ms=0.0, outcome=outcome, next_at=next_at
+        )
+        if attempt == 1 or outcome == "failed":
+            log.warning(
+                "approval: message %s (request %s) was queued unsigned by a release before 24: %s",
+                delivery.delivery_id,
+                record.approval_id,
+                error,
+            )
+        if outcome == "failed":
+            observe_webhook_delivery(endpoint.tenant_id, "failed")
+
     def _not_to_sign_again(self, record: ApprovalRecord, delivery: Delivery, endpoint: Endpoint) -> tuple[str, bool] | None:
         """Why an unsigned message's request gets no signed message in its place, and whether that is suspect (None: it gets one).
 
-        Suspect (told as a refused row, counted): a request of another tenant than the endpoint's, or not as the policy
-        signed it. Not suspect: a request settled, expired or a follow-up, as release 23 left many (nothing to ask now).
+        Suspect (told as a refused row, counted): a request of another tenant than the endpoint's, or not as the policy (a
+        follow-up: the executor) signed it. Not suspect: a request settled or expired, as release 23 left many (nothing to
+        ask now). A follow-up is written again as a request is: from the executor's signed `action.unknown` it keeps.
         """
         if endpoint.tenant_id not in ("*", record.tenant_id) or delivery.tenant_id != endpoint.tenant_id:
             return f"its request is of tenant {record.tenant_id}, not sent to endpoint {endpoint.endpoint_id} of {endpoint.tenant_id}", True
-        if record.kind != "approval":
-            return "its request is a follow-up: only an approval request's message is written and signed again", False
         if not record.is_pending or record.expires_at <= self.clock():
             return f"its request is {record.status if not record.is_pending else 'expired'}: nothing is left to ask", False
         shown = as_signed(record, self.authority, self.seals)

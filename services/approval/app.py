@@ -44,6 +44,7 @@ __all__ = ["NAME", "ApprovalDeps", "ApprovalProcess", "build", "load_endpoints"]
 
 NAME = "approval"
 log = logging.getLogger(__name__)
+UNADOPTED_NAMED = 10  # the pending requests without a signed event named at start (the oldest); the rest counted
 
 
 def load_endpoints(path: Path | None) -> list[Endpoint]:
@@ -217,6 +218,19 @@ def build(
                 # removed from the file since the last start: stop sending to it (kept for the delivery log)
                 await service.repo.upsert_endpoint(replace(endpoint, enabled=False))
 
+    async def tell_unadopted(_: ServiceProcess) -> None:
+        """One line at start naming the pending requests an older release opened, which no approver can decide until adopted."""
+        count, oldest = await service.repo.unadopted(UNADOPTED_NAMED)
+        if count:
+            log.warning(
+                "approval: %d pending request(s) keep no signed event (opened before release 23, a follow-up before 25): %s%s; "
+                "they cannot be approved or resolved, and their messages queued by a release before 24 wait, until the operator "
+                "runs `tidegate approvals adopt` (docs/approval.md)",
+                count,
+                ", ".join(oldest),
+                f" and {count - len(oldest)} more" if count > len(oldest) else "",
+            )
+
     async def sweep() -> None:
         await every(settings.sweep_interval_s, "approval: sweep", outage.guarded("approval: sweep", service.sweep), at_start=True)
 
@@ -258,7 +272,7 @@ def build(
         http_port=settings.http_port,
         on_start=[not_behind_the_bus],
         caught_up_on=("directory",),
-        on_caught_up=[pin_rows, install_file_endpoints],
+        on_caught_up=[pin_rows, install_file_endpoints, tell_unadopted],
         on_stop=[close],
         loops=[sweep, deliver_webhooks, forget_old_task_events],
         approval=service,

@@ -106,6 +106,10 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         """Pending, not yet escalated requests created before `before`."""
         ...
 
+    async def unadopted(self, limit: int) -> tuple[int, list[str]]:
+        """How many pending requests keep no signed event (opened by an older release), and the ids of the `limit` oldest."""
+        ...
+
     async def unpublished(self, older_than: datetime) -> list[OutboxItem]:
         """Outbox items not yet published, created before `older_than`."""
         ...
@@ -269,6 +273,15 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         )
         return _readable(rows)
 
+    async def unadopted(self, limit: int) -> tuple[int, list[str]]:
+        """How many pending requests keep no signed event (opened by an older release), and the ids of the `limit` oldest."""
+        rows = await self.pool.fetch(
+            f"SELECT approval_id, count(*) OVER () AS n FROM {self.s}.approvals WHERE status = 'pending' "
+            "AND record->>'decision' IS NULL ORDER BY created_at, approval_id LIMIT $1",
+            limit,
+        )
+        return (rows[0]["n"] if rows else 0), [r["approval_id"] for r in rows]
+
     async def unpublished(self, older_than: datetime) -> list[OutboxItem]:
         """Outbox items not yet published, created before `older_than`."""
         rows = await self.pool.fetch(
@@ -355,6 +368,12 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
     async def overdue(self, now: datetime) -> list[ApprovalRecord]:
         """Pending requests past their expiry."""
         return [r for r in self.records.values() if r.is_pending and r.expires_at <= now]
+
+    async def unadopted(self, limit: int) -> tuple[int, list[str]]:
+        """How many pending requests keep no signed event (opened by an older release), and the ids of the `limit` oldest."""
+        found = [r for r in self.records.values() if r.is_pending and r.decision is None]
+        found.sort(key=lambda r: (r.created_at, r.approval_id))
+        return len(found), [r.approval_id for r in found[:limit]]
 
     async def due_for_escalation(self, before: datetime) -> list[ApprovalRecord]:
         """Pending, not yet escalated requests created before `before`."""
