@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 __all__ = ["WebhookSide", "owed_message_id"]
 
 FOLLOW_UP = "tidegate.approval.follow_up"
+HOLD_RECHECK_S = 120.0  # an unsigned message of a request not adopted yet is looked at again at least this often
 
 
 def owed_message_id(tenant_id: str, endpoint_id: str, approval_id: str) -> str:
@@ -305,16 +306,22 @@ class WebhookSide:
     async def _hold(self, delivery: Delivery, endpoint: Endpoint, record: ApprovalRecord) -> None:
         """An unsigned message of a request not adopted yet: tried again later (proven by then: signed again), never sent as stored.
 
-        Retried as any message (backoff, `webhook_max_attempts`, until its request expires), then failed saying why.
+        Tried again with the usual backoff, but at least every `HOLD_RECHECK_S` and whatever `webhook_max_attempts` says (a
+        message that waited out a long outage is sent within minutes of the adoption), until its request expires; then
+        failed saying why.
         """
         attempt = delivery.attempts + 1
-        outcome, next_at = self._next_step(attempt, False, record.expires_at)
+        settings = self.settings
+        delay = webhooks.backoff(attempt, initial_s=settings.webhook_backoff_initial_s, max_s=settings.webhook_backoff_max_s)
+        due = self.clock() + min(delay, timedelta(seconds=HOLD_RECHECK_S))
+        outcome = "pending" if due < record.expires_at else "failed"
+        next_at = due if outcome == "pending" else None
         why = f"its request keeps no signed event yet (opened before release {25 if record.kind == 'follow_up' else 23}): {UNADOPTED_FIX}"
         error = f"{HELD} ({why})" if outcome == "pending" else unsigned_unsent(why)
         await self.repo.record_attempt(
             delivery.delivery_id, attempt, status_code=None, error=error, duration_ms=0.0, outcome=outcome, next_at=next_at
         )
-        if attempt == 1 or outcome == "failed":
+        if not (delivery.last_error or "").startswith(HELD) or outcome == "failed":  # the first hold, and the end: told
             log.warning(
                 "approval: message %s (request %s) was queued unsigned by a release before 24: %s",
                 delivery.delivery_id,

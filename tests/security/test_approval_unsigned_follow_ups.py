@@ -166,3 +166,24 @@ async def test_messages_of_requests_not_adopted_yet_wait_for_adopt_and_the_start
     finally:
         await log.close()
         await audit.stop()
+
+
+async def test_a_message_held_after_a_long_outage_is_looked_at_again_within_minutes(
+    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    """The chat was down for hours before the upgrade: the held message's backoff must not put it 30 minutes past `adopt`."""
+    async with Receiver.listening(failures=99) as chat:
+        h = await start_approval(webhook_backoff_initial_s=1.0)
+        await chat_endpoint(h, http, chat)
+        await h.escalate(d := h.decided(args=REFUND))
+        record = await h.request_for(d.action_id, wait_for)
+        await as_opened_before(approval_login, record.approval_id)
+        old = await as_release_23_queued_it(approval_login, record.approval_id, wait_for)
+        await approval_login.execute("UPDATE approval.webhook_deliveries SET attempts = 12 WHERE delivery_id = $1", old)
+
+        state, why = await tried(approval_login, old, wait_for)
+        assert state == "pending", why
+        wait = await approval_login.fetchval(
+            "SELECT extract(epoch FROM next_attempt_at - now()) FROM approval.webhook_deliveries WHERE delivery_id = $1", old
+        )
+        assert wait <= 125, f"looked at again only in {wait:.0f} s"
