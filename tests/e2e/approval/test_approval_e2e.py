@@ -1027,3 +1027,38 @@ async def test_the_injection_at_the_top_of_the_email_is_shown_beside_the_quote_a
         assert box["x"] + box["width"] <= 390
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=ARTIFACTS / "approval-page-flagged-passages.png", full_page=True)
+
+
+@pytest.mark.timeout(300)
+async def test_the_second_tap_of_a_double_tap_never_confirms_an_approval(stack: Stack, wait_for: Any) -> None:
+    """Probe approver2am (2 a.m., a phone): a double tap on Approve granted a 640 USD refund that ran. The first tap asked
+    "Once it runs it cannot be undone", and moving focus to Cancel scrolled the question into view, bringing "Yes,
+    approve" under the thumb, where the second tap landed. Now "Yes" takes no tap until a moment after it shows."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    bob, item = await stack.one_pending_refund(wait_for, facts={"payee_is_new": False, "amount_usd": 900.0, "irreversible": True})
+
+    async def status() -> str:
+        async with httpx.AsyncClient() as client:
+            view = await client.get(f"{stack.url}/api/v1/approvals/{item['approval_id']}", headers={"Authorization": f"Bearer {bob}"})
+        return str(view.json()["status"])
+
+    async with page_in_chromium(executable, width=390, height=844) as page:
+        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
+        await page.fill("#token", bob)
+        await page.click("#signin")
+        await expect(page.locator("#d-on-approve")).to_contain_text("it cannot be undone")
+        # Both taps of the double tap, the second where "Yes, approve" stands once the first has shown the question.
+        await page.evaluate("() => { document.getElementById('approve').click(); document.getElementById('confirm-yes').click(); }")
+        question = page.get_by_role("alertdialog")
+        await expect(question).to_contain_text("Approve 900.00 USD · to cus_1 · order_id O-1? Once it runs it cannot be undone.")
+        await page.wait_for_timeout(1500)  # time for a vote the second tap sent to be recorded
+        assert await status() == "pending"
+        await expect(page.get_by_role("status")).to_be_hidden()
+
+        # A moment later "Yes" takes the tap of someone who read the question.
+        await expect(page.locator("#confirm-yes")).to_be_enabled()
+        await page.click("#confirm-yes")
+        await expect(page.get_by_role("status")).to_have_text("Decision recorded: granted.")
+        assert await status() == "granted"
