@@ -1062,3 +1062,37 @@ async def test_the_second_tap_of_a_double_tap_never_confirms_an_approval(stack: 
         await page.click("#confirm-yes")
         await expect(page.get_by_role("status")).to_have_text("Decision recorded: granted.")
         assert await status() == "granted"
+
+
+@pytest.mark.timeout(300)
+async def test_a_link_left_open_on_a_second_device_shows_what_its_first_decision_did(stack: Stack, wait_for: Any) -> None:
+    """Probe approver2am: the chat's link opened on the phone and on the laptop; granted on the phone (it ran), then
+    Approve on the laptop's page, still showing the request pending, said only "Not recorded: 401: this one-time link
+    was already used", the request still shown pending: was it approved or not? The page now reads the request again
+    with the spent link and shows who decided it, when, and what became of it."""
+    executable, how = ensure_chromium()
+    if executable is None:
+        pytest.skip(how)
+    _, item = await stack.one_pending_refund(wait_for)  # bob holds a live token: a link dies with its approver's tokens
+    key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
+    soon = utcnow() + timedelta(minutes=5)
+    link = auth.issue_link(key, approval_id=item["approval_id"], approver="bob@acme.example", tenant_id=stack.tenant, expires_at=soon)
+    url = f"{stack.url}/?approval={item['approval_id']}#link={link}"
+
+    async with page_in_chromium(executable, width=390, height=844) as phone:
+        browser = phone.context.browser
+        assert browser is not None
+        laptop = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+        for page in (phone, laptop):
+            await page.goto(url)
+            await expect(page.locator("#d-sub")).to_contain_text("· pending ·")
+        await phone.click("#reject")
+        await expect(phone.get_by_role("status")).to_have_text("Decision recorded: rejected.")
+
+        await laptop.click("#approve")  # the page left open there still shows the request pending
+        result = laptop.get_by_role("status")
+        await expect(result).to_contain_text("Your approve was not recorded: this one-time link was already used")
+        await expect(result).to_contain_text("spent by an earlier decision (in another tab or on another device?)")
+        await expect(laptop.locator("#d-sub")).to_contain_text("rejected by bob@acme.example")
+        await expect(laptop.locator("#effect")).to_contain_text("Rejected by bob@acme.example (you) at ")
+        await expect(laptop.locator("#approve")).to_be_disabled()
