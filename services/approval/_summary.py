@@ -8,6 +8,7 @@ edit waits for concurrence, the summary is of the edited call (what Approve appr
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from schemas import ToolSpec
@@ -30,6 +31,16 @@ def _cut(value: Any, limit: int = VALUE_MAX) -> str:
     # nor reorder or hide itself where a webhook receiver or an API client shows the subject as it is.
     text = printable(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _listed(value: Any) -> str:
+    """A key arg as the subject says it: a list of plain values (an email's recipients) one after another, not as Python's repr.
+
+    A list whose items hold a comma (one address that would read as two) or are not plain values is written as JSON.
+    """
+    if isinstance(value, list) and value and all(isinstance(v, str | int | float) and "," not in str(v) for v in value):
+        return ", ".join(str(v) for v in value)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else value
 
 
 def _arg(args: dict[str, Any], path: str | None) -> Any:
@@ -209,7 +220,7 @@ def _parts(
     shown = {(path or "").split(".")[0] for path in (spec.facts.amount, spec.facts.payee, record_arg)} if spec else set()
     for name in key_args:  # the other args the catalog says matter (recipients, the ticket…), then nothing an agent wrote freely
         if name not in shown and name in args:
-            parts.append((name, f"{name} {_cut(args[name])}"))
+            parts.append((name, f"{name} {_cut(_listed(args[name]))}"))
     return parts
 
 

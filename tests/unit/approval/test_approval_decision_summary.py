@@ -184,3 +184,25 @@ async def test_the_subject_shows_the_characters_an_attacker_hides_in_an_arg(worl
     [subject] = [i["summary"]["subject"] for i in listed if i["approval_id"] == record.approval_id]
     assert subject.isprintable()
     assert shown in subject
+
+
+@pytest.mark.parametrize(
+    ("to", "shown"),
+    [
+        (["james.okafor@procure-corp.example"], "to james.okafor@procure-corp.example"),
+        (["a@one.example", "b@two.example"], "to a@one.example, b@two.example"),
+        (["a@one.example, ceo@acme.example"], 'to ["a@one.example, ceo@acme.example"]'),  # one item that would read as two
+    ],
+)
+async def test_an_emails_recipients_read_as_addresses_in_the_subject(world: World, to: list[str], shown: str) -> None:  # noqa: F811
+    """Probe approver2am: the chat message and the queue line of an email to an outside domain read
+    `to ['james.okafor@procure-corp.example']`, Python's repr of the list, to an approver woken at 2 a.m."""
+    args = {"to": to, "subject": "Your refund", "body": "on its way"}
+    why = [Reason(code="external_recipient", policy_id="external-recipient", message="outside")]
+    record = await world.service.on_decided(
+        decided(tool="send_email", args=args, risk="draft", reasons=why), event_id="e1", at=world.clock()
+    )
+    assert record is not None
+    listed = (await world.client.get("/api/v1/approvals", headers=bearer(world.tokens["bob"]))).json()
+    [subject] = [i["summary"]["subject"] for i in listed if i["approval_id"] == record.approval_id]
+    assert subject == shown
