@@ -42,6 +42,7 @@ from servicekit.db import SchemaNotReady, SessionReset, check_migrations, discar
 from servicekit.db_outage import DatabaseWatch, database_address, retry_level
 from servicekit.dbroles import service_database_url
 from servicekit.health import serve_metrics_and_health
+from servicekit.health_file import health_path, write_health
 from servicekit.logfilter import limit_repeats
 from servicekit.metrics import observe_broker_silence, observe_clock_offset
 from servicekit.printable import OneLineFormatter
@@ -277,6 +278,7 @@ class ServiceProcess:
             await self._http_task
         if self.ready_dir is not None:
             (self.ready_dir / f"{self.name}.ready").unlink(missing_ok=True)
+            health_path(self.ready_dir, self.name).unlink(missing_ok=True)
         self._close_health_server()
         await self.bus.stop()
         self.bus.save_checkpoints()
@@ -368,6 +370,9 @@ class ServiceProcess:
                 self.stalled = reason
                 return reason
             broker.seen(self.bus.liveness)
+            if self.ready_dir is not None:  # `tidegate status` without a port to ask `/health` reads this (servicekit.health_file)
+                with contextlib.suppress(OSError):
+                    write_health(self.ready_dir, self.name, self.health())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.bus.failed.wait(), self.watch_interval_s)
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from servicekit import EX_CONFIG
+from servicekit.health_file import health_path
 from tidegate.commands._child_log import LOG_KEEP, LOG_MAX_BYTES, Copy, RotatingLog, start_logged
 from tidegate.commands._common import settings
 from tidegate.commands._supervised import Child, Supervised, health_url, process_start, record_path, restarts_asked, save, utc_stamp
@@ -194,6 +195,7 @@ async def supervise(
     async def start(name: str, last_exit: int | None = None) -> None:
         (ready / f"{name}.ready").unlink(missing_ok=True)  # a killed child's is still there: this one is not ready yet
         (ready / f"{name}.failed").unlink(missing_ok=True)
+        health_path(ready, name).unlink(missing_ok=True)  # a killed child's last health is not this one's
         # With TIDEGATE_METRICS_PORT=<base>, service i of SERVICES serves Prometheus metrics on base + i.
         port = int(metrics_base) + SERVICES.index(name) if metrics_base else None
         own = {"TIDEGATE_METRICS_PORT": str(port)} if port is not None else {}

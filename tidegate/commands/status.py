@@ -13,6 +13,7 @@ import httpx
 import typer
 from rich.table import Table
 
+from servicekit.health_file import read_health
 from tidegate.commands._common import console, err_console, fail, settings
 from tidegate.commands._supervised import Child, Supervised, same_process, utc_stamp
 from tidegate.commands._supervisor import ended_as
@@ -23,8 +24,11 @@ __all__ = ["EXIT_NOT_RUNNING", "ServiceStatus", "app", "health_answer", "service
 app = typer.Typer(help="Operations: what the services of `tidegate up` are doing.")
 
 EXIT_NOT_RUNNING = 3  # LSB's "program is not running", as `tidegate infra status` and systemctl say it
-NO_PROBE = "no /health to ask (TIDEGATE_METRICS_PORT was not set for `tidegate up`): health is the service's ready file"
-HEALTHY = frozenset({"ok", "ready"})  # `ready`: no `/health` to ask (TIDEGATE_METRICS_PORT unset), the ready file says so
+NO_PROBE = (
+    "no /health to ask (TIDEGATE_METRICS_PORT was not set for `tidegate up`): health is what each service's watchdog last"
+    " wrote beside its ready file (every 5 s)"
+)
+HEALTHY = frozenset({"ok", "ready"})  # `ready`: no `/health` to ask and no health written (a service of an older release)
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ async def _health(client: httpx.AsyncClient, name: str, child: Child, run_dir: P
     if not running:
         return ServiceStatus(name, child, running, "not running", _why_not_running(name, child, run_dir / "logs"))
     if child.health_url is None:
+        if (written := read_health(run_dir / "ready", name)) is not None:  # what `/health` would answer, as its watchdog wrote it
+            return ServiceStatus(name, child, running, *health_answer(*written))
         ready = (run_dir / "ready" / f"{name}.ready").exists()
         return ServiceStatus(name, child, running, "ready" if ready else "starting")
     return ServiceStatus(name, child, running, *await _ask(client, child.health_url))

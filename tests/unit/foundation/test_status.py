@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from servicekit.health import serve_metrics_and_health
+from servicekit.health_file import STALE_AFTER_S, write_health
 from tidegate.cli import app
 from tidegate.commands._supervised import Child, Supervised, record_path, save
 from tidegate.commands.status import EXIT_NOT_RUNNING, health_answer
@@ -142,6 +144,26 @@ def test_without_a_metrics_port_the_ready_file_says_whether_a_service_serves(tmp
     assert said.exit_code == 1
     assert [(s["health"], s["probe"]) for s in json.loads(said.output)["services"]] == [("ready", "ready file"), ("starting", "ready file")]
     assert "no /health to ask (TIDEGATE_METRICS_PORT was not set for `tidegate up`)" in status().output
+
+
+def test_without_a_metrics_port_a_broker_lost_is_said_as_the_watchdog_wrote_it_and_a_silent_watchdog_too(tmp_path: Path) -> None:
+    """oncall3 (left alone): with no port, `status` said `all healthy` through a broker outage, from ready files written at start."""
+    supervising(tmp_path, {"policy": running(None), "executor": running(None), "audit": running(None)})
+    (tmp_path / "ready").mkdir()
+    for name in ("policy", "executor", "audit"):
+        (tmp_path / "ready" / f"{name}.ready").write_text("ok")
+    silent = "the broker has not answered for 131s (since 2026-12-07 02:00:01 UTC; KafkaConnectionError)"
+    write_health(tmp_path / "ready", "policy", body(reason=silent, retrying=silent))  # what its `/health` says, past the stall limit
+    write_health(tmp_path / "ready", "executor", body(retrying="the broker has not answered for 15s"))  # within it: retrying
+    write_health(tmp_path / "ready", "audit", body(), now=time.time() - STALE_AFTER_S - 5)  # its loop stopped writing
+    said = status("--json")
+    assert said.exit_code == 1, said.output
+    by = {s["service"]: s for s in json.loads(said.output)["services"]}
+    assert (by["policy"]["health"], by["policy"]["detail"]) == ("unhealthy", silent)
+    assert (by["executor"]["health"], by["executor"]["detail"]) == ("retrying", "the broker has not answered for 15s")
+    assert by["audit"]["health"] == "unhealthy"
+    assert re.match(r"its watchdog last wrote its health (6[5-9]|[7-9]\d)s ago .*: hung, or stopped$", by["audit"]["detail"])
+    assert status().output.splitlines()[-1] == "not healthy: policy, executor, audit"
 
 
 def test_a_child_gone_before_the_supervisor_saw_it_is_not_running(tmp_path: Path, health: Callable[[dict[str, Any]], str]) -> None:
