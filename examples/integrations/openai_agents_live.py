@@ -4,7 +4,7 @@ Unlike `openai_agents_agent.py` (scripted governance on a memory bus), this one 
 (`tidegate infra up && tidegate db migrate && tidegate topics ensure && tidegate up --detach`), with the client's
 `TIDEGATE_CLIENT_*` exports of docs/integrations.md ("The Python client"; from your own app's folder, "From your own
 application"). It governs the catalog's own `issue_refund` (a `python` tool Tidegate's executor runs against the
-demo's payments tables, which `tidegate demo` seeds; unseeded, the call runs and fails `unknown_payee`), so nothing is
+demo's payments tables, which `tidegate demo --seed-only` seeds; unseeded, the call runs and fails `unknown_payee`), so nothing is
 served here (`serve=False`). The default refund, 899.00 USD of order O-5002 to cus_1002, is over acme's 500 USD
 threshold: it is escalated, and the script prints the line a human approves it with, then waits.
 

@@ -332,12 +332,20 @@ def demo(
         "saying what each decision did; default 600 at a terminal on the stand-ins, else 0 (do not wait).",
         min=0,
     ),
+    seed_only: bool = typer.Option(
+        False,
+        "--seed-only",
+        help="Only seed the systems of record (payments, helpdesk, mail, CRM tables) and list the orders a refund can use, "
+        "for your own agent; start nothing, submit nothing.",
+    ),
 ) -> None:
     """Run the support-triage demo end to end: seed, submit the tickets, show what governance did, verify the audit chain."""
-    from tidegate.demo.run import run_demo
+    from tidegate.demo.run import run_demo, seed_systems
 
     if systems not in ("builtin", "stand-in"):
         fail(f"--systems is builtin or stand-in, not {systems!r}")
+    if seed_only:
+        raise typer.Exit(run(seed_systems(settings(), tenant=tenant, console=console)))
     demo_run = run_demo(
         settings(), tenant=tenant, timeout_s=timeout_s, start_services=start_services, console=console, systems=systems, decide_s=decide_s
     )
