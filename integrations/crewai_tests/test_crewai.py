@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -146,6 +147,32 @@ def test_an_escalation_blocks_the_crew_until_the_human_decides(
         stopped(world, tg)
     assert expected_text in outputs[0].raw
     assert [args for name, args in world.calls if name == "issue_refund"] == expected_calls
+
+
+def test_a_blocked_crew_says_which_approval_it_waits_for_before_the_human_decides(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    """The developer watching the crew's output sees that it waits, and on which request (integrator2: it said nothing)."""
+    tg = started(world)
+    try:
+        outputs: list[Any] = []
+        crew = world.crew(tg, "issue_refund", '{"payee_id": "cus_1", "amount_usd": 900.0}', human_timeout_s=60)
+        with caplog.at_level(logging.WARNING, logger="tidegate.integrations.crewai"):
+            running = threading.Thread(target=lambda: outputs.append(crew.kickoff()))
+            running.start()
+            approval_id = world.pending(tg)
+            deadline = time.monotonic() + 10
+            while not any(approval_id in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, f"nothing said {approval_id} blocks the crew: {caplog.records}"
+                time.sleep(0.02)
+            said = next(r.getMessage() for r in caplog.records if approval_id in r.getMessage())
+            assert world.calls == []  # said while it waits, before anything ran
+            tg.run(world.governance.approve(approval_id))
+            running.join(timeout=30)
+    finally:
+        stopped(world, tg)
+    assert said.startswith("issue_refund waits for a human in Tidegate: approval "), said
+    for part in ("needs_human_approval", "crewai:ticket-1:issue_refund:", "at most 60 s"):
+        assert part in said, said
+    assert "refunded 900.00 to cus_1" in outputs[0].raw
 
 
 @pytest.mark.parametrize("task_id", ["ticket-1", None], ids=["task-kept", "docs-client-random-task-per-process"])

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import inspect
 import itertools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,8 @@ from tidegate.client import Escalated, Failed, SyncTidegate
 from tidegate.integrations._common import outcome_text, serve_function
 
 __all__ = ["governed_crewai_tool"]
+
+log = logging.getLogger(__name__)
 
 
 def governed_crewai_tool(
@@ -52,6 +55,7 @@ def governed_crewai_tool(
                 break
         if not isinstance(outcome, Escalated):
             return _made_before(action_id) + outcome_text(outcome) if earlier else outcome_text(outcome)
+        _say_blocked(name, outcome, human_timeout_s)
         try:
             return outcome_text(client.decision(outcome, timeout_s=human_timeout_s))
         except TimeoutError:
@@ -63,6 +67,25 @@ def governed_crewai_tool(
     if serve:
         client.run(_serve(client, name, fn))
     return crewai_tool(name)(proposed)
+
+
+def _say_blocked(name: str, escalated: Escalated, human_timeout_s: float | None) -> None:
+    """Say, as a WARNING, that the crew now waits for a human, and which request they decide.
+
+    CrewAI has no interrupt to hand the application, so the crew simply stopped: nothing said that it waited, nor on
+    which approval, and a developer had to find the request with `tidegate approvals list` (integrator2). A WARNING
+    shows with logging's defaults and CrewAI's own; the other adapters hand the approval id to the application instead.
+    """
+    log.warning(
+        "%s waits for a human in Tidegate: approval %s (%s), action %s; the crew is blocked until they decide%s "
+        "(`tidegate approvals show %s`, or the approver page)",
+        name,
+        escalated.approval_id,
+        ", ".join(escalated.codes),
+        escalated.action_id,
+        "" if human_timeout_s is None else f", at most {human_timeout_s:g} s",
+        escalated.approval_id,
+    )
 
 
 def _task(run_key: str) -> str:
