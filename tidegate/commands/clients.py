@@ -340,7 +340,8 @@ def demo(
     ),
 ) -> None:
     """Run the support-triage demo end to end: seed, submit the tickets, show what governance did, verify the audit chain."""
-    from tidegate.demo.run import run_demo, seed_systems
+    from tidegate.demo.run import run_demo
+    from tidegate.demo.seed import seed_systems
 
     if systems not in ("builtin", "stand-in"):
         fail(f"--systems is builtin or stand-in, not {systems!r}")
