@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -774,11 +775,9 @@ async def test_a_page_left_open_keeps_time_and_turns_its_buttons_off_at_expiry(s
         await expect(page.locator("#reject")).to_be_disabled()
 
 
-@pytest.mark.timeout(300)
-async def test_one_tap_never_approves_a_call_that_cannot_be_undone(stack: Stack, wait_for: Any) -> None:
-    """Probe approver F5: Approve and Reject sat side by side and one tap on Approve granted a 900 USD refund the page
-    itself said "cannot be undone"; the CLI asks to confirm, the page did not. A call that cannot be undone asks once,
-    naming it; a double click, or Enter pressed twice, does not confirm it."""
+@asynccontextmanager
+async def irreversible_refund_on_a_phone(stack: Stack, wait_for: Any) -> AsyncIterator[tuple[Any, Callable[[], Awaitable[str]]]]:
+    """Bob signed in on a phone-width page of a pending 900 USD refund that cannot be undone, and a reader of its status."""
     executable, how = ensure_chromium()
     if executable is None:
         pytest.skip(how)
@@ -794,6 +793,15 @@ async def test_one_tap_never_approves_a_call_that_cannot_be_undone(stack: Stack,
         await page.fill("#token", bob)
         await page.click("#signin")
         await expect(page.locator("#d-on-approve")).to_contain_text("it cannot be undone")
+        yield page, status
+
+
+@pytest.mark.timeout(300)
+async def test_one_tap_never_approves_a_call_that_cannot_be_undone(stack: Stack, wait_for: Any) -> None:
+    """Probe approver F5: Approve and Reject sat side by side and one tap on Approve granted a 900 USD refund the page
+    itself said "cannot be undone"; the CLI asks to confirm, the page did not. A call that cannot be undone asks once,
+    naming it; a double click, or Enter pressed twice, does not confirm it."""
+    async with irreversible_refund_on_a_phone(stack, wait_for) as (page, status):
         await page.dblclick("#approve")
         question = page.get_by_role("alertdialog")
         await expect(question).to_contain_text("Approve 900.00 USD · to cus_1 · order_id O-1? Once it runs it cannot be undone.")
@@ -1034,21 +1042,7 @@ async def test_the_second_tap_of_a_double_tap_never_confirms_an_approval(stack: 
     """Probe approver2am (2 a.m., a phone): a double tap on Approve granted a 640 USD refund that ran. The first tap asked
     "Once it runs it cannot be undone", and moving focus to Cancel scrolled the question into view, bringing "Yes,
     approve" under the thumb, where the second tap landed. Now "Yes" takes no tap until a moment after it shows."""
-    executable, how = ensure_chromium()
-    if executable is None:
-        pytest.skip(how)
-    bob, item = await stack.one_pending_refund(wait_for, facts={"payee_is_new": False, "amount_usd": 900.0, "irreversible": True})
-
-    async def status() -> str:
-        async with httpx.AsyncClient() as client:
-            view = await client.get(f"{stack.url}/api/v1/approvals/{item['approval_id']}", headers={"Authorization": f"Bearer {bob}"})
-        return str(view.json()["status"])
-
-    async with page_in_chromium(executable, width=390, height=844) as page:
-        await page.goto(f"{stack.url}/?approval={item['approval_id']}")
-        await page.fill("#token", bob)
-        await page.click("#signin")
-        await expect(page.locator("#d-on-approve")).to_contain_text("it cannot be undone")
+    async with irreversible_refund_on_a_phone(stack, wait_for) as (page, status):
         # Both taps of the double tap, the second where "Yes, approve" stands once the first has shown the question.
         await page.evaluate("() => { document.getElementById('approve').click(); document.getElementById('confirm-yes').click(); }")
         question = page.get_by_role("alertdialog")
