@@ -33,8 +33,11 @@ _ENVELOPES: dict[str, type[Envelope]] = {
 
 
 def kept_settled(record: ApprovalRecord, outbox: Sequence[OutboxItem]) -> ApprovalRecord:
-    """`record` settled, with its decision event as it is published (signed): how it is shown is checked against it (`_outcome_proofs`)."""
-    if record.kind != "approval" or record.is_pending:
+    """`record` settled, with its decision event as it is published (signed): how it is shown is checked against it (`_outcome_proofs`).
+
+    A follow-up's resolution too (`approval.resolved`); its expiry publishes nothing, and keeps nothing.
+    """
+    if record.is_pending:
         return record
     published = [item.payload for item in outbox if item.topic == "approvals"]
     return record.model_copy(update={"settled_event": published[-1]}) if published else record

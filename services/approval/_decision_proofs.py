@@ -33,6 +33,7 @@ from servicekit import Authority
 from servicekit.metrics import observe_row_refused
 from servicekit.received import NotProven, proven
 from services.approval._outcome_proofs import as_settled
+from services.approval._refusals import already_settled
 from services.approval._requests import follow_up_fields
 from services.approval._row_proofs import Seals
 from services.approval.domain import ApprovalRecord, Refusal
@@ -170,10 +171,16 @@ def unproven_refusal(shown: Shown, *, rejecting: bool = False) -> Refusal | None
     """Why approving (`rejecting`: rejecting) is refused: what the request shows is not proven to be what it claims (None: it is).
 
     A request's reject fails closed and stays open; a follow-up's "it did not happen" releases the call's reservation, so an
-    unproven follow-up is resolved neither way (it closes at its expiry, with no event).
+    unproven follow-up is resolved neither way (it closes at its expiry, with no event). A row the login set back to
+    pending beside the service's signed decision of it is settled, as signed: no vote of either kind (a second, opposite
+    decision of one request, attacker7).
     """
     if shown.not_as_signed is None:
         return None
+    if not shown.record.is_pending:
+        return Refusal(
+            code="not_pending", status=409, message=f"{already_settled(shown.record)}, as the service signed it; {shown.not_as_signed}"
+        )
     if shown.record.kind == "follow_up":
         return Refusal(
             code="request_unproven",

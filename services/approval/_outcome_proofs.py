@@ -12,6 +12,11 @@ request once and `tidegate_rows_refused_total{service="approval",table="approval
 an event that does not verify, or a row set back to pending beside one, is shown flagged and cannot be approved.
 A request settled before release 24 kept no event, and is shown flagged, not counted (its history is the audit log's):
 one from before release 23 too, since a row the login stripped of both events looks the same.
+
+A follow-up keeps its `approval.resolved` the same way (since release 27): before, the login could set a resolved follow-up
+back to `pending`, shown proven, and it was resolved again the other way (a second, opposite signed finding on one call,
+attacker7). Its signed resolution now says it is resolved: shown so, flagged, and resolvable neither way. A follow-up
+without one is shown as its row says, as before: it expired (which signs nothing) or was resolved before release 27.
 """
 
 from __future__ import annotations
@@ -19,14 +24,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import ApprovalData, ApprovalExpired, ApprovalGranted, ApprovalRejected, decode_document
+from schemas import ApprovalData, ApprovalExpired, ApprovalGranted, ApprovalRejected, ApprovalResolved, decode_document
 from servicekit import Authority
 from services.approval.domain import ApprovalRecord
 
 __all__ = ["Settled", "as_settled"]
 
 TOPIC = "approvals"
-_STATUS: dict[type, str] = {ApprovalGranted: "granted", ApprovalRejected: "rejected", ApprovalExpired: "expired"}
+_STATUS: dict[type, str] = {
+    ApprovalGranted: "granted",
+    ApprovalRejected: "rejected",
+    ApprovalExpired: "expired",
+    ApprovalResolved: "resolved",
+}
+_SETTLES: dict[str, tuple[type, ...]] = {  # the events that settle a request of each kind
+    "approval": (ApprovalGranted, ApprovalRejected, ApprovalExpired),
+    "follow_up": (ApprovalResolved,),
+}
+Decision = ApprovalGranted | ApprovalRejected | ApprovalExpired | ApprovalResolved
 NO_EVENT = (
     "was settled, and keeps no signed decision of the approval service (settled before release 24, or removed): who settled "
     "it and how is not proven here; `tidegate audit explain` tells it from the signed events"
@@ -47,9 +62,9 @@ class Settled:
 
 def as_settled(record: ApprovalRecord, authority: Authority | None) -> Settled | None:
     """Why `record` is not shown as the service settled it, and what it signed (None: it is, or it was never settled)."""
-    if record.kind != "approval":
-        return None
     if record.settled_event is None:
+        if record.kind == "follow_up":
+            return None  # expired (which signs nothing), or resolved before release 27 kept its event: as its row says
         # Settled before release 24, or the login took the event out (and the escalation's with it: nothing tells the two
         # apart, so neither is shown as proven; attacker5): flagged, not counted, pointed to the audit log's signed events.
         return None if record.is_pending else Settled({}, NO_EVENT, None)
@@ -64,7 +79,7 @@ def as_settled(record: ApprovalRecord, authority: Authority | None) -> Settled |
     return Settled(signed, f"was changed in the database after it was settled ({', '.join(changed)} not as the service signed)")
 
 
-def _verified(record: ApprovalRecord, authority: Authority | None) -> ApprovalGranted | ApprovalRejected | ApprovalExpired | str:
+def _verified(record: ApprovalRecord, authority: Authority | None) -> Decision | str:
     """The kept event when it is the service's signed decision of this request; else why not (said of the event)."""
     text = record.settled_event or ""
     try:
@@ -75,8 +90,8 @@ def _verified(record: ApprovalRecord, authority: Authority | None) -> ApprovalGr
         return "cannot be verified (this service was given no public keys)"
     if (refusal := authority.check(text, event, document, kept=True)) is not None:
         return f"is refused: {refusal.message}"
-    if not isinstance(event, ApprovalGranted | ApprovalRejected | ApprovalExpired):
-        return f"is a {event.type}, not a decision"
+    if not isinstance(event, Decision) or type(event) not in _SETTLES[record.kind]:
+        return f"is a {event.type}, not a decision of a {'follow-up' if record.kind == 'follow_up' else 'request'}"
     d = event.data
     if (d.approval_id, d.action_id, d.tenant_id, d.task_id) != (record.approval_id, record.action_id, record.tenant_id, record.task_id):
         return f"is of another request ({d.approval_id}, action {d.action_id}, tenant {d.tenant_id})"
@@ -96,6 +111,8 @@ def _settled_fields(status: str, data: ApprovalData) -> dict[str, Any]:
     }
     if status == "granted":  # a grant's alone are signed (the groups the policy counts); a rejection's event names none
         fields["approver_groups"] = data.approver_groups
+    if status == "resolved":
+        fields["resolution"] = data.resolution
     return fields
 
 

@@ -116,9 +116,9 @@ class Voting(People, Reads, Announcing):
         live = record.is_pending and self.clock() < record.expires_at  # else the domain says it is settled or expired
         if live and vote.seen_digest is not None and vote.seen_digest != record.action_digest:
             return digest_changed(record, vote.seen_digest)
-        if not live or (vote.decision != "approve" and record.kind == "approval"):
-            return None  # a request's reject fails closed, whatever the row says
-        if vote.decision != "approve":  # a follow-up's "it did not happen" moves the call's reservation too
+        if not live:
+            return None
+        if vote.decision != "approve":  # a request's reject fails closed unless its signed decision settled it; a follow-up's moves money
             return unproven_refusal(self.shown(record), rejecting=True)
         return (  # refused before a link is spent, as the domain would refuse it
             domain.edit_pending(record, session.approver, vote)
