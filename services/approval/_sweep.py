@@ -5,6 +5,8 @@ Part of `ApprovalService` (`services.approval.service` composes it); `app.py` ru
 
 from __future__ import annotations
 
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -14,8 +16,21 @@ from services.approval._announcing import Announcing, kept_settled
 from services.approval._reads import Reads
 from services.approval._service_base import log
 from services.approval._webhook_values import Endpoint
+from services.approval.domain import ApprovalRecord
+from services.approval.repository import SweepKey, SweepPage
 
 __all__ = ["Sweeping"]
+
+
+async def _every(page: Callable[[SweepKey | None], Awaitable[SweepPage]]) -> AsyncIterator[ApprovalRecord]:
+    """Every request a sweep's query finds, read a page at a time, each after the last one's key (none is left out)."""
+    after: SweepKey | None = None
+    while True:
+        records, after = await page(after)
+        for record in records:
+            yield record
+        if after is None:
+            return
 
 
 class Sweeping(Reads, Announcing):
@@ -25,7 +40,7 @@ class Sweeping(Reads, Announcing):
         """Expire overdue requests, escalate waiting ones, end overlaps past, republish the outbox, write unwritten revocations."""
         now = self.clock()
         counts = {"expired": 0, "escalated": 0, "republished": 0}
-        for record in await self.repo.overdue(now):
+        async for record in _every(functools.partial(self.repo.overdue, now)):
             transition = domain.expire(record, now)
             if transition is None:
                 continue
@@ -46,7 +61,7 @@ class Sweeping(Reads, Announcing):
                         )
         if self.settings.escalate_after_s is not None:
             after = timedelta(seconds=self.settings.escalate_after_s)
-            for record in await self.repo.due_for_escalation(now - after):
+            async for record in _every(functools.partial(self.repo.due_for_escalation, now - after)):
                 escalated = domain.escalate(record, now, after)
                 if escalated is None:
                     continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
@@ -36,6 +36,8 @@ __all__ = [
     "InMemoryApprovalRepository",
     "OutboxItem",
     "PgApprovalRepository",
+    "SweepKey",
+    "SweepPage",
     "TaskEvent",
     "TokenInfo",
     "UnreadableRequest",
@@ -98,12 +100,12 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         """Write `record` only if the stored one is still pending at `old_version`; False if someone else won."""
         ...
 
-    async def overdue(self, now: datetime) -> list[ApprovalRecord]:
-        """Pending requests past their expiry."""
+    async def overdue(self, now: datetime, after: SweepKey | None = None) -> SweepPage:
+        """One page of pending requests past their expiry, in (expiry, id) order after `after` (`SweepPage`)."""
         ...
 
-    async def due_for_escalation(self, before: datetime) -> list[ApprovalRecord]:
-        """Pending, not yet escalated requests created before `before`."""
+    async def due_for_escalation(self, before: datetime, after: SweepKey | None = None) -> SweepPage:
+        """One page of pending, not yet escalated requests created before `before`, in (creation, id) order after `after`."""
         ...
 
     async def unadopted(self, limit: int) -> tuple[int, list[str]]:
@@ -120,6 +122,12 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
 
 
 _ROW = "approval_id, tenant_id, record"  # what a request is read from: its record, named by its columns if it is refused
+# A sweep reads its due requests a page at a time, each page after the last one's key (keyset): a page of rows it cannot act
+# on (refused, or written by the login to look due) no longer hides the rest, as one `LIMIT 500` did (attacker7).
+SWEEP_PAGE = 500
+SweepKey = tuple[datetime, str]  # (the time a sweep orders by, approval_id) of the last row of a page
+SweepPage = tuple[list[ApprovalRecord], SweepKey | None]  # its requests (refused rows left out), and the next page's start (None: none)
+_FIRST: SweepKey = (datetime.min.replace(tzinfo=UTC), "")
 
 
 def _record(row: asyncpg.Record) -> ApprovalRecord | UnreadableRequest:
@@ -133,6 +141,12 @@ def _record(row: asyncpg.Record) -> ApprovalRecord | UnreadableRequest:
 def _readable(rows: Sequence[asyncpg.Record]) -> list[ApprovalRecord]:
     """The requests of `rows`, each refused row left out: one row no release wrote stops no listing, sweep or gauge."""
     return [r for r in map(_record, rows) if isinstance(r, ApprovalRecord)]
+
+
+def _page(rows: Sequence[asyncpg.Record]) -> SweepPage:
+    """A sweep's page of `rows` (read with the key they are ordered by, `at`): its readable requests, and where the next starts."""
+    last = (rows[-1]["at"], rows[-1]["approval_id"]) if len(rows) == SWEEP_PAGE else None
+    return _readable(rows), last
 
 
 class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, ApprovalRepository):
@@ -259,19 +273,28 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
             await self._write_side(conn, outbox, deliveries)
         return True
 
-    async def overdue(self, now: datetime) -> list[ApprovalRecord]:
-        """Pending requests past their expiry."""
-        rows = await self.pool.fetch(f"SELECT {_ROW} FROM {self.s}.approvals WHERE status = 'pending' AND expires_at <= $1 LIMIT 500", now)
-        return _readable(rows)
-
-    async def due_for_escalation(self, before: datetime) -> list[ApprovalRecord]:
-        """Pending, not yet escalated requests created before `before`."""
+    async def overdue(self, now: datetime, after: SweepKey | None = None) -> SweepPage:
+        """One page of pending requests past their expiry, in (expiry, id) order after `after` (`SweepPage`)."""
         rows = await self.pool.fetch(
-            f"SELECT {_ROW} FROM {self.s}.approvals WHERE status = 'pending' AND escalated_at IS NULL AND kind = 'approval' "
-            "AND created_at <= $1 LIMIT 500",
-            before,
+            f"SELECT {_ROW}, expires_at AS at FROM {self.s}.approvals WHERE status = 'pending' AND expires_at <= $1 "
+            "AND (expires_at, approval_id) > ($2, $3) ORDER BY expires_at, approval_id LIMIT $4",
+            now,
+            *(after or _FIRST),
+            SWEEP_PAGE,
         )
-        return _readable(rows)
+        return _page(rows)
+
+    async def due_for_escalation(self, before: datetime, after: SweepKey | None = None) -> SweepPage:
+        """One page of pending, not yet escalated requests created before `before`, in (creation, id) order after `after`."""
+        rows = await self.pool.fetch(
+            f"SELECT {_ROW}, created_at AS at FROM {self.s}.approvals WHERE status = 'pending' AND escalated_at IS NULL "
+            "AND kind = 'approval' AND created_at <= $1 AND (created_at, approval_id) > ($2, $3) "
+            "ORDER BY created_at, approval_id LIMIT $4",
+            before,
+            *(after or _FIRST),
+            SWEEP_PAGE,
+        )
+        return _page(rows)
 
     async def unadopted(self, limit: int) -> tuple[int, list[str]]:
         """How many pending requests keep no signed event (opened by an older release), and the ids of the `limit` oldest."""
@@ -365,9 +388,9 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
             self._side(outbox, deliveries, record.decided_at or record.created_at)
         return True
 
-    async def overdue(self, now: datetime) -> list[ApprovalRecord]:
-        """Pending requests past their expiry."""
-        return [r for r in self.records.values() if r.is_pending and r.expires_at <= now]
+    async def overdue(self, now: datetime, after: SweepKey | None = None) -> SweepPage:
+        """Pending requests past their expiry, all in one page."""
+        return [r for r in self.records.values() if r.is_pending and r.expires_at <= now], None
 
     async def unadopted(self, limit: int) -> tuple[int, list[str]]:
         """How many pending requests keep no signed event (opened by an older release), and the ids of the `limit` oldest."""
@@ -375,11 +398,12 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
         found.sort(key=lambda r: (r.created_at, r.approval_id))
         return len(found), [r.approval_id for r in found[:limit]]
 
-    async def due_for_escalation(self, before: datetime) -> list[ApprovalRecord]:
-        """Pending, not yet escalated requests created before `before`."""
-        return [
+    async def due_for_escalation(self, before: datetime, after: SweepKey | None = None) -> SweepPage:
+        """Pending, not yet escalated requests created before `before`, all in one page."""
+        due = [
             r for r in self.records.values() if r.is_pending and r.kind == "approval" and r.escalated_at is None and r.created_at <= before
         ]
+        return due, None
 
     async def unpublished(self, older_than: datetime) -> list[OutboxItem]:
         """Outbox items not yet published."""

@@ -22,8 +22,7 @@ from servicekit import KitSettings
 from services.approval import auth
 from services.approval._token_store import TokenInfo
 from services.approval.app import ApprovalDeps, ApprovalProcess, build
-from services.approval.domain import ApprovalRecord
-from services.approval.repository import InMemoryApprovalRepository
+from services.approval.repository import InMemoryApprovalRepository, SweepKey, SweepPage
 
 OUTAGES = [
     ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 55432)"),  # the server is gone
@@ -44,10 +43,10 @@ class DownRepository(InMemoryApprovalRepository):
             raise self.down
         return await super().token(token_sha256)
 
-    async def overdue(self, now: datetime) -> list[ApprovalRecord]:
+    async def overdue(self, now: datetime, after: SweepKey | None = None) -> SweepPage:
         if self.down is not None:
             raise self.down
-        return await super().overdue(now)
+        return await super().overdue(now, after)
 
 
 async def _approval(tmp_path: Path) -> tuple[ApprovalProcess, DownRepository, str]:
