@@ -15,6 +15,7 @@ from schemas import ActionDecided, ActionDecidedData, ActionResult, ActionResult
 from servicekit import Attr, Reject, current_traceparent, span
 from services.approval import domain
 from services.approval._announcing import Announcing
+from services.approval._approval_record import UNREADABLE_FIX
 from services.approval._people import People
 from services.approval._record_reads import kept_result
 from services.approval._service_base import log
@@ -134,12 +135,25 @@ class BusIntake(People, Announcing):
         outbox, deliveries = await self._announce(fresh, domain.REQUESTED)
         if await self.repo.insert_request(fresh, outbox, deliveries) is None:
             if (ours := await self.repo.get_by_action(decided.action_id, tenant_id=decided.tenant_id)) is None:
-                # Action ids are global: a request of another tenant holds this one, and is never theirs.
-                raise Reject(ReasonCode.ACTION_ID_REUSED, f"action id {decided.action_id} already has a request of another tenant")
+                raise Reject(ReasonCode.ACTION_ID_REUSED, await self._held_by(decided))
             return ours
         await self._publish(outbox)
         log.info("approval %s requested for %s/%s (%s)", fresh.approval_id, fresh.tenant_id, fresh.action_id, fresh.tool)
         return fresh
+
+    async def _held_by(self, decided: ActionDecidedData) -> str:
+        """Why an escalation opens no request although none of its tenant is read: whose request holds its action id, and why.
+
+        Action ids are global: a request of another tenant holds it, and is never theirs. Or the tenant's own request holds it,
+        and its row is refused (`read_record`): it is neither opened again nor refreshed (this was said to be another tenant's).
+        """
+        held = await self.repo.holder(decided.action_id)
+        if held is None or held[1] != decided.tenant_id:
+            return f"action id {decided.action_id} already has a request of another tenant"
+        return (
+            f"action id {decided.action_id} already has a request of tenant {decided.tenant_id}, {held[0]}, whose row is refused (not a "
+            f"request this release reads; a WARNING named it): it is neither opened again nor refreshed; {UNREADABLE_FIX}"
+        )
 
     async def on_result(
         self, result: ActionResultData, *, event_type: str, event_id: str, at: datetime, signed: bytes | None = None

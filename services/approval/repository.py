@@ -77,6 +77,10 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         """The request of an action of `tenant_id` (another tenant's of the same action id is never theirs; a refused row: none)."""
         ...
 
+    async def holder(self, action_id: str, kind: str = "approval") -> tuple[str, str] | None:
+        """The id and tenant of the request an action has, any tenant's, its row read or refused (None: it has none)."""
+        ...
+
     async def search(
         self,
         *,
@@ -224,6 +228,12 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         found = _record(row) if row else None
         return found if isinstance(found, ApprovalRecord) else None
 
+    async def holder(self, action_id: str, kind: str = "approval") -> tuple[str, str] | None:
+        """The id and tenant of the request an action has, from its columns (its record is not read: it may be refused)."""
+        query = f"SELECT approval_id, tenant_id FROM {self.s}.approvals WHERE action_id = $1 AND kind = $2"
+        row = await self.pool.fetchrow(query, action_id, kind)
+        return (row["approval_id"], row["tenant_id"]) if row else None
+
     async def search(
         self,
         *,
@@ -351,6 +361,10 @@ class InMemoryApprovalRepository(InMemoryTokenStore, InMemoryWebhookStore, InMem
     async def get_by_action(self, action_id: str, kind: str = "approval", *, tenant_id: str) -> ApprovalRecord | None:
         """The request of an action of `tenant_id`."""
         return next((r for r in self.records.values() if (r.action_id, r.kind, r.tenant_id) == (action_id, kind, tenant_id)), None)
+
+    async def holder(self, action_id: str, kind: str = "approval") -> tuple[str, str] | None:
+        """The id and tenant of the request an action has, any tenant's."""
+        return next(((r.approval_id, r.tenant_id) for r in self.records.values() if (r.action_id, r.kind) == (action_id, kind)), None)
 
     async def search(
         self,
