@@ -16,10 +16,13 @@ from typing import Any
 
 import asyncpg
 import orjson
+from pydantic import ValidationError
 
-from schemas import ActionProposedData, Mode
+from schemas import ActionProposedData, Mode, ReasonCode
+from servicekit import Reject
 from servicekit.metrics import observe_retaken
 from servicekit.provenance import Provenance
+from servicekit.row_proofs import row_refused
 from services.policy.facts import History, SystemRecord, stricter
 from services.policy.payees import PayeeSeal
 from services.policy.repository import (
@@ -56,9 +59,35 @@ DECIDED_UNDER_THE_LOCK = 4
 LOCK_KEYS_KEPT = 10_000
 
 
+class UnreadableDecision(Reject):
+    """A recorded decision whose row this release cannot read (its `proposal` of the wrong shape): refused, never decided again.
+
+    The event that needs it is refused alone, dead-lettered naming the row (`handler_error`: redriven once it is restored).
+    """
+
+
+_ROW_FIX = (
+    "the policy's database login may have been used to write it (docs/security/database.md): restore the row from a backup, "
+    "then redrive its dead letters (`tidegate dead-letters redrive --service policy`)"
+)
+
+
 def _record_from(row: Sequence[Any] | asyncpg.Record) -> DecisionRecord:
-    """A decision from its stored columns, in the order of `_COLUMNS`."""
+    """A decision from its stored columns, in the order of `_COLUMNS`; `UnreadableDecision` (logged, counted) when it is none.
+
+    Before, one row of the wrong shape failed the event that read it with a bare `ValidationError` (a traceback, a dead
+    letter naming no row, nothing counted; attacker7).
+    """
     key, action_id, tenant_id, task_id, outcome, digest, proposal, decided_event, authorized_event = row
+    try:
+        read = ActionProposedData.model_validate_json(proposal)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "the proposal"
+        why = f"its proposal is not a proposal this release reads ({exc.error_count()} errors; {where}: {first['msg']})"
+        what = f"decision {key} (tenant {tenant_id}, task {task_id}, action {action_id})"
+        row_refused("policy", "decisions", what, why, _ROW_FIX, counted_as="invalid")
+        raise UnreadableDecision(ReasonCode.HANDLER_ERROR, f"the policy's recorded {what} is refused: {why}; {_ROW_FIX}") from None
     return DecisionRecord(
         key=key,
         action_id=action_id,
@@ -66,7 +95,7 @@ def _record_from(row: Sequence[Any] | asyncpg.Record) -> DecisionRecord:
         task_id=task_id,
         outcome=outcome,
         action_digest=digest,
-        proposal=ActionProposedData.model_validate_json(proposal),
+        proposal=read,
         decided_event=decided_event,
         authorized_event=authorized_event,
     )
