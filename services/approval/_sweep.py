@@ -42,7 +42,7 @@ class Sweeping(Reads, Announcing):
         counts = {"expired": 0, "escalated": 0, "republished": 0}
         async for record in _every(functools.partial(self.repo.overdue, now)):
             transition = domain.expire(record, now)
-            if transition is None:
+            if transition is None or not self.shown(record).record.is_pending:  # set back to pending beside its signed decision
                 continue
             attributes = {Attr.SERVICE: "approval", Attr.APPROVAL: record.approval_id, Attr.TASK: record.task_id}
             with span("approval expire", parent=record.traceparent, attributes=attributes):  # the task's trace, like a vote

@@ -21,6 +21,8 @@ import pytest
 from approval_harness import ApprovalHarness, StartApproval, bearer
 from test_approval_login_follow_ups import REFUND, unknown
 
+from servicekit.metrics import ROWS_REFUSED
+
 pytestmark = pytest.mark.integration
 
 WaitFor = Callable[..., Awaitable[Any]]
@@ -90,3 +92,31 @@ async def test_a_granted_request_set_back_to_pending_is_rejected_no_more(
     assert rejected.json()["detail"]["code"] == "not_pending"
     assert await h.all_published()
     assert await decisions(h, d.action_id) == [("granted", None)], "a second, opposite decision of one request reached the bus"
+
+
+async def test_a_granted_request_set_back_to_pending_and_overdue_is_not_expired_by_the_sweep(
+    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    """The sweep read the row, not its proof: it published `approval.expired` after the grant the service had signed."""
+    h, bob, _ = await with_approvers(start_approval)
+    await h.escalate(d := h.decided(args=REFUND))
+    record = await h.request_for(d.action_id, wait_for)
+    granted = await http.post(
+        f"{h.url}/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(bob)
+    )
+    assert granted.json()["status"] == "granted", granted.text
+
+    past = "2000-01-01T00:00:00+00:00"
+    await set_back_to_pending(approval_login, record.approval_id, expires_at=past, approver_groups={}, ballots={}, approved_via={})
+    await approval_login.execute(
+        "UPDATE approval.approvals SET expires_at = $2::text::timestamptz WHERE approval_id = $1", record.approval_id, past
+    )
+    counted = ROWS_REFUSED.labels("approval", "approvals", "invalid")._value.get()
+
+    async def swept() -> Any:  # expired, or read as settled by two sweeps (each counts the row it refuses as pending)
+        found = await approval_login.fetchval("SELECT status FROM approval.approvals WHERE approval_id = $1", record.approval_id)
+        return found != "pending" or ROWS_REFUSED.labels("approval", "approvals", "invalid")._value.get() >= counted + 2
+
+    await wait_for(swept, what="two sweeps past the row")
+    assert await h.all_published()
+    assert await decisions(h, d.action_id) == [("granted", None)], "the sweep expired a request the service had granted"
