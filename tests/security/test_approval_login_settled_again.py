@@ -76,22 +76,29 @@ async def test_a_resolved_follow_up_set_back_to_pending_is_shown_resolved_and_is
     assert await decisions(h, follow_up.action_id) == [("resolved", "confirmed_done")], second
 
 
-async def test_a_granted_request_set_back_to_pending_is_rejected_no_more(
-    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
-) -> None:
-    h, bob, cy = await with_approvers(start_approval)
+async def granted_by_bob(h: ApprovalHarness, http: httpx.AsyncClient, bob: str, wait_for: WaitFor) -> Any:
+    """A refund escalated to the service and granted by bob over the API: its request."""
     await h.escalate(d := h.decided(args=REFUND))
     record = await h.request_for(d.action_id, wait_for)
     url = f"{h.url}/api/v1/approvals/{record.approval_id}"
     granted = await http.post(f"{url}/approve", json={"action_digest": record.action_digest}, headers=bearer(bob))
     assert granted.json()["status"] == "granted", granted.text
+    return record
+
+
+async def test_a_granted_request_set_back_to_pending_is_rejected_no_more(
+    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    h, bob, cy = await with_approvers(start_approval)
+    record = await granted_by_bob(h, http, bob, wait_for)
+    url = f"{h.url}/api/v1/approvals/{record.approval_id}"
 
     await set_back_to_pending(approval_login, record.approval_id, approver_groups={}, ballots={}, approved_via={})
     rejected = await http.post(f"{url}/reject", json={"action_digest": record.action_digest, "comment": "no"}, headers=bearer(cy))
     assert rejected.status_code == 409, f"a granted request was rejected again: {rejected.text}"
     assert rejected.json()["detail"]["code"] == "not_pending"
     assert await h.all_published()
-    assert await decisions(h, d.action_id) == [("granted", None)], "a second, opposite decision of one request reached the bus"
+    assert await decisions(h, record.action_id) == [("granted", None)], "a second, opposite decision of one request reached the bus"
 
 
 async def test_a_granted_request_set_back_to_pending_and_overdue_is_not_expired_by_the_sweep(
@@ -99,12 +106,7 @@ async def test_a_granted_request_set_back_to_pending_and_overdue_is_not_expired_
 ) -> None:
     """The sweep read the row, not its proof: it published `approval.expired` after the grant the service had signed."""
     h, bob, _ = await with_approvers(start_approval)
-    await h.escalate(d := h.decided(args=REFUND))
-    record = await h.request_for(d.action_id, wait_for)
-    granted = await http.post(
-        f"{h.url}/api/v1/approvals/{record.approval_id}/approve", json={"action_digest": record.action_digest}, headers=bearer(bob)
-    )
-    assert granted.json()["status"] == "granted", granted.text
+    record = await granted_by_bob(h, http, bob, wait_for)
 
     past = "2000-01-01T00:00:00+00:00"
     await set_back_to_pending(approval_login, record.approval_id, expires_at=past, approver_groups={}, ballots={}, approved_via={})
@@ -119,4 +121,4 @@ async def test_a_granted_request_set_back_to_pending_and_overdue_is_not_expired_
 
     await wait_for(swept, what="two sweeps past the row")
     assert await h.all_published()
-    assert await decisions(h, d.action_id) == [("granted", None)], "the sweep expired a request the service had granted"
+    assert await decisions(h, record.action_id) == [("granted", None)], "the sweep expired a request the service had granted"
