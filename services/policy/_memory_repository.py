@@ -19,6 +19,7 @@ from services.policy.facts import SystemRecord, stricter
 from services.policy.repository import (
     PAYOUT_WINDOW,
     TENANT_TOTAL,
+    Answer,
     Decide,
     DecisionRecord,
     Ending,
@@ -70,6 +71,7 @@ class InMemoryPolicyRepository(PolicyRepository):
     """
 
     decisions: dict[str, DecisionRecord] = field(default_factory=dict)
+    answers: dict[str, Answer] = field(default_factory=dict)  # the first answer to each escalation, by action id
     reservations: dict[str, tuple[Reservation, str]] = field(default_factory=dict)
     spend: dict[tuple[str, str], float] = field(default_factory=dict)
     payees: set[tuple[str, str]] = field(default_factory=set)
@@ -167,6 +169,10 @@ class InMemoryPolicyRepository(PolicyRepository):
 
     def _add(self, res: Reservation, amount: float) -> None:
         count_spend(self.spend, res.tenant_id, res.task_id, amount)
+
+    async def answer(self, action_id: str, tenant_id: str, task_id: str, approval_id: str, answer: str) -> Answer:
+        """See PolicyRepository."""
+        return self.answers.setdefault(action_id, Answer(approval_id, answer, self.clock()))
 
     async def release(self, action_id: str) -> bool:
         """See PolicyRepository."""

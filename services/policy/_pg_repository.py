@@ -28,6 +28,7 @@ from services.policy.payees import PayeeSeal
 from services.policy.repository import (
     PAYOUT_WINDOW,
     TENANT_TOTAL,
+    Answer,
     Decide,
     DecisionRecord,
     Ending,
@@ -100,6 +101,15 @@ def _record_from(row: Sequence[Any] | asyncpg.Record) -> DecisionRecord:
         authorized_event=authorized_event,
     )
 
+
+# The first answer to an escalation ($1 its action id), recorded unless one is ($2 tenant, $3 task, $4 request, $5 how),
+# with the first recorded (in one statement: the inserted row, or the row that was there; a row another copy inserted
+# after this statement's snapshot is read by the caller's second try).
+_ANSWER = """WITH put AS (
+  INSERT INTO policy.answers (action_id, tenant_id, task_id, approval_id, answer) VALUES ($1, $2, $3, $4, $5)
+  ON CONFLICT (action_id) DO NOTHING RETURNING approval_id, answer, answered_at)
+SELECT approval_id, answer, answered_at FROM put
+UNION ALL SELECT approval_id, answer, answered_at FROM policy.answers WHERE action_id = $1"""
 
 _COLUMNS = "key, action_id, tenant_id, task_id, outcome, action_digest, proposal::text, decided_event, authorized_event"
 _SELECT_DECISION = f"SELECT {_COLUMNS} FROM policy.decisions WHERE key = $1"
@@ -487,6 +497,15 @@ class PgPolicyRepository(PolicyRepository):
         # An amount as asyncpg sent a float to a numeric column: its exact decimal value, rounded by the column.
         reserved = [[h.action_id, h.tenant_id, h.task_id, h.tool, json.dumps(h.args), str(Decimal(h.amount_usd))] for h in held]
         await conn.execute(_INSERT_DECISIONS, _json(decided), _json(reserved), _json(paid))
+
+    async def answer(self, action_id: str, tenant_id: str, task_id: str, approval_id: str, answer: str) -> Answer:
+        """See PolicyRepository."""
+        async with self._pool.acquire() as conn:
+            for _ in range(2):  # the second try reads the row a concurrent first answer committed after the first's snapshot
+                row = await conn.fetchrow(_ANSWER, action_id, tenant_id, task_id, approval_id, answer)
+                if row is not None:
+                    return Answer(row["approval_id"], row["answer"], row["answered_at"])
+        raise RuntimeError(f"no answer recorded nor read for action {action_id}")  # unreachable: a conflict's row is committed
 
     async def release(self, action_id: str) -> bool:
         """See PolicyRepository."""

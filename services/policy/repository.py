@@ -26,6 +26,7 @@ __all__ = [
     "FLOW_FACTS",
     "PAYOUT_WINDOW",
     "TENANT_TOTAL",
+    "Answer",
     "DecisionRecord",
     "Ending",
     "Forgotten",
@@ -57,6 +58,24 @@ TENANT_TOTAL = "*"
 def granted_key(approval_id: str) -> str:
     """The key a decision is recorded under when a grant is decided again (a proposal's decision is keyed by its action id)."""
     return f"approval:{approval_id}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The first answer the policy verified to an escalation: which request gave it, how, and when.
+
+    An escalation has one request (the approval service keeps one per action and kind), so every later answer must be
+    this one again (a redelivery); another request's answer, or this request's answer turned around, is refused
+    (a copied or restored request row: docs/security/database.md).
+    """
+
+    approval_id: str
+    answer: str  # granted, rejected or expired (`approval.granted`, `.rejected`, `.expired`)
+    answered_at: datetime
+
+    def same(self, approval_id: str, answer: str) -> bool:
+        """Whether `answer` from `approval_id` is this answer again."""
+        return approval_id == self.approval_id and answer == self.answer
 
 
 @dataclass(frozen=True)
@@ -203,6 +222,10 @@ class PolicyRepository(Protocol):
 
     async def decide_many(self, items: list[Pending]) -> list[tuple[DecisionRecord, bool]]:
         """`decide_once` for a batch, in one transaction; each decision sees the reservations of those before it."""
+        ...
+
+    async def answer(self, action_id: str, tenant_id: str, task_id: str, approval_id: str, answer: str) -> Answer:
+        """Record `answer` as the first to `action_id`'s escalation unless one is recorded; returns the first recorded."""
         ...
 
     async def release(self, action_id: str) -> bool:

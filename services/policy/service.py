@@ -475,10 +475,13 @@ class PolicyService:
         if isinstance(event, ApprovalResolved):
             await self._on_resolved(data)
             return None
+        answer = event.type.removeprefix("tidegate.approval.")  # granted, rejected or expired
+        original = await self.repo.decision(data.action_id)
         if not isinstance(event, ApprovalGranted):
+            if original is not None and original.outcome == "escalate" and original.tenant_id == data.tenant_id:
+                await self._first_answer(data, answer, original)
             await self.repo.release(data.action_id)  # rejected or expired: nothing may run
             return None
-        original = await self.repo.decision(data.action_id)
         if original is None or original.outcome != "escalate":
             state = "no decision" if original is None else f"a decision of {original.outcome}"
             raise Reject(
@@ -495,6 +498,7 @@ class PolicyService:
             raise Reject(
                 ReasonCode.DIGEST_MISMATCH, f"grant {data.approval_id} does not bind to the call escalated for action {data.action_id}"
             )
+        await self._first_answer(data, answer, original)
         # The call as the grant signed it (bound to the digest above), never as stored: the policy's login can rewrite
         # `policy.decisions.proposal`, and a stored copy would run args no approver saw (docs/security/database.md).
         args = data.edited_args if data.edited_args is not None else data.args
@@ -526,6 +530,22 @@ class PolicyService:
         [(record, _)] = await self.repo.decide_many([pending])
         await self._publish_record(record)
         return record
+
+    async def _first_answer(self, data: ApprovalData, answer: str, escalation: DecisionRecord) -> None:
+        """Record this request's answer as the first to `escalation`, or refuse it: another answer came first.
+
+        An escalation has one request, answered once; a grant after its rejection or expiry, or an answer from another
+        request for the same action, comes from a request row restored or copied by the approval service's database
+        login (docs/security/database.md), and would authorize what a human refused, or twice what one granted.
+        """
+        first = await self.repo.answer(data.action_id, escalation.tenant_id, escalation.task_id, data.approval_id, answer)
+        if not first.same(data.approval_id, answer):
+            raise Reject(
+                ReasonCode.APPROVAL_UNAUTHENTICATED,
+                f"approval.{answer} {data.approval_id} for action {data.action_id}: its escalation was already {first.answer} "
+                f"by request {first.approval_id} at {first.answered_at:%Y-%m-%d %H:%M:%S %Z}, and takes one answer "
+                "(a request row copied or restored in the approval service's database? docs/security/database.md)",
+            )
 
     async def _on_resolved(self, data: ApprovalData) -> None:
         """A human's finding on an `action.unknown`: the reservation it left held is spent, or given back.

@@ -282,6 +282,52 @@ async def test_signed_rejection_releases_and_publishes_nothing(service: PolicySe
     assert len(published.events) == before
 
 
+async def test_an_escalation_takes_one_answer_a_copied_or_restored_request_cannot_answer_it_again(
+    service: PolicyService, published: Published, tmp_path: Path
+) -> None:
+    """As the approval service's database login: bob rejects; a copy of the request (another id) or the row set back to
+    pending is granted by another approver, and the approval service signs that grant. The policy authorizes nothing."""
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    assert await service.on_approval(approval(ApprovalRejected, escalated, key)) is None
+    for forged in (
+        approval(ApprovalGranted, escalated, key, approval_id="ap-copy", approver="cy", approver_groups={"cy": ["finance"]}),
+        approval(ApprovalGranted, escalated, key, approver="cy", approver_groups={"cy": ["finance"]}),
+    ):
+        with pytest.raises(Reject) as exc:
+            await service.on_approval(forged)
+        assert exc.value.code == "approval_unauthenticated"
+        assert "already rejected by request ap-1" in str(exc.value)
+    assert published.on("actions.authorized") == []
+    # The rejection delivered again is the same answer: taken, nothing published.
+    assert await service.on_approval(approval(ApprovalRejected, escalated, key)) is None
+
+
+async def test_a_granted_call_is_authorized_once_and_its_reservation_kept_against_a_copy_of_its_request(
+    service: PolicyService, published: Published, tmp_path: Path
+) -> None:
+    key = SigningKey.load_or_create(tmp_path, "approval")
+    repo = service.repo
+    assert isinstance(repo, InMemoryPolicyRepository)
+    await service.on_proposed(proposed("issue_refund", refund(900.0)))
+    escalated = published.on("actions.decided")[-1]
+    await service.on_approval(approval(ApprovalGranted, escalated, key))
+    [auth] = published.on("actions.authorized")
+    await service.on_approval(approval(ApprovalGranted, escalated, key))  # a redelivery: the same answer, republished
+    assert {e.id for e in published.on("actions.authorized")} == {auth.id}
+    copy = "ap-copy"
+    for forged in (
+        approval(ApprovalGranted, escalated, key, approval_id=copy),
+        approval(ApprovalRejected, escalated, key, approval_id=copy),
+    ):
+        with pytest.raises(Reject) as exc:
+            await service.on_approval(forged)
+        assert (exc.value.code, "already granted by request ap-1" in str(exc.value)) == ("approval_unauthenticated", True)
+    assert {e.id for e in published.on("actions.authorized")} == {auth.id}
+    assert repo.reservations[auth.data.action_id][1] == "reserved", "a rejection of the copy gave back the granted call's budget"
+
+
 async def test_a_follow_up_resolution_spends_or_gives_back_what_an_unknown_outcome_held(
     service: PolicyService, published: Published, tmp_path: Path
 ) -> None:
