@@ -28,8 +28,11 @@ class DeliveryQueue(Protocol):
     ) -> list[tuple[Delivery, Endpoint]]:
         """Pending deliveries due now, leased so that another copy of the service does not send them too.
 
-        At most `per_endpoint` of each endpoint, earliest due first, and every endpoint's first before any endpoint's
-        second: an endpoint with a backlog (a dead or slow receiver) cannot fill the batch and starve the others.
+        At most `per_endpoint` of each endpoint, in the order they were queued, and every endpoint's first before any
+        endpoint's second: an endpoint with a backlog (a dead or slow receiver) cannot fill the batch and starve the others.
+        A request's messages to an endpoint go in the order they were queued (a chat reader is told of a request before
+        its decision): a message due brings along those queued before it for the same request that wait out a backoff,
+        and waits while one of them is held under a lease or falls due within one.
         Each with its endpoint as one row read now: the attempt's URL, secret and the approvers whose links it carries.
         """
         ...
@@ -91,14 +94,20 @@ class PgDeliveryQueue(PgWebhookTables, DeliveryQueue):
     ) -> list[tuple[Delivery, Endpoint]]:
         """The claim itself, in one transaction: the due messages leased, each with its endpoint's row read now."""
         async with conn.transaction():
+            sibling = (  # a pending message of the same request to the same endpoint
+                f"SELECT 1 FROM {self.s}.webhook_deliveries o WHERE o.tenant_id = w.tenant_id AND o.endpoint_id = w.endpoint_id "
+                "AND o.approval_id = w.approval_id AND o.status = 'pending' AND o.delivery_id <> w.delivery_id "
+            )
             rows = await conn.fetch(
                 f"UPDATE {self.s}.webhook_deliveries d SET next_attempt_at = $2 FROM (SELECT delivery_id, turn, due_at FROM ("
                 "SELECT delivery_id, next_attempt_at AS due_at, row_number() OVER (PARTITION BY tenant_id, endpoint_id "
-                f"ORDER BY next_attempt_at, created_at) AS turn FROM {self.s}.webhook_deliveries w "
-                "WHERE status = 'pending' AND next_attempt_at <= $1 "
+                f"ORDER BY created_at, next_attempt_at) AS turn FROM {self.s}.webhook_deliveries w "
+                "WHERE status = 'pending' AND (next_attempt_at <= $1 OR next_attempt_at > $2 "
+                f"AND EXISTS ({sibling} AND o.created_at > w.created_at AND o.next_attempt_at <= $1)) "
+                f"AND NOT EXISTS ({sibling} AND o.created_at < w.created_at AND o.next_attempt_at > $1 AND o.next_attempt_at <= $2) "
                 f"AND EXISTS (SELECT 1 FROM {self.s}.webhook_endpoints e WHERE e.tenant_id = w.tenant_id AND e.endpoint_id = w.endpoint_id "
                 "AND e.enabled)) ranked WHERE turn <= $4 ORDER BY turn, due_at LIMIT $3) due "
-                "WHERE d.delivery_id = due.delivery_id AND d.status = 'pending' AND d.next_attempt_at <= $1 "
+                "WHERE d.delivery_id = due.delivery_id AND d.status = 'pending' AND (d.next_attempt_at <= $1 OR d.next_attempt_at > $2) "
                 "RETURNING d.*, due.turn, due.due_at",
                 now,
                 now + lease,
@@ -106,7 +115,7 @@ class PgDeliveryQueue(PgWebhookTables, DeliveryQueue):
                 per_endpoint,
             )
             result = []
-            for row in sorted(rows, key=lambda r: (r["turn"], r["due_at"])):  # each endpoint's in the order they fell due
+            for row in sorted(rows, key=lambda r: (r["turn"], r["due_at"])):  # each endpoint's in the order they were queued
                 ep = await conn.fetchrow(  # an endpoint removed since the ranking: its deliveries are failed, never sent
                     f"SELECT * FROM {self.s}.webhook_endpoints WHERE tenant_id = $1 AND endpoint_id = $2 AND enabled",
                     row["tenant_id"],
@@ -228,11 +237,26 @@ class InMemoryDeliveryQueue(InMemoryWebhookTables, DeliveryQueue):
     async def claim_due_deliveries(
         self, now: datetime, lease: timedelta, limit: int = 50, per_endpoint: int = 5
     ) -> list[tuple[Delivery, Endpoint]]:
-        """Pending deliveries due now, at most `per_endpoint` of each endpoint, leased."""
+        """Pending deliveries due now, at most `per_endpoint` of each endpoint, leased; a request's in the order queued."""
+        pending = [d for d in self.delivery_rows.values() if d.status == "pending" and d.next_attempt_at is not None]
+
+        def queued(d: Delivery) -> datetime:
+            return d.created_at or now
+
+        def siblings(d: Delivery) -> list[Delivery]:
+            key = (d.tenant_id, d.endpoint_id, d.approval_id)
+            return [o for o in pending if (o.tenant_id, o.endpoint_id, o.approval_id) == key and o.delivery_id != d.delivery_id]
+
+        def claimable(d: Delivery) -> bool:
+            due_at, leased_until = d.next_attempt_at or now, now + lease
+            brought = due_at > leased_until and any(queued(o) > queued(d) and (o.next_attempt_at or now) <= now for o in siblings(d))
+            waits = any(queued(o) < queued(d) and now < (o.next_attempt_at or now) <= leased_until for o in siblings(d))
+            return (due_at <= now or brought) and not waits and self._enabled(d)
+
         turns: dict[tuple[str, str], int] = {}
         ranked = []
-        for d in sorted(self.delivery_rows.values(), key=lambda d: d.next_attempt_at or now):
-            if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at <= now and self._enabled(d):
+        for d in sorted(pending, key=lambda d: (queued(d), d.next_attempt_at or now)):
+            if claimable(d):
                 turn = turns[d.tenant_id, d.endpoint_id] = turns.get((d.tenant_id, d.endpoint_id), 0) + 1
                 ranked.append((turn, d))
         due = [d for turn, d in sorted(ranked, key=lambda pair: pair[0]) if turn <= per_endpoint][:limit]

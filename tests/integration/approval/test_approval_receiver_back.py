@@ -71,3 +71,39 @@ async def test_a_delivery_brings_forward_only_its_endpoints_messages_waiting_out
     finally:
         await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await pool.close()
+
+
+async def test_a_requests_decision_is_not_sent_before_its_request_waiting_out_a_backoff(infra: Any, kit: KitSettings) -> None:
+    """The chat reader (upgrade25), on the real database: the request's message waits out a backoff, its decision's is due.
+    The claim takes both, the request's first; a decision whose request's message another round holds waits for it."""
+    schema = f"approval_order_{uuid.uuid4().hex[:8]}"
+    pool = await counting_pool(infra.database_url, Statements(), max_size=2, reset_session=False)
+    now = datetime.now(UTC)
+    lease = timedelta(seconds=25)
+    try:
+        await apply_migrations(pool, schema, REPO_ROOT / "services" / "approval" / "migrations")
+        repo = PgApprovalRepository(pool, schema, seals=service_seals(kit))
+        await repo.upsert_endpoint(Endpoint("chat", "https://chat.example/hook", webhooks.new_secret(), "acme"))
+        rows = {  # id: (request, type, attempts so far, next attempt, queued)
+            "msg_asked": ("ap-1", "approval.requested", 9, now + timedelta(minutes=7), now - timedelta(minutes=10)),
+            "msg_granted": ("ap-1", "approval.granted", 0, now, now - timedelta(seconds=5)),
+            "msg_asked_leased": ("ap-2", "approval.requested", 9, now + timedelta(seconds=20), now - timedelta(minutes=9)),
+            "msg_rejected": ("ap-2", "approval.rejected", 0, now, now - timedelta(seconds=4)),
+            "msg_alone": ("ap-3", "approval.requested", 0, now, now - timedelta(seconds=3)),
+        }
+        await repo._write_side(pool, [], [Delivery(i, "chat", "acme", a, t, "{}") for i, (a, t, *_) in rows.items()])
+        for delivery_id, (*_, attempts, due, queued) in rows.items():
+            await pool.execute(
+                f'UPDATE "{schema}".webhook_deliveries SET attempts = $2, next_attempt_at = $3, created_at = $4 WHERE delivery_id = $1',
+                delivery_id,
+                attempts,
+                due,
+                queued,
+            )
+
+        claimed = await repo.claim_due_deliveries(now + timedelta(seconds=1), lease)
+
+        assert [d.delivery_id for d, _ in claimed] == ["msg_asked", "msg_granted", "msg_alone"]
+    finally:
+        await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await pool.close()

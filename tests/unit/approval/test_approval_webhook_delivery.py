@@ -173,3 +173,35 @@ async def test_a_receiver_back_after_ten_minutes_gets_what_it_missed_at_once_not
     assert await service.deliver_webhooks() == 1  # the one it missed, the next round: not minutes later
     rows = {d.approval_id: d for d in await world.repo.deliveries()}
     assert [(r.status, r.approval_id) for r in rows.values() if r.status != "delivered"] == []
+
+
+async def test_a_chat_back_after_an_outage_hears_of_a_request_before_its_decision(world: World) -> None:  # noqa: F811
+    """The chat reader (upgrade25): the bridge was down while a refund was raised and bob approved it from the page. Its
+    request's message waited out a long backoff while the decision's fell due at once, so the bridge, back, posted
+    "granted" before the "approve?" it settles. A request's messages now reach an endpoint in the order they were queued."""
+    sender = TimedSender(slow_s=0, down={HEALTHY})
+    service = _service(world, sender)
+    await world.repo.upsert_endpoint(Endpoint("chat", HEALTHY, webhooks.new_secret(), "acme"))
+    (record,) = await _requests(world, service, 1)
+    for _ in range(20):  # the bridge is down: each round's attempt fails, and the next waits longer
+        await service.deliver_webhooks()
+        (waiting,) = await world.repo.deliveries()
+        assert waiting.next_attempt_at is not None
+        if waiting.next_attempt_at - world.clock() > timedelta(minutes=1):  # a long backoff
+            break
+        world.clock.now = waiting.next_attempt_at
+    assert waiting.attempts > 3
+    assert waiting.next_attempt_at - world.clock() > timedelta(minutes=1)
+    approved = await world.client.post(
+        f"/api/v1/approvals/{record.approval_id}/approve",
+        json={"action_digest": record.action_digest},
+        headers={"Authorization": f"Bearer {world.tokens['bob']}"},
+    )
+    assert approved.status_code == 200
+    sender.down.clear()
+    sender.bodies.clear()
+    for _ in range(3):
+        await service.deliver_webhooks()
+        world.clock.now += timedelta(seconds=1)
+    heard = [(json.loads(b)["type"], json.loads(b)["data"]["approval_id"]) for b in sender.bodies]
+    assert heard == [("approval.requested", record.approval_id), ("approval.granted", record.approval_id)]
