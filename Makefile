@@ -166,6 +166,10 @@ contract: install ## Regenerate docs/contract (JSON Schema + AsyncAPI) from sche
 settings-doc: install ## Regenerate docs/settings.md (every TIDEGATE_* setting: default, what it accepts, what it does) from the settings' models
 	$(BIN)/python -m tidegate.settings_reference docs/settings.md
 
+.PHONY: cli-index
+cli-index: install ## Regenerate tidegate/cli_index.json (each command's name, module and help: what `tidegate --help` lists without importing the modules)
+	$(BIN)/python -m tidegate.cli_lazy
+
 .PHONY: bench
 bench: infra-up ## Run every benchmark (short; FULL=1 for the long ones) and write docs/benchmarks.md (figures beside bare limits)
 	$(BIN)/python -m bench.report $(if $(FULL),--full,) --save artifacts/bench-figures.json

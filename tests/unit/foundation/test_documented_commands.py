@@ -52,7 +52,7 @@ def _check_tidegate(text: str, root: Any) -> str | None:
     for word in words:
         if not _is_group(command) or not _WORD.match(word):
             break
-        sub = command.commands.get(word)
+        sub = command.get_command(typer.Context(command), word)
         if sub is None:
             if "|" in word:  # `list|show|approve`: a choice written out, each must exist
                 break
