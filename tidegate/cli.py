@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from tidegate.cli_lazy import LazyGroup
@@ -45,10 +47,9 @@ def main() -> None:
     try:
         app()
     except Exception as exc:
-        from servicekit.catalog import CatalogError  # imported by then if the command read the catalog
-
-        if not isinstance(exc, CatalogError):
-            raise
+        catalog = sys.modules.get("servicekit.catalog")  # imported if the command read the catalog; not imported here
+        if catalog is None or not isinstance(exc, catalog.CatalogError):
+            raise  # a service dependency missing, too: tidegate.entry names what to install
         typer.echo(
             f"error: the tool catalog: {exc} (TIDEGATE_TOOLS_DIR, TIDEGATE_EXTRA_TOOLS_DIRS: a JSON list of folders that exist; "
             "docs/tools.md)",

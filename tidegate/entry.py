@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from importlib import metadata
 
 __all__ = ["main", "missing_services_dependencies"]
 
@@ -21,6 +20,8 @@ EXTRA = "services"
 
 def missing_services_dependencies() -> list[str]:
     """The distributions the `services` extra requires that are not installed, by name (none when it is not installed)."""
+    from importlib import metadata  # ~70 ms of CPU: only when a module is missing, not on every command
+
     try:
         requires = metadata.requires(DISTRIBUTION) or []
     except metadata.PackageNotFoundError:  # run from a checkout on PYTHONPATH: nothing to compare with
@@ -42,6 +43,8 @@ def missing_services_dependencies() -> list[str]:
 
 def _installed_from() -> str:
     """The folder pip installed this package from (PEP 610's direct_url.json), else a placeholder to fill in."""
+    from importlib import metadata
+
     try:
         direct = metadata.distribution(DISTRIBUTION).read_text("direct_url.json")
     except metadata.PackageNotFoundError:
