@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prefix_drops import PrefixDrops, drop_logged
 
 from servicekit import ADMIN, REPO_ROOT, KitSettings, kafka_options
 
@@ -143,24 +143,52 @@ def _no_payee_paid_today(request: pytest.FixtureRequest) -> None:
     asyncio.run(forget())
 
 
+@pytest.fixture(autouse=True)
+def _alone_after_every_drop(request: pytest.FixtureRequest) -> None:
+    """A test marked `alone` (it changes or reads the whole broker) starts once every earlier test's prefix is dropped."""
+    if "infra" in request.fixturenames and request.node.get_closest_marker("alone") is not None:
+        request.getfixturevalue("prefix_drops").wait()
+
+
 @pytest.fixture
 def prefix() -> str:
     """A topic prefix of this test's own, so that tests never see each other's events."""
     return f"test-{uuid.uuid4().hex[:10]}."
 
 
+@pytest.fixture(scope="session")
+def catalog_topics() -> list[str]:
+    """The catalog's topic names (those of its Kafka-served tools too), read once a session: the catalog is the checkout's."""
+    from servicekit import ToolCatalog, catalog_topic_names
+
+    return catalog_topic_names([t.name for t in ToolCatalog.load(KitSettings().tools_dir).values() if t.kind == "topic"])
+
+
+@pytest.fixture(scope="session")
+def prefix_drops(infra: Infra) -> Iterator[PrefixDrops]:
+    """Where the `topics` fixture hands its prefix to be dropped (tests/prefix_drops.py); every one is dropped by the session's end."""
+    drops = PrefixDrops()
+    yield drops
+    drops.close()
+
+
 @pytest.fixture
-async def topics(infra: Infra, prefix: str) -> AsyncIterator[str]:
+async def topics(
+    infra: Infra, prefix: str, catalog_topics: list[str], prefix_drops: PrefixDrops, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
     """Every catalog topic (and those of the catalog's Kafka-served tools) created under this test's prefix, with its ACLs.
 
-    Returns the prefix. The prefix's topics and ACLs are deleted afterwards.
+    Returns the prefix. The prefix's topics and ACLs are deleted afterwards, while the next test runs (tests/prefix_drops.py);
+    a test marked `alone` (it changes the whole broker) drops its own before it ends.
     """
-    from servicekit import ToolCatalog, catalog_topic_names, ensure_topics
+    from servicekit import ensure_topics
 
-    topic_tools = [t.name for t in ToolCatalog.load(KitSettings().tools_dir).values() if t.kind == "topic"]
-    await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topic_names(topic_tools))
+    await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topics)
     yield prefix
-    await delete_prefix_topics(infra.kafka_bootstrap, prefix)
+    if request.node.get_closest_marker("alone") is not None:
+        await delete_prefix_topics(infra.kafka_bootstrap, prefix)
+    else:
+        prefix_drops.submit(infra.kafka_bootstrap, prefix, kafka_options(KitSettings(), ADMIN))
 
 
 async def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
@@ -169,12 +197,7 @@ async def delete_prefix_topics(bootstrap: str, prefix: str) -> None:
     Tests leave thousands of partitions otherwise, which slow Kafka's restarts, and their rights would
     stay on the broker for good.
     """
-    from servicekit import drop_prefix
-
-    try:
-        await drop_prefix(bootstrap, prefix)
-    except Exception:  # cleanup must never fail a test
-        logging.getLogger(__name__).warning("could not drop test prefix %s", prefix, exc_info=True)
+    await drop_logged(bootstrap, prefix)
 
 
 @pytest.fixture
