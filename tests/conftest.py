@@ -151,8 +151,10 @@ def _alone_after_every_drop(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def prefix() -> str:
-    """A topic prefix of this test's own, so that tests never see each other's events."""
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A topic prefix of this test's own, so that tests never see each other's events (made ahead for a test that asks for `topics`)."""
+    if "topics" in request.fixturenames and (made_ahead := request.getfixturevalue("prefix_drops").take()) is not None:
+        return str(made_ahead)
     return f"test-{uuid.uuid4().hex[:10]}."
 
 
@@ -164,12 +166,40 @@ def catalog_topics() -> list[str]:
     return catalog_topic_names([t.name for t in ToolCatalog.load(KitSettings().tools_dir).values() if t.kind == "topic"])
 
 
+_made_ahead: list[Callable[[], None]] = []  # while a session's `prefix_drops` is open: starts making the next test's prefix
+
+
 @pytest.fixture(scope="session")
-def prefix_drops(infra: Infra) -> Iterator[PrefixDrops]:
-    """Where the `topics` fixture hands its prefix to be dropped (tests/prefix_drops.py); every one is dropped by the session's end."""
+def prefix_drops(infra: Infra, catalog_topics: list[str]) -> Iterator[PrefixDrops]:
+    """Where the `topics` fixture hands its prefix to be dropped and takes one made ahead (tests/prefix_drops.py).
+
+    Every prefix is dropped by the session's end.
+    """
     drops = PrefixDrops()
+    _made_ahead.append(lambda: drops.prepare(infra.kafka_bootstrap, catalog_topics, kafka_options(KitSettings(), ADMIN)))
     yield drops
+    _made_ahead.clear()
     drops.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Note the test that comes next: while this one runs, the next one's topics are made (`pytest_runtest_call`)."""
+    item.stash[_next_item] = nextitem
+    yield
+
+
+_next_item = pytest.StashKey[pytest.Item | None]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    """As a test starts, start making the next test's prefix if it asks for `topics`; never beside a test marked `alone`."""
+    following = item.stash.get(_next_item, None)
+    if not _made_ahead or following is None or "topics" not in getattr(following, "fixturenames", ()):
+        return
+    if item.get_closest_marker("alone") is None and following.get_closest_marker("alone") is None:
+        _made_ahead[0]()
 
 
 @pytest.fixture
@@ -178,12 +208,13 @@ async def topics(
 ) -> AsyncIterator[str]:
     """Every catalog topic (and those of the catalog's Kafka-served tools) created under this test's prefix, with its ACLs.
 
-    Returns the prefix. The prefix's topics and ACLs are deleted afterwards, while the next test runs (tests/prefix_drops.py);
-    a test marked `alone` (it changes the whole broker) drops its own before it ends.
+    Returns the prefix. Made while the test before ran, when it could be (`pytest_runtest_call`); deleted afterwards, while
+    the next test runs (tests/prefix_drops.py); a test marked `alone` (it changes the whole broker) drops its own before it ends.
     """
     from servicekit import ensure_topics
 
-    await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topics)
+    if not prefix_drops.made(prefix):
+        await ensure_topics(infra.kafka_bootstrap, prefix, catalog_topics)
     yield prefix
     if request.node.get_closest_marker("alone") is not None:
         await delete_prefix_topics(infra.kafka_bootstrap, prefix)

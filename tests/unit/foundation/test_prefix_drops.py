@@ -72,3 +72,61 @@ def test_a_drop_the_broker_refuses_is_logged_and_fails_no_test(caplog: pytest.Lo
         drops.submit("127.0.0.1:9", "test-gone.")
         drops.close()
     assert "could not drop test prefix test-gone." in caplog.text
+
+
+class HeldMake:
+    """A make (of a prefix's topics) that starts, then waits until `release` is set; raises `refusal` if one is given."""
+
+    def __init__(self, refusal: Exception | None = None) -> None:
+        self.release = threading.Event()
+        self.made: list[tuple[str, list[str]]] = []
+        self.refusal = refusal
+
+    async def __call__(self, bootstrap: str, prefix: str, names: list[str], *, client_options: Any = None) -> None:
+        await asyncio.to_thread(self.release.wait, 30)
+        if self.refusal is not None:
+            raise self.refusal
+        self.made.append((prefix, names))
+
+
+def test_the_next_tests_prefix_is_made_while_the_test_before_runs_and_it_waits_until_it_is_made() -> None:
+    make = HeldMake()
+    drops = PrefixDrops(HeldDrop(), make)
+    drops.prepare("b", ["control", "tasks"], {})
+    prefix = drops.take()  # the next test's `prefix` fixture, before its topics are there
+    assert prefix is not None
+    assert prefix.startswith("test-")
+    assert drops.take() is None  # made for one test only
+    waiting = threading.Thread(target=drops.made, args=(prefix,))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive(), "the test went on before its topics were made"
+    make.release.set()
+    waiting.join(10)
+    assert make.made == [(prefix, ["control", "tasks"])]
+    drops.close()
+
+
+def test_a_prefix_the_broker_refused_to_make_ahead_is_made_by_the_test_itself(caplog: pytest.LogCaptureFixture) -> None:
+    make = HeldMake(refusal=ConnectionError("broker restarting"))
+    make.release.set()
+    drops = PrefixDrops(HeldDrop(), make)
+    drops.prepare("b", ["control"], {})
+    prefix = drops.take()
+    assert prefix is not None
+    with caplog.at_level(logging.WARNING, logger="prefix_drops"):
+        assert drops.made(prefix) is False  # the `topics` fixture then runs ensure_topics itself
+    assert f"test prefix {prefix} was not made ahead" in caplog.text
+    assert drops.made("test-never-taken.") is False
+    drops.close()
+
+
+def test_a_prefix_made_ahead_that_no_test_took_is_dropped_at_the_sessions_end() -> None:
+    make, drop = HeldMake(), HeldDrop()
+    make.release.set()
+    drop.release.set()
+    drops = PrefixDrops(drop, make)
+    drops.prepare("b", ["control"], {"sasl_plain_username": "admin"})
+    drops.close()
+    assert [prefix for prefix, _ in make.made] == [prefix for prefix, _ in drop.dropped]
+    assert drop.dropped[0][1] == {"sasl_plain_username": "admin"}
