@@ -29,7 +29,7 @@ from agents import Agent, Runner, RunState, set_tracing_disabled
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 from tidegate.client import SqliteProposals, Tidegate
-from tidegate.integrations.openai_agents import governed_function_tool, settle_interruptions
+from tidegate.integrations.openai_agents import escalations, governed_function_tool, settle_interruptions
 
 
 def issue_refund(payee_id: str, amount_usd: float, order_id: str, reason: str = "") -> str:
@@ -53,10 +53,10 @@ async def main(task: str, state_dir: Path, payee: str, amount: float, order: str
             result = await Runner.run(agent, f"refund order {order} ({amount} USD) to {payee}")
         while result.interruptions:
             saved_run.write_text(result.to_state().to_string())  # keep it anywhere while a human decides
-            action = f"openai-agents:{task}:call_1"
-            print(f"escalated: {action} waits for a human; approve it with", flush=True)
-            print(f"  tidegate approvals list --action {action}   # then: tidegate approvals approve <ap-…>", flush=True)
             state = await RunState.from_string(agent, saved_run.read_text())
+            for waiting in await escalations(client, state):  # the approval each interruption waits for
+                print(f"escalated: {waiting.action_id} waits for a human in approval {waiting.approval_id}; approve it with", flush=True)
+                print(f"  tidegate approvals approve {waiting.approval_id}", flush=True)
             if not await _settled(client, state, wait_s):
                 print(f"no decision within {wait_s:.0f} s: run this again with --task {task} to follow it", flush=True)
                 return ""

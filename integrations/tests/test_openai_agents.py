@@ -18,7 +18,7 @@ from integrations.harness import SideEffects, wait_pending
 from integrations.tests.refused import REFUSED_PAYEES, refused_text_of
 from tidegate.client import ActionIdReused, ClientSettings, MemoryTransport, SqliteProposals, Tidegate
 from tidegate.client.scripted import ScriptedTidegate
-from tidegate.integrations.openai_agents import TaskNotKept, governed_function_tool, settle_interruptions
+from tidegate.integrations.openai_agents import TaskNotKept, escalations, governed_function_tool, settle_interruptions
 
 
 @pytest.fixture(autouse=True)
@@ -135,6 +135,38 @@ async def test_a_run_state_saved_across_a_crash_resumes_without_a_second_side_ef
     assert tool_output(result) == "refunded 700.00 to cus_1"
     assert effects.of("issue_refund") == [{"payee_id": "cus_1", "amount_usd": 700.0}]
     assert len(governance.proposals) == 1
+
+
+async def test_the_developer_reads_each_interruptions_approval_id_to_tell_the_approver_even_after_a_restart(
+    make_client: Callable[[], Tidegate], governance: ScriptedTidegate, effects: SideEffects
+) -> None:
+    """The SDK's `ToolApprovalItem` has no field for Tidegate's approval: the app could not say which request to open.
+
+    (integrator2: the interruption carried a tool name and a call id; the live example built the action id by hand and
+    sent the approver to `tidegate approvals list --action …`.) `escalations` names the approval of each interruption,
+    in the process that ran the agent and in one that loaded its saved `RunState`, proposing nothing again.
+    """
+    async with make_client() as first:
+        agent = build_agent(first, effects, script("issue_refund", {"payee_id": "cus_1", "amount_usd": 900.0}))
+        paused = await Runner.run(agent, "refund 900")
+        [item] = paused.interruptions
+        approval_id = await wait_pending(governance)
+        [waiting] = await escalations(first, paused.to_state())
+        saved = paused.to_state().to_string()
+    assert (waiting.approval_id, waiting.action_id) == (approval_id, "openai-agents:ticket-1007:call-1")
+    assert waiting.item.tool_name == item.tool_name == "issue_refund"
+    assert waiting.reasons == [str(r.code) for r in governance.pending()[0].reasons] != []
+
+    async with make_client() as second:  # the app restarted while the human is away
+        agent = build_agent(second, effects, ScriptedModel([[assistant_message("done")]]))
+        state = await RunState.from_string(agent, saved)
+        [again] = await escalations(second, state)
+        assert again.approval_id == approval_id
+        await governance.approve(again.approval_id)
+        assert await settle_interruptions(second, state)
+        result = await Runner.run(agent, state)
+    assert tool_output(result) == "refunded 900.00 to cus_1"
+    assert len(governance.proposals) == 1  # followed, never proposed a second time
 
 
 async def test_a_run_state_resumed_by_a_client_of_a_random_task_is_refused_never_proposed_a_second_time(

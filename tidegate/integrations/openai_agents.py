@@ -3,6 +3,8 @@
     refund = governed_function_tool(client, issue_refund)        # instead of @function_tool
     result = await Runner.run(agent, "...")                      # escalations → result.interruptions
     state = result.to_state(); saved = state.to_string()         # wait as long as humans take
+    for waiting in await escalations(client, state):             # each interruption's approval id, to tell the approver
+        print(waiting.approval_id, waiting.action_id)
     ...
     state = await RunState.from_string(agent, saved)
     if await settle_interruptions(client, state):                # Tidegate's decisions → approve/reject
@@ -26,10 +28,11 @@ from __future__ import annotations
 
 import json
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from agents import FunctionTool, RunContextWrapper, RunState, function_tool
+from agents import FunctionTool, RunContextWrapper, RunState, ToolApprovalItem, function_tool
 from agents.exceptions import ModelBehaviorError
 from agents.function_schema import function_schema
 from agents.tool import maybe_invoke_function_tool_failure_error_function
@@ -37,7 +40,7 @@ from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrailData
 from pydantic import BaseModel, ValidationError
 
-from tidegate.client import Escalated, Executed, Tidegate
+from tidegate.client import Decided, Escalated, Executed, Tidegate
 from tidegate.integrations._common import (
     REFUSED_ARGS,
     TaskNotKept,
@@ -49,7 +52,7 @@ from tidegate.integrations._common import (
     serve_function,
 )
 
-__all__ = ["TaskNotKept", "governed_function_tool", "settle_interruptions"]
+__all__ = ["Awaiting", "TaskNotKept", "escalations", "governed_function_tool", "settle_interruptions"]
 
 
 def governed_function_tool(client: Tidegate, fn: Callable[..., Any], *, serve: bool = True, **function_tool_kwargs: Any) -> FunctionTool:
@@ -114,28 +117,14 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
     on for `timeout_s` at most).
     """
     settled = True
-    for item in state.get_interruptions():
-        raw = item.raw_item
-        call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
-        arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
-        if not call_id or not item.tool_name:
-            settled = False
-            continue
+    async for item, outcome in _interrupted(client, state, timeout_s):
         try:
-            args = _checked(_params_of(item), item.tool_name, arguments)
-        except ModelBehaviorError as exc:  # args the SDK could not read asked for approval without consulting Tidegate
-            state.reject(item, rejection_message=f"{exc}; it did not run.")
-            continue
-        action_id = _interrupted_id(client, state, str(call_id))
-        _require_proposed_here(client, action_id, item.tool_name)
-        try:
-            outcome = await client.propose(
-                item.tool_name,
-                args,
-                action_id=action_id,
-                timeout_s=timeout_s,
-                result_timeout_s=timeout_s,
-            )
+            if isinstance(outcome, ModelBehaviorError):  # args the SDK could not read asked for approval without Tidegate
+                state.reject(item, rejection_message=f"{outcome}; it did not run.")
+                continue
+            if outcome is None:
+                settled = False
+                continue
             if isinstance(outcome, Escalated):
                 outcome = await outcome.decision(timeout_s)
         except TimeoutError:  # a human has not decided, or the granted call's result has not come: settled later
@@ -146,6 +135,61 @@ async def settle_interruptions(client: Tidegate, state: RunState[Any, Any], *, t
         else:
             state.reject(item, rejection_message=outcome_text(outcome))
     return settled
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    """An interruption of the run that Tidegate escalated: the approval a human decides it in, and the action it is."""
+
+    item: ToolApprovalItem
+    approval_id: str
+    action_id: str
+    reasons: list[str]
+
+
+async def escalations(client: Tidegate, state: RunState[Any, Any], *, timeout_s: float = 2.0) -> list[Awaiting]:
+    """The run's interruptions that Tidegate escalated, each with its approval id (the SDK's `ToolApprovalItem` has no field for it).
+
+    What the application tells its approver (`tidegate approvals show ap-…`, the approver page) or polls. Each call is
+    followed under the action id it was proposed under, never proposed again (`TaskNotKept` as `settle_interruptions`);
+    one without an answer within `timeout_s`, or that the policy did not escalate, is left out. A human's decision is
+    mirrored into the run by `settle_interruptions`, as before.
+    """
+    waiting: list[Awaiting] = []
+    async for item, outcome in _interrupted(client, state, timeout_s):
+        if isinstance(outcome, Escalated):
+            waiting.append(Awaiting(item, outcome.approval_id, outcome.action_id, outcome.codes))
+    return waiting
+
+
+async def _interrupted(
+    client: Tidegate, state: RunState[Any, Any], timeout_s: float
+) -> AsyncIterator[tuple[ToolApprovalItem, Decided | Escalated | ModelBehaviorError | None]]:
+    """Each interruption of the run and what Tidegate answers its call, followed under the id `needs_approval` proposed it.
+
+    None: no call id or tool name, or no answer within `timeout_s`; the SDK's `ModelBehaviorError`: args it could not read.
+    """
+    for item in state.get_interruptions():
+        raw = item.raw_item
+        call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
+        arguments = raw.get("arguments") if isinstance(raw, dict) else getattr(raw, "arguments", None)
+        if not call_id or not item.tool_name:
+            yield item, None
+            continue
+        try:
+            args = _checked(_params_of(item), item.tool_name, arguments)
+        except ModelBehaviorError as exc:
+            yield item, exc
+            continue
+        action_id = _interrupted_id(client, state, str(call_id))
+        _require_proposed_here(client, action_id, item.tool_name)
+        try:
+            outcome: Decided | Escalated | None = await client.propose(
+                item.tool_name, args, action_id=action_id, timeout_s=timeout_s, result_timeout_s=timeout_s
+            )
+        except TimeoutError:
+            outcome = None
+        yield item, outcome
 
 
 _RATIONALE = "OpenAI Agents SDK tool call"

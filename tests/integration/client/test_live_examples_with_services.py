@@ -97,6 +97,7 @@ async def test_the_openai_agents_example_against_the_services_escalates_and_runs
                 headers={"Authorization": f"Bearer {token}"},
             )
             [request] = listing.json()
+            assert f"in approval {request['approval_id']};" in said, seen  # the request to open, named by the app (escalations)
             assert request["args"] == {"payee_id": "cus_1002", "amount_usd": 899.0, "order_id": "O-5002"}
             assert await pool.fetchval("SELECT count(*) FROM payments.refunds WHERE tenant_id = 'acme'") == 0  # nothing before the human
             await stack.decide(request["approval_id"], "approve", token)
