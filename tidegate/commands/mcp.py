@@ -10,7 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from schemas.tools import EVERY_TENANT
-from servicekit import REPO_ROOT, settings_problems
+from servicekit import REPO_ROOT, configure_logging, settings_problems
 from servicekit.catalog import CatalogError
 from tidegate.commands._common import console, fail, run, settings
 
@@ -101,6 +101,12 @@ def serve(
         if on_escalation not in ("wait", "pending"):
             fail("--on-escalation is wait or pending")
         overrides["on_escalation"] = on_escalation
+
+    # Logged as a service logs (TIDEGATE_LOG_LEVEL, TIDEGATE_LOG_FORMAT, on stderr: stdio's stdout is the protocol's): the
+    # broker ending the gateway's Kafka login every TIDEGATE_KAFKA_SESSION_MAX_S is one INFO line, not aiokafka's raw
+    # ERRORs about closed connections (`servicekit.session_ends`), and a broker away is counted, not a line per retry.
+    kit = settings()
+    configure_logging(kit.log_level, kit.log_format)
 
     async def go() -> None:
         gateway = GatewaySettings(**overrides)  # type: ignore[arg-type]
