@@ -364,6 +364,15 @@ class Tidegate:
         escalated = self._escalated(watch, None if recalled else position)
         return await escalated.decision(human_timeout_s) if wait_for_human else escalated
 
+    def progress_of(self, action_id: str) -> Progress | None:
+        """What this client has read so far of a call it still waits on (`propose`, an `Escalated`'s `decision()`), else None.
+
+        For a caller that tells its own user where a long call stands (the MCP gateway's progress notifications): read
+        only, as the topics told it.
+        """
+        watch = self._watches.get(action_id)
+        return watch.progress if watch is not None else None
+
     async def _catch_up(self, watch: _Watch, position: Position | None, read_through: asyncio.Event) -> None:
         """Read an earlier proposal's story from its recorded position (None: the beginning) until it ends (the live reader started later).
 

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from mcp import types
 from pydantic import ValidationError
 
-from tidegate.client import ActionIdReused, Decided, Denied, Escalated, Executed, Outcome, Rejected, Unsendable
+from tidegate.client import ActionIdReused, Decided, Denied, Escalated, Executed, Outcome, Progress, Rejected, Unsendable
 from tidegate.integrations._common import outcome_text
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "result_of",
     "reused",
     "said",
+    "stage",
     "waiting",
 ]
 
@@ -36,12 +37,33 @@ IDEMPOTENCY_META = "io.tidegate/action_id"
 BUS_DOWN = (KafkaError, ConnectionError)  # aiokafka's errors are RuntimeErrors; the client's own say ConnectionError
 
 
-def waiting(outcome: Escalated) -> str:
-    """A progress message while a human decides: the approval, and how to find the call again (JSON to copy) if this one is cut off."""
-    poll, retry = json.dumps({"action_id": outcome.action_id}), json.dumps({IDEMPOTENCY_META: outcome.action_id})
+def waiting(outcome: Escalated, progress: Progress | None = None) -> str:
+    """A progress message while a human decides: the approval, and how to find the call again (JSON to copy) if this one is cut off.
+
+    Once the human's grant is read (`progress`, the client's), the call runs: said so, with who approved it.
+    """
+    granted = progress.human[1] if progress is not None and progress.human and progress.human[0] == "approval.granted" else None
+    if granted is not None:
+        return f"approved by {granted.approver} (approval {outcome.approval_id}); {_running(outcome.action_id)}"
+    return f"waiting for a human: approval {outcome.approval_id} ({', '.join(outcome.codes)}). {_cut_off(outcome.action_id)}"
+
+
+def stage(progress: Progress | None, action_id: str) -> str:
+    """A progress message while a call waits for the policy's decision, or, allowed, for its result."""
+    if progress is not None and progress.allowed:
+        return f"allowed; {_running(action_id)}"
+    return f"proposed as action {action_id}; waiting for Tidegate's decision, nothing has run. {_cut_off(action_id)}"
+
+
+def _running(action_id: str) -> str:
+    return f"running: the executor has not reported its result yet. {_cut_off(action_id)}"
+
+
+def _cut_off(action_id: str) -> str:
+    poll, retry = json.dumps({"action_id": action_id}), json.dumps({IDEMPOTENCY_META: action_id})
     return (
-        f"waiting for a human: approval {outcome.approval_id} ({', '.join(outcome.codes)}). If this call is cut off, call "
-        f"{STATUS_TOOL} with {poll} to learn how it ends, or call the tool again with _meta {retry} (it follows this call)"
+        f"If this call is cut off, call {STATUS_TOOL} with {poll} to learn how it ends, or call the tool again with "
+        f"_meta {retry} (it follows this call)"
     )
 
 

@@ -48,6 +48,7 @@ from tidegate.mcp_gateway.answers import (
     result_of,
     reused,
     said,
+    stage,
     waiting,
 )
 from tidegate.mcp_gateway.sessions import SESSION_META, SessionInSession, session_of, task_of
@@ -158,6 +159,9 @@ def build_server(
         # A host that asked for no progress hears nothing until the answer: the decision and an allowed call's result
         # together fit in its bound (they were 30 s + 30 s, the TypeScript SDK's whole 60 s), then the call is pending.
         bounded = not _asked_for_progress(ctx)
+        # A host that asked for progress hears where the call stands while it waits for the decision and an allowed call's
+        # result (a slow tool: before, nothing until the answer).
+        ticker = None if bounded else asyncio.create_task(_report_stages(ctx, client, action_id, settings.progress_every_s, came))
         try:
             # An allowed call's result is waited for no longer than a decision: a client's request would time out first
             waited = client.settings.decision_timeout_s
@@ -185,11 +189,14 @@ def build_server(
                 "it is proposed once, never twice",
                 {"outcome": "unreachable", "action_id": action_id},
             ), True
+        finally:
+            if ticker is not None:
+                ticker.cancel()
         if isinstance(outcome, Escalated) and settings.on_escalation == "wait":
             limit_s = settings.wait_limit_s
             if bounded:  # no progress keeps its host waiting: answer pending before its request times out
                 limit_s = min(limit_s, settings.wait_without_progress_s - (time.monotonic() - came))
-            return await _wait_for_human(ctx, outcome, settings, stopping, limit_s)
+            return await _wait_for_human(ctx, client, outcome, settings, stopping, limit_s, came)
         return result_of(outcome), isinstance(outcome, Escalated)
 
     return Server(
@@ -216,13 +223,30 @@ def _asked_for_progress(ctx: ServerRequestContext[Any]) -> bool:
     return (ctx.meta or {}).get("progress_token") is not None
 
 
+async def _report_stages(ctx: ServerRequestContext[Any], client: Tidegate, action_id: str, every_s: float, came: float) -> None:
+    """Every `every_s`, a progress notification saying where a call stands: waiting for the decision, or allowed and running."""
+    while True:
+        await asyncio.sleep(every_s)
+        await ctx.session.report_progress(time.monotonic() - came, None, stage(client.progress_of(action_id), action_id))
+
+
 async def _wait_for_human(
-    ctx: ServerRequestContext[Any], outcome: Escalated, settings: GatewaySettings, stopping: asyncio.Event, limit_s: float
+    ctx: ServerRequestContext[Any],
+    client: Tidegate,
+    outcome: Escalated,
+    settings: GatewaySettings,
+    stopping: asyncio.Event,
+    limit_s: float,
+    came: float,
 ) -> tuple[types.CallToolResult, bool]:
-    """Wait for the human's decision, sending progress; after `limit_s`, or once the gateway stops, the pending result (owed)."""
+    """Wait for the human's decision, sending progress; after `limit_s`, or once the gateway stops, the pending result (owed).
+
+    Once the human approved, the notifications say the call runs (it waits for its result), and who approved it. Their
+    `progress` is the seconds since the call came, as `_report_stages`' before them (it only grows, as MCP asks).
+    """
     waited = 0.0
     while waited < limit_s and not stopping.is_set():
-        await ctx.session.report_progress(waited, None, waiting(outcome))
+        await ctx.session.report_progress(time.monotonic() - came, None, waiting(outcome, client.progress_of(outcome.action_id)))
         step = min(settings.progress_every_s, limit_s - waited)
         decided = await _decided(outcome, step, stopping)
         if decided is not None:

@@ -96,3 +96,63 @@ async def test_a_host_that_asked_for_no_progress_gets_an_allowed_but_slow_call_p
             polled = await wait_for(done, timeout=60, interval=0.5, what="the slow call's result")
     assert not polled.is_error, polled.content
     assert "PO-KB-9-2" in polled.content[0].text  # type: ignore[union-attr]  # the served function ran, once
+
+
+async def test_a_host_that_asked_for_progress_hears_a_slow_call_run_and_who_approved_an_escalated_one(
+    stack: Stack, client_settings: ClientSettings, wait_for: Any
+) -> None:
+    """Finding (integrator3): while an allowed call's slow tool ran, the MCP host heard nothing until the answer; and once
+    the human approved an escalated call, the notifications kept saying "waiting for a human" while it ran.
+
+    The developer's host (the `mcp` SDK's client, a `progress_callback`) now hears that the call is allowed and running,
+    and, for an escalated call, who approved it, both with the action id to poll if the call is cut off.
+    """
+    release = asyncio.Event()
+    entered: list[str] = []
+    draft = client_settings.model_copy(update={"mode": "draft"})  # every write needs a human
+    token = await stack.approver_token("bob@acme.example", ["support", "finance", "ops"])
+    async with Tidegate(client_settings) as server:
+
+        @governed("reorder_stock", client=server)  # the integrator's slow function, served by a process of its own
+        async def reorder_stock(sku: str, quantity: int) -> dict[str, Any]:
+            entered.append(sku)
+            await release.wait()
+            return {"po": f"PO-{sku}-{quantity}"}
+
+        await server.serve_gates["reorder_stock"].check()
+
+        async def heard_while_it_runs(settings: ClientSettings, sku: str) -> list[str]:
+            """The host's progress messages of one slow call, once it ran; `running`: what it must have heard meanwhile."""
+            release.clear()
+            heard: list[str] = []
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                heard.append(message or "")
+
+            wait = {"on_escalation": "wait", "tools": ["reorder_stock"], "progress_every_s": 0.3}
+            async with http_gateway(stack, settings, **wait) as url, session(url) as host:
+                call = asyncio.create_task(host.call_tool("reorder_stock", {"sku": sku, "quantity": 2}, progress_callback=on_progress))
+                running = "allowed; running: the executor has not reported its result yet."
+                if settings is draft:
+                    await wait_for(lambda: any(m.startswith("waiting for a human") for m in heard), timeout=60, what="the escalation")
+                    listing = await stack.http.get(
+                        f"{stack.approval.http_url}/api/v1/approvals", headers={"Authorization": f"Bearer {token}"}
+                    )
+                    [request] = [a for a in listing.json() if a["status"] == "pending" and a["args"].get("sku") == sku]
+                    await stack.decide(request["approval_id"], "approve", token)
+                    running = f"approved by bob@acme.example (approval {request['approval_id']}); running"
+                try:
+                    await wait_for(lambda: sku in entered and any(m.startswith(running) for m in heard), timeout=60, what=running)
+                    assert not call.done()
+                finally:
+                    release.set()
+                answered = await asyncio.wait_for(call, 60)
+            assert not answered.is_error, answered.content
+            assert f"PO-{sku}-2" in answered.content[0].text  # type: ignore[union-attr]
+            return [m for m in heard if m.startswith(running)]
+
+        for settings, sku in ((client_settings, "KB-1"), (draft, "KB-2")):
+            said = (await heard_while_it_runs(settings, sku))[0]
+            assert "tidegate_action_status" in said  # what to poll if the call is cut off
+            assert '{"action_id": "mcp-' in said
+    assert entered == ["KB-1", "KB-2"]  # each ran once
