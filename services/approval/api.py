@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from servicekit.intake import DATABASE_ERRORS
 from services.approval._admin_api import admin_routes
 from services.approval._approver_api import approver_routes
+from services.approval._compressed import CompressedReads
 from services.approval._decisions_api import DECISION_BODIES, decision_routes
 from services.approval._errors import install_error_handlers
 from services.approval._http import refuse_control_characters
@@ -75,6 +76,7 @@ def create_api(
     api = FastAPI(title="Tidegate approval service", version="1", description=DESCRIPTION, docs_url="/docs", redoc_url=None)
     bearer = HTTPBearer(auto_error=False, description="An approver API token (`tga_…`) or a one-time link token (`tgl.…`).")
     api.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # no body over the bound is read, signed in or not: 413 too_large
+    api.add_middleware(CompressedReads)  # the page and the reads gzipped when asked (a phone's slow network), never a POST's answer
     install_error_handlers(api)  # one error shape: `{"detail": {"code", "message"}}`, one line
 
     @api.exception_handler(Throttled)

@@ -81,6 +81,13 @@ class Stack:
         }
         return ActionDecidedData(**(fields | over))
 
+    def bobs_link(self, approval_id: str) -> str:
+        """A one-time link for bob to `approval_id`, living 5 minutes, as a webhook message carries it (`…#link=tgl.…`)."""
+        key = SigningKey.load_or_create(self.kit.keys_dir, "approval")
+        soon = utcnow() + timedelta(minutes=5)
+        link = auth.issue_link(key, approval_id=approval_id, approver="bob@acme.example", tenant_id=self.tenant, expires_at=soon)
+        return f"{self.url}/?approval={approval_id}#link={link}"
+
     async def escalate(self, data: ActionDecidedData) -> None:
         await self.bus.publish("actions.decided", ActionDecided.build(data, source="tidegate/policy"))
 
@@ -883,12 +890,9 @@ async def test_a_forwarded_link_says_whose_it_is_before_anyone_decides_with_it(s
     if executable is None:
         pytest.skip(how)
     bob, item = await stack.one_pending_refund(wait_for)
-    key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
-    soon = utcnow() + timedelta(minutes=5)
-    link = auth.issue_link(key, approval_id=item["approval_id"], approver="bob@acme.example", tenant_id=stack.tenant, expires_at=soon)
 
     async with page_in_chromium(executable) as page:
-        await page.goto(f"{stack.url}/?approval={item['approval_id']}#link={link}")
+        await page.goto(stack.bobs_link(item["approval_id"]))
         said = page.locator("#link-for")
         await expect(said).to_contain_text("This one-time link is bob@acme.example's: a decision here is recorded as theirs.")
         await expect(said).to_contain_text("Not bob@acme.example? Do not decide")
@@ -1068,10 +1072,7 @@ async def test_a_link_left_open_on_a_second_device_shows_what_its_first_decision
     if executable is None:
         pytest.skip(how)
     _, item = await stack.one_pending_refund(wait_for)  # bob holds a live token: a link dies with its approver's tokens
-    key = SigningKey.load_or_create(stack.kit.keys_dir, "approval")
-    soon = utcnow() + timedelta(minutes=5)
-    link = auth.issue_link(key, approval_id=item["approval_id"], approver="bob@acme.example", tenant_id=stack.tenant, expires_at=soon)
-    url = f"{stack.url}/?approval={item['approval_id']}#link={link}"
+    url = stack.bobs_link(item["approval_id"])
 
     async with page_in_chromium(executable, width=390, height=844) as phone:
         browser = phone.context.browser
