@@ -83,6 +83,7 @@ class WebhookSide:
     base_url: Callable[[], str]
     _turns: dict[tuple[str, str], asyncio.Task[int]]
     _webhook_gate: asyncio.Semaphore | None
+    _tokenless_told: set[tuple[str, str, str, str]]
 
     def access(self, record: ApprovalRecord, who: Approver, *, rejecting: bool = False) -> Refusal | None:
         """Whether `who` may decide `record` (`domain.check_access`); the service narrows it to the groups the policy counts."""
@@ -380,21 +381,49 @@ class WebhookSide:
                 retry_until = record.expires_at
             holders = endpoint.link_holders_at(self.clock())  # during a rotation's overlap, those listed before it too
             if record is not None and record.is_pending and holders:
-                data["links"] = self._links(record, await self._link_holders(record, holders))
+                data["links"] = self._links(record, await self._link_holders(record, holders, endpoint))
         return json.dumps(message).encode(), retry_until
 
-    async def _link_holders(self, record: ApprovalRecord, approvers: Sequence[str]) -> list[str]:
+    async def _link_holders(self, record: ApprovalRecord, approvers: Sequence[str], endpoint: Endpoint) -> list[str]:
         """Those of `approvers` who may decide `record` now: never its requester (four eyes), nor anyone outside its groups.
 
-        A link of anyone else could not decide the request, and would only be one more credential in the message.
+        A link of anyone else could not decide the request, and would only be one more credential in the message. One
+        listed on `endpoint` who holds no live token in the request's tenant gets none (a link dies with its approver's
+        tokens): said once, as a WARNING (`_tell_tokenless`).
         """
         holders = []
         for approver in approvers:
             groups = frozenset(await self.repo.groups_of(approver, record.tenant_id))
+            if not self._tell_tokenless(endpoint, approver, record.tenant_id, holds_token=bool(groups)):
+                continue
             who = Approver(approver=approver, tenant_id=record.tenant_id, groups=groups, via="link")
             if self.access(record, who) is None:  # the groups the policy counts too: a link of anyone else could never grant
                 holders.append(approver)
         return holders
+
+    def _tell_tokenless(self, endpoint: Endpoint, approver: str, tenant_id: str, *, holds_token: bool) -> bool:
+        """`holds_token`; when False, a WARNING naming the endpoint and the approver, once until they hold a token again.
+
+        The demo's first messages reached the chat with `links: {}` and no line said why (approver2am): the endpoint
+        listed approvers the tenant had made no token for. Its view says so too (`approvers_without_token`).
+        """
+        told = (endpoint.tenant_id, endpoint.endpoint_id, tenant_id, approver)
+        if holds_token:
+            self._tokenless_told.discard(told)
+            return True
+        if told not in self._tokenless_told:
+            self._tokenless_told.add(told)
+            log.warning(
+                "approval: webhook endpoint %s (tenant %s) lists %s, who holds no live token in tenant %s: its messages carry no "
+                "one-time link for them until they do (`tidegate approvals token create --approver %s --tenant %s --groups …`)",
+                endpoint.endpoint_id,
+                endpoint.tenant_id,
+                approver,
+                tenant_id,
+                approver,
+                tenant_id,
+            )
+        return False
 
     def _links(self, record: ApprovalRecord, approvers: Sequence[str]) -> dict[str, str]:
         """A one-time link to `record` for each of `approvers`, valid until the request expires (at most `link_ttl_s`)."""

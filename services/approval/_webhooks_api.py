@@ -101,9 +101,24 @@ class EndpointOut(BaseModel):
         default_factory=list,
         description="During the overlap, those the former secret still acts for and sends links to (listed when it was rotated).",
     )
+    approvers_without_token: list[str] | None = Field(
+        default=None,
+        description="Those of `approvers` who hold no live token in the endpoint's tenant: its messages carry no one-time link "
+        "for them (a link dies with its approver's tokens) until one is made (`tidegate approvals token create`); the service "
+        "logs a WARNING naming each once. None in an answer that does not say it (a change's) and for an endpoint of `*`, "
+        "whose approvers' tokens are of each request's tenant.",
+    )
 
 
 WEBHOOK_BODIES = (EndpointIn, Enrolment, SecretRotation)
+
+
+async def _read_out(e: Endpoint, service: ApprovalService) -> EndpointOut:
+    """The view of an endpoint as its reads show it: with the approvers it lists who get no link, as they hold no token."""
+    out = _endpoint_out(e, service.clock())
+    if e.tenant_id != "*":
+        out.approvers_without_token = [a for a in e.approvers if not await service.repo.groups_of(a, e.tenant_id)]
+    return out
 
 
 def _endpoint_out(e: Endpoint, now: datetime, secret: str | None = None) -> EndpointOut:
@@ -170,7 +185,7 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         require_admin(session)
         who = session.approver
         found = await service.repo.endpoints() if who.operator else await service.repo.endpoints_of(who.tenant_id)
-        return [_endpoint_out(e, service.clock()) for e in found]
+        return [await _read_out(e, service) for e in found]
 
     @router.get("/webhooks/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["webhooks"], summary="Show one endpoint (admin)")
     async def get_endpoint(
@@ -186,7 +201,7 @@ def webhook_routes(router: APIRouter, get_service: Callable[[], ApprovalService]
         found = await service.repo.endpoint(tenant, endpoint_id) if who.operator or tenant == who.tenant_id else None
         if found is None:
             raise HTTPException(404, detail={"code": "not_found", "message": f"no endpoint {endpoint_id}"})
-        return _endpoint_out(found, service.clock())
+        return await _read_out(found, service)
 
     @router.post(
         "/webhooks/endpoints",

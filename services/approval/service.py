@@ -68,5 +68,6 @@ class ApprovalService(BusIntake, Callbacks, Voting, People, Sweeping, Reads, Und
     published: int = field(default=0, init=False)
     _queue_observed_at: datetime | None = field(default=None, init=False)
     _disagreements_told: set[str] = field(default_factory=set, init=False)
+    _tokenless_told: set[tuple[str, str, str, str]] = field(default_factory=set, init=False)  # endpoint, approver: told once
     _turns: dict[tuple[str, str], asyncio.Task[int]] = field(default_factory=dict, init=False)  # endpoints whose attempts go on
     _webhook_gate: asyncio.Semaphore | None = field(default=None, init=False)  # `webhook_concurrency` over every round's turns
