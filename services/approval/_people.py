@@ -6,7 +6,7 @@ Part of `ApprovalService` (`services.approval.service` composes it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from schemas import ApprovalCredential
 from services.approval import auth, domain
@@ -16,6 +16,14 @@ from services.approval.domain import ApprovalRecord, Approver, Refusal
 from services.approval.repository import TokenInfo
 
 __all__ = ["AuthError", "People", "Session"]
+
+
+UNKNOWN = "unknown, revoked or expired token"  # what a token no row holds (a typo, a guess) is told
+
+
+def _utc(at: datetime) -> str:
+    """`at` as the page and the CLI show times: `2026-12-07 21:03 UTC`."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class AuthError(Exception):
@@ -58,7 +66,7 @@ class People(ServiceBase):
         # The store judges a token's life at the database's clock; it is judged at this service's too (the later of its
         # host's and the broker's): a database whose clock is behind kept an expired token valid that much longer.
         if info is None or (info.expires_at is not None and info.expires_at <= self.clock()):
-            raise AuthError("unknown, revoked or expired token")
+            raise AuthError(await self._why_not_live(credential))
         proof = ApprovalCredential(
             kind="api_token", id=info.token_id, issued_by=info.key_id, issued_at=info.created_at, operator=info.operator
         )
@@ -67,6 +75,24 @@ class People(ServiceBase):
         )
         lifetime = info.expires_at - info.created_at if info.expires_at is not None else None
         return Session(who, token_id=info.token_id, token_lifetime=lifetime)
+
+    async def _why_not_live(self, token: str) -> str:
+        """Why a token signs nobody in, told to whoever holds it: replaced, revoked or expired, and when.
+
+        Bob's page said "unknown, revoked or expired token" after his token was rotated: a typo or a rotation? Only a
+        token once made matches a row (a guess never does: a token is 256 random bits), so a guesser still reads
+        `UNKNOWN`, and its holder learns when it ended, never whose it was, its tenant, nor anything of the new one.
+        """
+        ended = await self.repo.token_row(auth.hash_token(token))
+        if ended is None or ended.unproven is not None:
+            return UNKNOWN
+        if ended.revoked_at is not None:
+            if await self.repo.is_registered(ended.approver, ended.tenant_id):  # its approver holds a newer one: rotated
+                return f"this token was replaced at {_utc(ended.revoked_at)}; use the new one, or ask whoever gave you this one for it"
+            return f"this token was revoked at {_utc(ended.revoked_at)}; ask your tenant's admin for a new one"
+        if ended.expires_at is not None and ended.expires_at <= self.clock():
+            return f"this token expired at {_utc(ended.expires_at)}; ask your tenant's admin for a new one"
+        return UNKNOWN
 
     async def rotate_token(self, session: Session, ttl_days: float | None = None) -> tuple[str, TokenInfo] | Refusal | None:
         """A new token for the caller's own token (same approver, tenant, groups); the old one is revoked at once.

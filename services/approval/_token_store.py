@@ -146,6 +146,10 @@ class TokenStore(Protocol):
         """The live (not revoked, not expired) token with this hash; marks it used."""
         ...
 
+    async def token_row(self, token_sha256: str) -> TokenInfo | None:
+        """The token with this hash, live or not (revoked, expired, its row refused: `unproven`), without marking it used."""
+        ...
+
     async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime, *, reissue: bool = False) -> TokenInfo | None:
         """Revoke a live token and store its successor (same person, under their normalised name; same tenant, groups) at once.
 
@@ -289,6 +293,11 @@ class PgTokenStore(TokenStore):
         )
         info = _token(row, self.token_seal, self.token_pins) if row else None
         return None if info is None or _refused(self.token_seal, info) else info
+
+    async def token_row(self, token_sha256: str) -> TokenInfo | None:
+        """The token with this hash, live or not, as stored (`unproven` set when its row is refused)."""
+        row = await self.pool.fetchrow(f"SELECT * FROM {self.s}.approver_tokens WHERE token_sha256 = $1", token_sha256)
+        return _token(row, self.token_seal, self.token_pins) if row else None
 
     async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime, *, reissue: bool = False) -> TokenInfo | None:
         """Revoke a live token and store its successor (same approver, tenant, groups) in one transaction, if its row is proven."""
@@ -443,6 +452,10 @@ class InMemoryTokenStore(TokenStore):
         """The live token with this hash, if proven."""
         found = next((self._read(h, i) for h, i in self.token_rows.values() if h == token_sha256 and self._live(i)), None)
         return None if found is None or _refused(self.token_seal, found) else found
+
+    async def token_row(self, token_sha256: str) -> TokenInfo | None:
+        """The token with this hash, live or not."""
+        return next((self._read(h, i) for h, i in self.token_rows.values() if h == token_sha256), None)
 
     async def rotate_token(self, token_id: str, new_sha256: str, expires_at: datetime, *, reissue: bool = False) -> TokenInfo | None:
         """Revoke a live token and store its successor, if its row is proven."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
 import pytest
 from test_approval_service_api import World, bearer, decided, world  # noqa: F401  (the fixture)
@@ -49,3 +50,39 @@ async def test_an_endpoint_listing_an_approver_with_no_token_says_so_once_in_the
     assert sorted(json.loads(world.sender.got[-1][2])["data"]["links"]) == ["bob@acme.example", "erin@acme.example"]
     [view] = (await world.client.get("/api/v1/webhooks/endpoints", headers=bearer(admin))).json()
     assert view["approvers_without_token"] == []
+
+
+async def test_a_replaced_token_says_it_was_replaced_and_a_guess_learns_nothing(world: World) -> None:  # noqa: F811
+    """Bob's old token, rotated, read "unknown, revoked or expired token": a typo or a rotation? He now reads it was
+    replaced and when; the answer names no one, no tenant and nothing of the new token. A guessed token reads as before."""
+    old = world.tokens["bob"]
+    rotated = await world.client.post("/api/v1/tokens/rotate", headers=bearer(old))
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()
+    refused = await world.client.get("/api/v1/me", headers=bearer(old))
+    assert refused.status_code == 401
+    message = refused.json()["detail"]["message"]
+    assert message.startswith("this token was replaced at "), message
+    assert "use the new one, or ask whoever gave you this one for it" in message
+    for secret in ("bob", "acme", new["token"], new["token_id"], old):
+        assert secret not in message
+
+    guess = await world.client.get("/api/v1/me", headers=bearer(auth.new_token()))
+    assert guess.json()["detail"]["message"] == "unknown, revoked or expired token"
+
+
+async def test_a_revoked_or_expired_token_says_which_and_when(world: World) -> None:  # noqa: F811
+    """Dan's token revoked (no new one made) and erin's expired: each reads what ended it, not a catch-all."""
+    [dan] = [t for t in await world.repo.tokens() if t.approver == "dan@acme.example"]
+    assert await world.repo.revoke_token(dan.token_id)
+    revoked = (await world.client.get("/api/v1/me", headers=bearer(world.tokens["dan"]))).json()["detail"]["message"]
+    assert revoked.startswith("this token was revoked at "), revoked
+    assert revoked.endswith("ask your tenant's admin for a new one")
+
+    erin = auth.new_token()
+    tomorrow = world.clock() + timedelta(days=1)
+    await world.repo.add_token(auth.hash_token(erin), "erin@acme.example", "acme", ["finance"], expires_at=tomorrow)
+    world.repo.clock = world.clock
+    world.clock.now += timedelta(days=2)
+    expired = (await world.client.get("/api/v1/me", headers=bearer(erin))).json()["detail"]["message"]
+    assert expired.startswith("this token expired at "), expired
