@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from services.audit.acknowledgements import Acknowledgement
 from services.audit.chain import AppendResult, Head, RecordedConflict
-from services.audit.checkpoints import Checkpoint, Prune, Restore
+from services.audit.checkpoints import Checkpoint, Prune, Restore, UnreadableCheckpoint
 from services.audit.rows import Fingerprint, LogRow, Observed
 
 __all__ = ["AuditLog", "SearchFilters", "batch_ranges", "story_key"]
@@ -79,7 +79,17 @@ class AuditLog(Protocol):
 
     @abstractmethod
     async def latest_checkpoint(self, scope: str = "") -> Checkpoint | None:
-        """The checkpoint of `scope` (a topic prefix) with the highest id, if any."""
+        """The checkpoint of `scope` (a topic prefix) with the highest id, if any, of the rows that read as checkpoints."""
+        ...
+
+    @abstractmethod
+    def newest_first(self, scope: str = "") -> AsyncIterator[Checkpoint | UnreadableCheckpoint]:
+        """Every row of `scope`'s checkpoints, highest id first, each read as a checkpoint or refused as not one."""
+        ...
+
+    @abstractmethod
+    async def checkpoint(self, scope: str, checkpoint_id: int) -> Checkpoint | UnreadableCheckpoint | None:
+        """The row of `scope` with id `checkpoint_id`, read as a checkpoint or refused as not one; None: no row has that id."""
         ...
 
     @abstractmethod
@@ -89,7 +99,12 @@ class AuditLog(Protocol):
 
     @abstractmethod
     async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
-        """Every checkpoint of `scope`, by id."""
+        """Every checkpoint of `scope`, by id: the rows that read as checkpoints (their signatures are the reader's to check)."""
+        ...
+
+    @abstractmethod
+    async def unreadable_checkpoints(self, scope: str = "") -> list[UnreadableCheckpoint]:
+        """The rows of `scope`'s checkpoints that do not read as checkpoints (written by someone else), by id."""
         ...
 
     @abstractmethod

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from services.audit._log_base import AuditLog, SearchFilters, batch_ranges, story_key
 from services.audit.acknowledgements import Acknowledgement
 from services.audit.chain import AppendResult, Conflict, Head, Logged, RecordedConflict, chain_batch
-from services.audit.checkpoints import Checkpoint, Prune, Restore, chain_name, split_chain_name
+from services.audit.checkpoints import Checkpoint, Prune, Restore, UnreadableCheckpoint, chain_name, split_chain_name
 from services.audit.rows import Fingerprint, LogRow, Observed
 
 __all__ = ["InMemoryAuditLog"]
@@ -26,6 +26,8 @@ class InMemoryAuditLog(AuditLog):
 
     rows: list[LogRow] = field(default_factory=list)
     stored_checkpoints: dict[tuple[str, int], Checkpoint] = field(default_factory=dict)
+    unreadable_rows: dict[tuple[str, int], UnreadableCheckpoint] = field(default_factory=dict)
+    """Rows of the checkpoints table that do not read as checkpoints (a test puts them there, as the database's login would)."""
     stored_restores: dict[tuple[str, int], Restore] = field(default_factory=dict)
     stored_prunes: dict[tuple[str, int], Prune] = field(default_factory=dict)
     stored_conflicts: dict[tuple[str, int, int, bytes], RecordedConflict] = field(default_factory=dict)
@@ -85,10 +87,20 @@ class InMemoryAuditLog(AuditLog):
         mine = await self.checkpoints(scope)
         return mine[-1] if mine else None
 
+    async def newest_first(self, scope: str = "") -> AsyncIterator[Checkpoint | UnreadableCheckpoint]:
+        """See `AuditLog`."""
+        for key in sorted({*self.stored_checkpoints, *self.unreadable_rows}, reverse=True):
+            if key[0] == scope:
+                yield self.stored_checkpoints.get(key) or self.unreadable_rows[key]
+
+    async def checkpoint(self, scope: str, checkpoint_id: int) -> Checkpoint | UnreadableCheckpoint | None:
+        """See `AuditLog`."""
+        return self.stored_checkpoints.get((scope, checkpoint_id)) or self.unreadable_rows.get((scope, checkpoint_id))
+
     async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """See `AuditLog`."""
         key = (checkpoint.scope, checkpoint.checkpoint_id)
-        if key in self.stored_checkpoints:
+        if key in self.stored_checkpoints or key in self.unreadable_rows:
             return False
         self.stored_checkpoints[key] = checkpoint
         return True
@@ -96,6 +108,10 @@ class InMemoryAuditLog(AuditLog):
     async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
         """See `AuditLog`."""
         return [cp for key, cp in sorted(self.stored_checkpoints.items()) if key[0] == scope]
+
+    async def unreadable_checkpoints(self, scope: str = "") -> list[UnreadableCheckpoint]:
+        """See `AuditLog`."""
+        return [cp for key, cp in sorted(self.unreadable_rows.items()) if key[0] == scope]
 
     async def add_restore(self, checkpoint: Checkpoint, *, superseded_from: int) -> bool:
         """See `AuditLog`."""

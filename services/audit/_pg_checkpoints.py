@@ -7,26 +7,24 @@ transaction); a prune is `audit.prune_log`, which only the schema's owner and it
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.audit._pg_rows import SCHEMA, WRITER_ROLE, PgPart
-from services.audit.checkpoints import Checkpoint, Prune, Restore
+from services.audit.checkpoints import Checkpoint, Prune, Restore, UnreadableCheckpoint, read_checkpoint
 
 __all__ = ["PgCheckpoints"]
 
 
-def _checkpoint(record: asyncpg.Record) -> Checkpoint:
-    return Checkpoint(
-        scope=record["scope"],
-        checkpoint_id=record["checkpoint_id"],
-        taken_at=record["taken_at"],
-        heads=json.loads(record["heads"]),
-        rows=record["rows"],
-        key_id=record["key_id"],
-        signature=record["signature"],
-    )
+def _read(record: asyncpg.Record) -> Checkpoint | UnreadableCheckpoint:
+    """A stored row as a checkpoint, or the refusal of one that does not read as one (its heads are jsonb: any JSON)."""
+    return read_checkpoint({**dict(record), "heads": json.loads(record["heads"])})
+
+
+_PAGE = 100
+"""Rows `newest_first` reads at a time: one page holds the newest signed checkpoint but where rows were forged above it."""
 
 
 async def _insert_checkpoint(conn: asyncpg.Connection | PoolConnectionProxy, checkpoint: Checkpoint) -> bool:
@@ -56,8 +54,30 @@ class PgCheckpoints(PgPart):
 
     async def latest_checkpoint(self, scope: str = "") -> Checkpoint | None:
         """See `AuditLog`."""
-        record = await self.pool.fetchrow(f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 ORDER BY checkpoint_id DESC LIMIT 1", scope)
-        return _checkpoint(record) if record else None
+        return await anext((cp async for cp in self.newest_first(scope) if isinstance(cp, Checkpoint)), None)
+
+    async def newest_first(self, scope: str = "") -> AsyncIterator[Checkpoint | UnreadableCheckpoint]:
+        """See `AuditLog`: a page of rows at a time, by id (keyset), so a reader that stops at the first it takes reads one page."""
+        below: int | None = None
+        while True:
+            records = await self.pool.fetch(
+                f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 AND ($2::bigint IS NULL OR checkpoint_id < $2) "
+                "ORDER BY checkpoint_id DESC LIMIT $3",
+                scope,
+                below,
+                _PAGE,
+            )
+            for record in records:
+                yield _read(record)
+            if len(records) < _PAGE:
+                return
+            below = records[-1]["checkpoint_id"]
+
+    async def checkpoint(self, scope: str, checkpoint_id: int) -> Checkpoint | UnreadableCheckpoint | None:
+        """See `AuditLog`."""
+        query = f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 AND checkpoint_id = $2"
+        record = await self.pool.fetchrow(query, scope, checkpoint_id)
+        return _read(record) if record is not None else None
 
     async def add_checkpoint(self, checkpoint: Checkpoint) -> bool:
         """See `AuditLog`."""
@@ -67,8 +87,15 @@ class PgCheckpoints(PgPart):
 
     async def checkpoints(self, scope: str = "") -> list[Checkpoint]:
         """See `AuditLog`."""
+        return [cp for cp in await self._all(scope) if isinstance(cp, Checkpoint)]
+
+    async def unreadable_checkpoints(self, scope: str = "") -> list[UnreadableCheckpoint]:
+        """See `AuditLog`."""
+        return [cp for cp in await self._all(scope) if isinstance(cp, UnreadableCheckpoint)]
+
+    async def _all(self, scope: str) -> list[Checkpoint | UnreadableCheckpoint]:
         records = await self.pool.fetch(f"SELECT * FROM {SCHEMA}.checkpoints WHERE scope = $1 ORDER BY checkpoint_id", scope)
-        return [_checkpoint(r) for r in records]
+        return [_read(r) for r in records]
 
     async def add_restore(self, checkpoint: Checkpoint, *, superseded_from: int) -> bool:
         """See `AuditLog`."""

@@ -84,6 +84,7 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
         checkpoint_topic=bus.topic(CHECKPOINT_TOPIC),
         interval_s=settings.checkpoint_interval_s,
         prefix=kit.topic_prefix,
+        trusted=lambda: Keyring.load(kit.keys_dir, settings.key_name),
     )
 
     consume_raw(
@@ -102,10 +103,9 @@ def build(kit: KitSettings | None = None, settings: AuditSettings | None = None,
     )
 
     async def continue_after_published(_: Any) -> None:  # before the consumer starts: a restore's heads are signed as restored
-        keyring = Keyring.load(kit.keys_dir, settings.key_name)
         options = bus.client_options()
         await checkpointer.continue_after(
-            await latest_published_checkpoint(kit.kafka_bootstrap, kit.topic_prefix, keyring, client_options=options)
+            await latest_published_checkpoint(kit.kafka_bootstrap, kit.topic_prefix, checkpointer.trusted_keys(), client_options=options)
         )
 
     return AuditProcess.of(

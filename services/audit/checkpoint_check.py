@@ -19,6 +19,7 @@ from services.audit.checkpoints import (
     Checkpoint,
     Prune,
     Restore,
+    UnreadableCheckpoint,
     signature_valid,
     signed_after_retirement,
     signed_version,
@@ -31,6 +32,7 @@ __all__ = [
     "check_superseded",
     "checkpoint_break",
     "heads_checked",
+    "not_a_checkpoint",
     "past_restore",
     "prune_anchor",
     "unverified_signature",
@@ -64,7 +66,15 @@ def prune_anchor(prunes: Iterable[Prune], by_id: dict[int, Checkpoint], keyring:
     return anchor, breaks
 
 
-def checkpoint_break(cp: Checkpoint, problem: str) -> Break:
+def not_a_checkpoint(row: UnreadableCheckpoint) -> str:
+    """Why a row of the checkpoints table that does not read as a checkpoint is a break."""
+    return (
+        f"this row is not a checkpoint ({row.problem}): the audit service did not write it (its database login or a superuser "
+        "did); it is not trusted, and the service numbers its checkpoints past it"
+    )
+
+
+def checkpoint_break(cp: Checkpoint | UnreadableCheckpoint, problem: str) -> Break:
     """A break of checkpoint `cp` as a whole (no chain of its own)."""
     return Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=problem)
 
@@ -116,10 +126,13 @@ def check_checkpoints(
     heads_from: int = 0,
     first_id: int = 1,
     after: Checkpoint | None = None,
+    unreadable: Iterable[UnreadableCheckpoint] = (),
 ) -> list[Break]:
     """Each checkpoint must be validly signed, and every head it signed must still be in its chain.
 
-    The ids run on without a gap from `first_id`, except the ones a restore superseded (`Restore`). The heads of
+    The ids of the validly signed ones run on without a gap from `first_id`, except the ones a restore superseded
+    (`Restore`); a row that does not read as a checkpoint (`unreadable`) or is not validly signed is a break of its own,
+    and the service passes its id over, so it is no gap. The heads of
     checkpoints before `heads_from` (the anchor) are before what the chains hold: only their signatures and ids count.
     `after`: the checkpoint these follow (an archive's `previous`, checked apart): the order of their signed times and
     versions is judged from it, else a file starting after a v2 checkpoint took a v1 or backdated one made elsewhere.
@@ -132,7 +145,16 @@ def check_checkpoints(
     if after is not None and signature_valid(keyring, after) and signed_version(keyring, after) == 2:
         first_v2, last_signed = after.checkpoint_id, (after.checkpoint_id, after.taken_at)
     resumed = {r.checkpoint_id: r.superseded_from for r in restores}
+    checkpoints = list(checkpoints)
+    signed = {cp.checkpoint_id: signature_valid(keyring, cp) for cp in checkpoints}
+    passed_over = {u.checkpoint_id for u in unreadable} | {checkpoint_id for checkpoint_id, ok in signed.items() if not ok}
+    breaks += [checkpoint_break(u, not_a_checkpoint(u)) for u in unreadable]
     for cp in checkpoints:
+        if not signed[cp.checkpoint_id]:
+            breaks.append(Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=unverified_signature(keyring, cp)))
+            continue
+        while expected_id in passed_over:  # the service numbers its checkpoints past a row it refused: no gap
+            expected_id += 1
         if resumed.get(cp.checkpoint_id) == expected_id:
             expected_id = cp.checkpoint_id
         if cp.checkpoint_id != expected_id:
@@ -145,9 +167,6 @@ def check_checkpoints(
                 )
             )
         expected_id = cp.checkpoint_id + 1
-        if not signature_valid(keyring, cp):
-            breaks.append(Break(topic="*", partition=-1, checkpoint_id=cp.checkpoint_id, problem=unverified_signature(keyring, cp)))
-            continue
         version = signed_version(keyring, cp)
         if version == 1 and first_v2 is not None:  # the service signs v2 only: a v1 after one is a key's, not the service's
             breaks.append(checkpoint_break(cp, downgraded(cp, first_v2)))

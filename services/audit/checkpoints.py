@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from schemas import AuditCheckpoint, AuditCheckpointData, canonical_json
 from servicekit import Keyring, SigningKey
@@ -23,9 +23,11 @@ __all__ = [
     "Checkpoint",
     "Prune",
     "Restore",
+    "UnreadableCheckpoint",
     "chain_name",
     "checkpoint_needed",
     "heads_document",
+    "read_checkpoint",
     "rows_past",
     "sign_checkpoint",
     "signature_valid",
@@ -62,6 +64,50 @@ class Checkpoint(BaseModel):
     rows: int
     key_id: str
     signature: str
+
+    @field_validator("heads")
+    @classmethod
+    def _chain_heads(cls, heads: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Every head as the service signs one (`heads_document`), so no reader of a checkpoint meets a head it cannot read."""
+        for name, head in heads.items():
+            if (problem := _head_problem(name, head)) is not None:
+                raise ValueError(f"chain {name!r}: {problem}")
+        return heads
+
+
+def _head_problem(name: str, head: dict[str, Any]) -> str | None:
+    """What keeps `name` → `head` from being a chain head (`topic:partition` → {seq, hash (hex), offset}); None: it is one."""
+    topic, _, partition = name.rpartition(":")
+    if not topic or not partition.isdecimal():
+        return "not a topic:partition name"
+    if any(type(head.get(field)) is not int for field in ("seq", "offset")):
+        return "its seq and offset must be whole numbers"
+    digest = head.get("hash")
+    if type(digest) is not str or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        return "its hash must be 64 lowercase hex digits"
+    return None
+
+
+class UnreadableCheckpoint(BaseModel):
+    """A row of `audit.checkpoints` that does not read as a checkpoint (a row the audit service did not write): refused."""
+
+    model_config = ConfigDict(frozen=True)
+
+    scope: str
+    checkpoint_id: int
+    problem: str
+    """Which of its columns is wrong and how (never its content)."""
+
+
+def read_checkpoint(row: Mapping[str, Any]) -> Checkpoint | UnreadableCheckpoint:
+    """A stored row of `audit.checkpoints` (its heads already parsed) as a checkpoint, or as the refusal of one that is not."""
+    try:
+        return Checkpoint.model_validate(dict(row))
+    except ValidationError as exc:
+        problem = "; ".join(
+            f"{e['loc'][0] if e['loc'] else 'row'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors(include_input=False)
+        )
+        return UnreadableCheckpoint(scope=row["scope"], checkpoint_id=row["checkpoint_id"], problem=problem)
 
 
 class Restore(BaseModel):

@@ -29,11 +29,15 @@ from servicekit.metrics import (
     observe_audit_conflict,
     observe_audit_invalid_record,
     observe_audit_restore,
+    observe_row_refused,
 )
+from servicekit.row_proofs import row_refused
 from services.audit.acknowledgements import acknowledged_positions, detected_position
 from services.audit.chain import AppendResult, Conflict, Head
+from services.audit.checkpoint_check import unverified_signature
 from services.audit.checkpoints import (
     Checkpoint,
+    UnreadableCheckpoint,
     checkpoint_needed,
     rows_past,
     sign_checkpoint,
@@ -194,12 +198,16 @@ class Recorder:
 class Checkpointer:
     """Signs the chain heads when they moved, stores the checkpoint, publishes it.
 
-    After every insert the row with the checkpoint's id in its scope is read back, whatever the insert reported: only
-    the checkpoint signed, read back as it was signed, is taken as stored. An insert that stored none is a lost race
-    when the row there is another copy of the service's (one the audit key signed). Anything else (no row: a trigger or
-    rule swallowed the insert or rewrote it into another scope or id; a row the key did not sign) is said once per
-    incident at ERROR, counted at every tick (`tidegate_audit_checkpoints_refused_total`) and tried again at the next
-    tick: the heads are never taken as signed. The gauges describe the newest checkpoint read back, never the one in memory.
+    The chain of checkpoints goes on from the scope's newest checkpoint a trusted audit key signed (`_newest_signed`):
+    a row above it that does not read as a checkpoint, or that no trusted audit key signed, is refused (said once,
+    counted in `tidegate_rows_refused_total{service="audit",table="checkpoints"}` at every read), never taken as where
+    the chain stands, and its id is passed over. After every insert the row with the checkpoint's id in its scope is
+    read back, whatever the insert reported: only the checkpoint signed, read back as it was signed, is taken as stored.
+    An insert that stored none is a lost race when the row there is another copy of the service's (one the audit key
+    signed). Anything else (no row: a trigger or rule swallowed the insert or rewrote it into another scope or id; a row
+    the key did not sign) is said once per incident at ERROR, counted at every tick
+    (`tidegate_audit_checkpoints_refused_total`) and tried again at the next tick: the heads are never taken as signed.
+    The gauges describe the newest signed checkpoint read back, never the one in memory.
     """
 
     log: AuditLog
@@ -208,11 +216,15 @@ class Checkpointer:
     checkpoint_topic: str
     interval_s: float
     prefix: str = ""
+    trusted: Callable[[], Keyring] | None = None
+    """The audit keys a stored checkpoint may be signed with (`Keyring.load`: the current and the retired ones), read only
+    for a row its own key does not verify (one signed before a rotation); None: its own key only."""
     unpublished: list[Checkpoint] = field(default_factory=list)
     taken: int = 0
     refused: int = 0
     """Checkpoints the database did not store though no other copy of the service had taken their id."""
     _refusing: int | None = field(default=None, repr=False)  # the first checkpoint id refused in the current incident
+    _rows_refused: dict[int, str] = field(default_factory=dict, repr=False)  # rows above the newest signed one: id → why
     _started: datetime = field(default_factory=lambda: datetime.now(UTC), repr=False)
     _ticking: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
@@ -228,10 +240,11 @@ class Checkpointer:
     async def _tick(self) -> Checkpoint | None:
         taken = None
         heads = await self.log.heads(self.prefix)
-        latest = await self.log.latest_checkpoint(self.prefix)
+        latest, above = await self._newest_signed()
         if checkpoint_needed(heads, latest, self.checkpoint_topic):
-            cp = sign_checkpoint(self.key, (latest.checkpoint_id if latest else 0) + 1, heads, datetime.now(UTC), scope=self.prefix)
-            stored, latest = await self._store(cp, self.log.add_checkpoint(cp))
+            next_id = _free_after(latest.checkpoint_id if latest else 0, above)
+            cp = sign_checkpoint(self.key, next_id, heads, datetime.now(UTC), scope=self.prefix)
+            stored, latest = await self._store(cp, self.log.add_checkpoint(cp), latest)
             if stored:
                 taken = cp
                 self.taken += 1
@@ -242,16 +255,62 @@ class Checkpointer:
             self.unpublished.pop(0)
         return taken
 
-    async def _store(self, cp: Checkpoint, insert: Awaitable[bool]) -> tuple[bool, Checkpoint | None]:
-        """Whether `insert` stored `cp`, with the scope's newest checkpoint read back after it (what the gauges describe).
+    async def _newest_signed(self) -> tuple[Checkpoint | None, set[int]]:
+        """The scope's newest checkpoint a trusted audit key signed (None: none), and the ids of the rows above it, each refused.
+
+        Where the chain of checkpoints goes on: a row someone else wrote is never taken for it (one whose heads are not
+        heads stopped the service at every start; a well-formed one with the current heads and no valid signature made
+        it sign nothing while its gauges read fresh). The next checkpoint takes the first id after it that no row holds
+        (`_free_after`): no insert collides with a row written ahead, and one written at the largest id there is stops nothing.
+        """
+        above: set[int] = set()
+        async for row in self.log.newest_first(self.prefix):
+            if isinstance(row, Checkpoint) and row.checkpoint_id not in self._rows_refused and self._signed(row):
+                return row, above
+            self._refuse(row)
+            above.add(row.checkpoint_id)
+        return None, above
+
+    def _signed(self, cp: Checkpoint) -> bool:
+        """Whether a trusted audit key signed `cp`: its own (the usual case, no file read), else one of `trusted`."""
+        return signature_valid(self._own(), cp) or (self.trusted is not None and signature_valid(self.trusted_keys(), cp))
+
+    def _own(self) -> Keyring:
+        return Keyring({self.key.key_id: self.key.private.public_key()})
+
+    def trusted_keys(self) -> Keyring:
+        """The trusted audit keys and its own (which may be newer than the files read: a rotation is taken up within a second)."""
+        trusted = self.trusted() if self.trusted is not None else Keyring({})
+        return trusted.with_keys({self.key.key_id: self.key.private.public_key()})
+
+    def _refuse(self, row: Checkpoint | UnreadableCheckpoint) -> None:
+        """Refuse a row above the newest signed checkpoint: said the first time this process reads it, counted at every read."""
+        if row.checkpoint_id in self._rows_refused:
+            observe_row_refused("audit", "checkpoints", "invalid")
+            return
+        why = row.problem if isinstance(row, UnreadableCheckpoint) else unverified_signature(self.trusted_keys(), row)
+        self._rows_refused[row.checkpoint_id] = why
+        row_refused(
+            "audit",
+            "checkpoints",
+            f"checkpoint {row.checkpoint_id} of scope {self.prefix!r}",
+            f"{'it is not a checkpoint' if isinstance(row, UnreadableCheckpoint) else 'its signature does not verify'} ({why})",
+            "it is not taken as where the chain of checkpoints stands and its id is passed over (the audit service did not "
+            "write it: its database login or a superuser did; `tidegate audit verify` names it; rotate that login: "
+            "`tidegate db rotate audit --leaked`)",
+            counted_as="invalid",
+        )
+
+    async def _store(self, cp: Checkpoint, insert: Awaitable[bool], before: Checkpoint | None) -> tuple[bool, Checkpoint | None]:
+        """Whether `insert` stored `cp`, with the scope's newest signed checkpoint after it (what the gauges describe).
 
         Stored means the row with `cp`'s id reads back as `cp` (heads, key, signature, time): the insert's own report is
         not enough, since a trigger can rewrite the row on its way in and still report one stored (auditor2 N2). One
-        query, whatever the outcome. A refusal (not a lost race: `_lost_race`) is said and counted.
+        query, whatever the outcome. A refusal (not a lost race: `_lost_race`) is said and counted; the newest signed
+        checkpoint is then still `before`.
         """
         inserted = await insert
-        latest = await self.log.latest_checkpoint(self.prefix)
-        there = await self._stored_with_id(cp.checkpoint_id, latest)
+        there = await self.log.checkpoint(self.prefix, cp.checkpoint_id)
         if there == cp:
             if self._refusing is not None:
                 log.warning(
@@ -259,9 +318,9 @@ class Checkpointer:
                     cp.checkpoint_id, self.refused, self._refusing,
                 )  # fmt: skip
                 self._refusing = None
-            return True, latest
-        if not inserted and there is not None and self._lost_race(there):
-            return False, latest
+            return True, cp
+        if not inserted and isinstance(there, Checkpoint) and self._lost_race(there):
+            return False, there
         self.refused += 1
         observe_audit_checkpoint_refused()
         if self._refusing is None:
@@ -271,32 +330,22 @@ class Checkpointer:
                 "unsigned and it is tried again every %gs (counted in tidegate_audit_checkpoints_refused_total)",
                 cp.checkpoint_id, self._found(inserted, there), self.interval_s,
             )  # fmt: skip
-        return False, latest
+        return False, before
 
-    def _found(self, inserted: bool, there: Checkpoint | None) -> str:
+    def _found(self, inserted: bool, there: Checkpoint | UnreadableCheckpoint | None) -> str:
         """What the read-back found in place of the checkpoint signed, for the refusal's ERROR."""
         rewritten = "the insert reported a row stored, but " if inserted else ""
         if there is None:
             return rewritten + "no row has its id" + (": it was rewritten on its way in" if inserted else "")
+        if isinstance(there, UnreadableCheckpoint):
+            return rewritten + f"the row with its id is not a checkpoint ({there.problem})"
         if not self._lost_race(there):
             return rewritten + f"the row with its id is not one the audit key signed ({there.key_id})"
         return rewritten + "the row with its id is not the one signed"
 
     def _lost_race(self, there: Checkpoint) -> bool:
         """Whether `there`, the row with the id of a checkpoint not stored, is another copy of the service's: one the audit key signed."""
-        mine = Keyring({self.key.key_id: self.key.private.public_key()})
-        return signature_valid(mine, there)
-
-    async def _stored_with_id(self, checkpoint_id: int, latest: Checkpoint | None) -> Checkpoint | None:
-        """The stored checkpoint `checkpoint_id` of the scope, if any, given `latest`, the scope's newest as just read back.
-
-        Read again only when a newer checkpoint than `checkpoint_id` is stored already (another copy of the service moved on).
-        """
-        if latest is None or latest.checkpoint_id < checkpoint_id:
-            return None
-        if latest.checkpoint_id == checkpoint_id:
-            return latest
-        return next((c for c in await self.log.checkpoints(self.prefix) if c.checkpoint_id == checkpoint_id), None)
+        return signature_valid(self._own(), there)
 
     def _observe(self, heads: dict[tuple[str, int], Head], latest: Checkpoint | None) -> None:
         """Export the newest stored checkpoint's age and the rows past it (the checkpoint topic's own chain left out)."""
@@ -314,13 +363,13 @@ class Checkpointer:
         it superseded. It is said at ERROR and counted (`tidegate_audit_restores_total`, an alert): one nobody did is tampering.
         """
         async with self._ticking:
-            latest = await self.log.latest_checkpoint(self.prefix)
+            latest, above = await self._newest_signed()
             stored = latest.checkpoint_id if latest else 0
             if published is None or published.checkpoint_id <= stored:
                 return None
             heads = await self.log.heads(self.prefix)
-            cp = sign_checkpoint(self.key, published.checkpoint_id + 1, heads, datetime.now(UTC), scope=self.prefix)
-            restored, newest = await self._store(cp, self.log.add_restore(cp, superseded_from=stored + 1))
+            cp = sign_checkpoint(self.key, _free_after(published.checkpoint_id, above), heads, datetime.now(UTC), scope=self.prefix)
+            restored, newest = await self._store(cp, self.log.add_restore(cp, superseded_from=stored + 1), latest)
             if not restored:  # another copy found it first, or refused
                 return None
             observe_audit_restore()
@@ -349,3 +398,11 @@ class Checkpointer:
                 raise
             except Exception as exc:
                 log.log(retry_level(exc), "audit: checkpoint not taken or not published: %r", exc)
+
+
+def _free_after(checkpoint_id: int, taken: set[int]) -> int:
+    """The first id after `checkpoint_id` that no row of `taken` (the ids stored above the newest signed checkpoint) holds."""
+    free = checkpoint_id + 1
+    while free in taken:
+        free += 1
+    return free

@@ -84,12 +84,15 @@ def _checkpoint_of(value: bytes | None, prefix: str) -> Checkpoint | None:
     if not isinstance(event, AuditCheckpoint):
         return None
     d = event.data
-    return Checkpoint(
-        scope=prefix,
-        checkpoint_id=d.checkpoint_id,
-        taken_at=d.taken_at or event.time,
-        heads=d.heads,
-        rows=d.rows,
-        key_id=d.key_id,
-        signature=d.signature,
-    )
+    try:
+        return Checkpoint(
+            scope=prefix,
+            checkpoint_id=d.checkpoint_id,
+            taken_at=d.taken_at or event.time,
+            heads=d.heads,
+            rows=d.rows,
+            key_id=d.key_id,
+            signature=d.signature,
+        )
+    except ValidationError:  # heads that are not chain heads: no checkpoint the audit signed
+        return None

@@ -129,7 +129,7 @@ class VerifyReport(BaseModel):
     signatures_checked: int | None = None
     """Rows stored as valid events whose verdict was reached again (`--signatures`); None: not asked."""
     newest: NewestCheckpoint | None = None
-    """The newest checkpoint (None: the log has none)."""
+    """The newest checkpoint a trusted audit key signed (None: the log has none)."""
     rows_unsigned: int = 0
     """Rows the chains hold past the heads `newest` signed (all of them without one): not signed yet."""
     restores: list[RestoreSeen] = []
@@ -219,7 +219,9 @@ async def verify_log(
         if checker.broken is not None:
             chain_breaks.append(checker.broken)
     heads_from = start.checkpoint_id if start is not None else 0
-    breaks = chain_breaks + prune_breaks + breaks + check_checkpoints(checkpoints, checkers, keyring, restores, heads_from=heads_from)
+    unreadable = await log.unreadable_checkpoints(prefix)
+    breaks = chain_breaks + prune_breaks + breaks
+    breaks += check_checkpoints(checkpoints, checkers, keyring, restores, heads_from=heads_from, unreadable=unreadable)
     breaks += check_superseded(superseded, checkers, keyring) + heads_checked(within, checkers)
     conflicts = await log.conflicts(prefix)
     acks = await log.acknowledgements(prefix)
@@ -234,7 +236,7 @@ async def verify_log(
         Break(topic=row.topic, partition=row.partition, seq=row.seq, offset=row.kafka_offset, problem=problem)
         for row, problem in duplicates.problems(elsewhere=elsewhere, pruned=pruned)
     ]
-    newest = checkpoints[-1] if checkpoints else None
+    newest = next((cp for cp in reversed(checkpoints) if signature_valid(keyring, cp)), None)  # a forged one is no freshness
     return VerifyReport(
         rows=sum(c.rows for c in checkers.values()),
         chains=len(checkers),
