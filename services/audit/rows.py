@@ -244,7 +244,13 @@ def _small_number(value: int | None) -> bytes:
 
 
 def headers_json(value: Any) -> str:
-    """Canonical JSON of a row's `headers` (what the hash covers and the jsonb column is given)."""
+    """Canonical JSON of a row's `headers` (what the hash covers and the jsonb column is given).
+
+    Any JSON the column holds: a row written into the database may hold a number or `null` there (its hash, and the
+    fingerprint a redelivery is compared with, are then of that; one such row stopped the audit service for good).
+    """
+    if type(value) is not list:
+        return canonical_json(value).decode()
     parts = []
     for item in value:
         if type(item) is not dict or not all(type(k) is str and type(v) is str for k, v in item.items()):

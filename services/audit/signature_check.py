@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from schemas import ReasonCode
 from servicekit.intake import Bounds
 from services.audit.records import EPOCH, SignatureCheck, observe
-from services.audit.rows import LogRow, Observed
+from services.audit.rows import LogRow, Observed, headers_json
 
 __all__ = ["READ_FROM_VALUE", "DuplicateCheck", "Recheck", "signature_recheck"]
 
@@ -40,9 +40,24 @@ READ_FROM_VALUE = (
 _KEYS_CHANGED_SINCE = (ReasonCode.UNKNOWN_KEY.value, ReasonCode.SIGNER_NOT_ALLOWED.value, ReasonCode.SIGNER_RETIRED.value)
 
 
-def _kafka_headers(stored: Sequence[dict[str, str]]) -> list[tuple[str, bytes | None]]:
-    """A row's headers as the Kafka record carried them (`records._headers` stored `v` as text, `b64` when not)."""
-    return [(h["k"], h["v"].encode() if "v" in h else base64.b64decode(h["b64"]) if "b64" in h else None) for h in stored]
+def _kafka_headers(stored: Sequence[dict[str, str]]) -> list[tuple[str, bytes | None]] | None:
+    """A row's headers as the Kafka record carried them (`records._headers` stored `v` as text, `b64` when not).
+
+    None: they are not headers as the audit stores them (not a list of `{"k", "v" | "b64"}` of text), so no record had them.
+    """
+    if type(stored) is not list or not all(type(h) is dict and all(type(v) is str for v in h.values()) for h in stored):
+        return None
+    try:
+        return [(h["k"], _value(h)) for h in stored]
+    except (KeyError, ValueError):
+        return None
+
+
+def _value(header: dict[str, str]) -> bytes | None:
+    """One stored header's value as Kafka carried it: `v` as text, `b64` when not, none (`k` alone)."""
+    if "v" in header:
+        return header["v"].encode()
+    return base64.b64decode(header["b64"], validate=True) if "b64" in header else None
 
 
 def _differs(row: LogRow, again: Observed) -> list[str]:
@@ -79,9 +94,12 @@ def signature_recheck(
 
     def recheck(row: LogRow) -> str | None:
         stamp_ms = (row.kafka_ts - EPOCH) // timedelta(milliseconds=1)
+        if (headers := _kafka_headers(row.headers)) is None:
+            said = headers_json(row.headers)[:80]
+            return f"its headers are not Kafka headers as the audit stores them ({said}): a row the audit service did not write"
         again = observe(
             topic=row.topic, partition=row.partition, offset=row.kafka_offset, timestamp_ms=stamp_ms, timestamp_type=row.ts_type,
-            key=row.key, value=row.value, headers=_kafka_headers(row.headers), prefix=prefix, bounds=bounds, check=check,
+            key=row.key, value=row.value, headers=headers, prefix=prefix, bounds=bounds, check=check,
         )  # fmt: skip
         if row.valid and not again.valid and (again.invalid_reason or "").startswith(ReasonCode.UNKNOWN_KEY.value):
             return (

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from audit_cli_helpers import audit_cli, bus_records
+from audit_cli_helpers import audit_cli, bus_records, logged_offsets, rows
 from prometheus_client import REGISTRY
 
 import schemas as s
@@ -65,18 +65,6 @@ async def forge(kit: KitSettings, topic: str, value: bytes, *, ahead: int = 1) -
             return offset + ahead
     finally:
         await conn.close()
-
-
-async def rows(kit: KitSettings, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(kit.database_url)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
-async def logged_offsets(kit: KitSettings, topic: str) -> list[int]:
-    return [r["kafka_offset"] for r in await rows(kit, "SELECT kafka_offset FROM audit.log WHERE topic = $1 ORDER BY seq", topic)]
 
 
 async def test_rows_forged_ahead_while_the_service_is_stopped_are_caught_when_it_starts_again(
