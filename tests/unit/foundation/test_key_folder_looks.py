@@ -20,14 +20,7 @@ import pytest
 
 from servicekit import Authority, KitSettings, SigningKey, client_key, deployment_authority, service_key
 from servicekit.authority import NAMES_LISTED_S
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.hand_clock import HandClock
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def kit(tmp_path: Path) -> KitSettings:
     return KitSettings(keys_dir=tmp_path / "keys")
 
 
-def _authority(kit: KitSettings, clock: Clock) -> Authority:
+def _authority(kit: KitSettings, clock: HandClock) -> Authority:
     # every check looks at the folders (as one does each 0.1 s while events come)
     return dataclasses.replace(deployment_authority(kit), recheck_s=0.0, monotonic=clock)
 
@@ -65,7 +58,7 @@ def test_a_look_at_key_folders_unchanged_for_a_while_lists_none_of_them(kit: Kit
     planner = service_key(kit, "planner")
     for tenant in ("acme", "globex", "initech"):
         client_key(kit, tenant, "crm")
-    clock = Clock()
+    clock = HandClock()
     authority = _authority(kit, clock)
     clock.now += NAMES_LISTED_S + 1
     assert authority.principals(planner.key_id)  # the first look after the keys' times stopped being new lists them once
@@ -78,7 +71,7 @@ def test_a_look_at_key_folders_unchanged_for_a_while_lists_none_of_them(kit: Kit
 
 def test_a_client_key_added_in_the_same_tick_is_trusted_at_the_next_look(kit: KitSettings) -> None:
     client_key(kit, "acme", "crm")
-    clock = Clock()
+    clock = HandClock()
     authority = _authority(kit, clock)
     folder = kit.keys_dir / "clients" / "acme"
     added: list[SigningKey] = []
@@ -91,7 +84,7 @@ def test_a_change_in_the_same_tick_is_seen_however_long_after_the_last_look_it_c
     """The folders read while their times were new, then no event for longer than `NAMES_LISTED_S`: a change made in the
     same tick as the last one (before that reading's tick ended) is still compared by names, not missed."""
     crm = client_key(kit, "acme", "crm")
-    clock = Clock()
+    clock = HandClock()
     authority = _authority(kit, clock)
     folder = kit.keys_dir / "clients" / "acme"
     _same_tick(folder, lambda: (folder / "crm.pub").rename(folder / "crm.pub.bak"))  # the client's key taken away
@@ -102,7 +95,7 @@ def test_a_change_in_the_same_tick_is_seen_however_long_after_the_last_look_it_c
 def test_a_revocation_after_the_folders_settled_is_refused_at_the_next_look(kit: KitSettings) -> None:
     crm = client_key(kit, "acme", "crm")
     planner = service_key(kit, "planner")
-    clock = Clock()
+    clock = HandClock()
     authority = _authority(kit, clock)
     clock.now += NAMES_LISTED_S + 1
     assert authority.principals(crm.key_id)
@@ -118,7 +111,7 @@ def test_a_revocation_after_the_folders_settled_is_refused_at_the_next_look(kit:
 
 def test_a_tenant_added_after_the_folders_settled_is_found(kit: KitSettings) -> None:
     client_key(kit, "acme", "crm")
-    clock = Clock()
+    clock = HandClock()
     authority = _authority(kit, clock)
     clock.now += NAMES_LISTED_S + 1
     clock.now += 0.1

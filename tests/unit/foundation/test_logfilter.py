@@ -9,14 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from servicekit.logfilter import Repeats, limit_repeats
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.hand_clock import HandClock
 
 
 @pytest.fixture
@@ -35,7 +28,7 @@ def written() -> Iterator[tuple[io.StringIO, logging.Handler]]:
 
 def test_a_flood_of_reconnect_errors_is_one_line_then_one_count_per_window(written: tuple[io.StringIO, logging.Handler]) -> None:
     out, handler = written
-    clock = Clock()
+    clock = HandClock()
     repeats = Repeats(10, clock=clock, timers=False)
     handler.addFilter(repeats)
     conn = logging.getLogger("aiokafka.conn")
@@ -55,7 +48,7 @@ def test_a_flood_of_reconnect_errors_is_one_line_then_one_count_per_window(writt
 
 def test_each_kind_passes_once_and_the_service_own_lines_are_never_held(written: tuple[io.StringIO, logging.Handler]) -> None:
     out, handler = written
-    clock = Clock()
+    clock = HandClock()
     handler.addFilter(Repeats(10, clock=clock, timers=False))
     for _ in range(3):
         logging.getLogger("aiokafka.conn").error("Unable connect to %s", "x")
@@ -69,7 +62,7 @@ def test_each_kind_passes_once_and_the_service_own_lines_are_never_held(written:
 
 def test_repeats_left_at_exit_are_reported_and_a_quiet_kind_passes_again(written: tuple[io.StringIO, logging.Handler]) -> None:
     out, handler = written
-    clock = Clock()
+    clock = HandClock()
     repeats = Repeats(10, clock=clock, timers=False)
     handler.addFilter(repeats)
     conn = logging.getLogger("aiokafka.conn")

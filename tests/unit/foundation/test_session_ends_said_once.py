@@ -16,17 +16,9 @@ import pytest
 
 from servicekit.logfilter import Repeats
 from servicekit.session_ends import SessionEnds
+from tests.unit.hand_clock import HandClock as Clock
 
 CLOSED = "Connection at 127.0.0.1:23392 closed"
-
-
-class Clock:
-    """A monotonic clock a test moves by hand."""
-
-    now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
