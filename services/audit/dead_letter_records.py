@@ -47,11 +47,12 @@ def dead_letter_tenant_problem(data: EventRejectedData, row: LogRow | None) -> s
     task it names; one naming another task of the same tenant, or a task of a record that names none (review64), would
     stand in that task's story as a refusal of it.
     """
-    if row is None or row.value is None:
+    if row is None:
         return None
-    if data.sha256 is not None and hashlib.sha256(row.value).hexdigest() != data.sha256:
+    value = row.value or b""  # a record without a value (a tombstone any writer of the topic may append) names nothing
+    if data.sha256 is not None and hashlib.sha256(value).hexdigest() != data.sha256:
         return None  # not the record it names: `named_record_problem` says so
-    mismatch = named_mismatch((data.tenant_id, data.task_id), named_tenant_and_task_of(row.value))
+    mismatch = named_mismatch((data.tenant_id, data.task_id), named_tenant_and_task_of(value))
     if mismatch is None:
         return None
     what, named_as, theirs = mismatch

@@ -31,7 +31,7 @@ PREFIX = "tidegate."
 class Record:
     """What aiokafka hands the audit: one record as the broker appended it (LogAppendTime)."""
 
-    def __init__(self, topic: str, offset: int, value: bytes) -> None:
+    def __init__(self, topic: str, offset: int, value: bytes | None) -> None:
         self.topic, self.partition, self.offset, self.value = PREFIX + topic, 0, offset, value
         self.timestamp, self.timestamp_type, self.key, self.headers = 1_790_000_000_000 + offset, 1, None, ()
 
@@ -134,7 +134,7 @@ def test_a_dead_letter_too_large_to_check_alone_is_held_to_the_tenant_of_the_log
     assert original_problem(honest, logged) is None
 
 
-def _logged(kit: KitSettings, theirs: bytes, **forged: object) -> InMemoryAuditLog:
+def _logged(kit: KitSettings, theirs: bytes | None, **forged: object) -> InMemoryAuditLog:
     """The audit log after `theirs` (at actions.authorized[0]@4) and a dead letter the executor's key signs naming that position.
 
     `forged`: what the attacker writes in it beside the tenant (acme), the task and the position of `theirs`.
@@ -142,7 +142,7 @@ def _logged(kit: KitSettings, theirs: bytes, **forged: object) -> InMemoryAuditL
     log = InMemoryAuditLog()  # with the one look-up `dead-letters list` makes of a record by its position
     recorder = Recorder(prefix=PREFIX, log=log, authority=deployment_authority(kit, history=True))
     data = s.EventRejectedData(
-        tenant_id="acme", task_id="g-1", topic=PREFIX + "actions.authorized", partition=0, offset=4, size=len(theirs),
+        tenant_id="acme", task_id="g-1", topic=PREFIX + "actions.authorized", partition=0, offset=4, size=len(theirs or b""),
         code="handler_error", error="lost", service="executor", **forged,  # type: ignore[arg-type]
     )  # fmt: skip
     signed = s.encode(sign_event(s.EventRejected.build(data, source="tidegate/executor"), service_key(kit, "executor")))
@@ -150,7 +150,7 @@ def _logged(kit: KitSettings, theirs: bytes, **forged: object) -> InMemoryAuditL
     return log
 
 
-def _listed(kit: KitSettings, monkeypatch: pytest.MonkeyPatch, theirs: bytes, **forged: object) -> dict[str, object]:
+def _listed(kit: KitSettings, monkeypatch: pytest.MonkeyPatch, theirs: bytes | None, **forged: object) -> dict[str, object]:
     """`dead-letters list --json`'s line for a dead letter the executor's key signs of `theirs` (the log's record at its position)."""
     import json
 
@@ -320,3 +320,23 @@ def test_a_dead_letter_of_a_record_that_names_no_task_naming_none_is_still_the_s
     assert [r.valid for r in rows] == [True]
     [dl] = [d for r in rows if (d := dead_letter_of(r)) is not None]
     assert named_service(dl) == "executor"
+
+
+def test_a_dead_letter_naming_a_task_for_a_record_with_no_value_is_not_told_as_that_tasks_refusal(
+    kit: KitSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same forgery of a record with no value at all (a tombstone: any writer of the topic may append one): the log
+    keeps it without a value, and the executor's stolen key names acme's task g-1 and the SHA-256 of no bytes, carried
+    "truncated" so that only the readers can hold it to the log's copy. A record without a value names no tenant and no
+    task, as one that names none (the readers passed any dead letter of such a row: listed as the executor's verified
+    refusal of g-1, redrivable, and told in g-1's story)."""
+    from services.audit import explain_task
+
+    forged: dict[str, object] = {"raw_value": "", "sha256": hashlib.sha256(b"").hexdigest(), "truncated": True}
+    line = _listed(kit, monkeypatch, None, **forged)
+    assert line["task_id"] == "g-1"
+    assert line["shown_as"] == "not verified (names executor)", "listed as the executor's verified refusal of task g-1"
+    assert "names no tenant" in str(line["unverified"]), line["unverified"]
+    assert line["redrivable"] is False
+    told = asyncio.run(explain_task(_logged(kit, None, **forged), "g-1", PREFIX, recheck=lambda row: None))
+    assert told.unverified, "told as evidence of task g-1"
