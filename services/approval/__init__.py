@@ -19,13 +19,15 @@ if TYPE_CHECKING:
     from services.approval.app import ApprovalDeps, ApprovalProcess, build
     from services.approval.auth import hash_token, new_token
     from services.approval.domain import ApprovalRecord, GroupsConfig
-    from services.approval.repository import PgApprovalRepository
+    from services.approval.repository import UNADOPTED, UNADOPTED_ORDER, PgApprovalRepository
     from services.approval.restored import DECIDED, Restoration
     from services.approval.reviews import Review, review_report, reviews_from_events
     from services.approval.settings import ApprovalSettings
 
 __all__ = [
     "DECIDED",
+    "UNADOPTED",
+    "UNADOPTED_ORDER",
     "ApprovalDeps",
     "ApprovalProcess",
     "ApprovalRecord",
@@ -55,6 +57,8 @@ _HOME = {
     "hash_token": "auth",
     "new_token": "auth",
     "PgApprovalRepository": "repository",
+    "UNADOPTED": "repository",
+    "UNADOPTED_ORDER": "repository",
     "Review": "reviews",
     "review_report": "reviews",
     "reviews_from_events": "reviews",

@@ -29,6 +29,8 @@ from services.approval._webhook_values import Attempt, Delivery, Endpoint
 from services.approval.domain import ApprovalRecord
 
 __all__ = [
+    "UNADOPTED",
+    "UNADOPTED_ORDER",
     "ApprovalRepository",
     "Attempt",
     "Delivery",
@@ -125,6 +127,10 @@ class ApprovalRepository(TokenStore, WebhookStore, TaskEventStore, Protocol):
         ...
 
 
+# A pending request keeping no signed event (`record.decision`: opened by an older release), and their order: the start's
+# line (`unadopted`) and `tidegate approvals adopt` select the same rows, oldest first.
+UNADOPTED = "status = 'pending' AND record->>'decision' IS NULL"
+UNADOPTED_ORDER = "created_at, approval_id"
 _ROW = "approval_id, tenant_id, record"  # what a request is read from: its record, named by its columns if it is refused
 # A sweep reads its due requests a page at a time, each page after the last one's key (keyset): a page of rows it cannot act
 # on (refused, or written by the login to look due) no longer hides the rest, as one `LIMIT 500` did (attacker7).
@@ -309,8 +315,7 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
     async def unadopted(self, limit: int) -> tuple[int, list[str]]:
         """How many pending requests keep no signed event (opened by an older release), and the ids of the `limit` oldest."""
         rows = await self.pool.fetch(
-            f"SELECT approval_id, count(*) OVER () AS n FROM {self.s}.approvals WHERE status = 'pending' "
-            "AND record->>'decision' IS NULL ORDER BY created_at, approval_id LIMIT $1",
+            f"SELECT approval_id, count(*) OVER () AS n FROM {self.s}.approvals WHERE {UNADOPTED} ORDER BY {UNADOPTED_ORDER} LIMIT $1",
             limit,
         )
         return (rows[0]["n"] if rows else 0), [r["approval_id"] for r in rows]

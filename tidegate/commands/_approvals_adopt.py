@@ -30,7 +30,7 @@ import typer
 
 from servicekit import KitSettings, ToolCatalog, deployment_authority
 from servicekit.authority import Authority
-from services.approval import ApprovalRecord, UnreadableRequest, adoption_refusal, read_record
+from services.approval import UNADOPTED, UNADOPTED_ORDER, ApprovalRecord, UnreadableRequest, adoption_refusal, read_record
 from services.audit import PostgresAuditLog, SearchFilters
 from tidegate.commands._audit_log import with_audit_log
 from tidegate.commands._common import console, err_console, run, settings
@@ -43,13 +43,13 @@ OPENED_FROM = {"approval": DECIDED, "follow_up": "tidegate.action.unknown"}  # t
 CANDIDATES = 50  # `action.decided` records read per action, newest first (an action is decided a handful of times)
 _PENDING = (
     "SELECT approval_id, tenant_id, action_id, tool, version, record::text FROM approval.approvals "
-    "WHERE status = 'pending' AND record->>'decision' IS NULL ORDER BY created_at, approval_id"
+    f"WHERE {UNADOPTED} ORDER BY {UNADOPTED_ORDER}"
 )
 # Only a row still pending, at the version read and still without a decision: a vote or a settle meanwhile wins.
 _KEEP = (
     "UPDATE approval.approvals SET version = version + 1, "
     "record = record || jsonb_build_object('decision', $2::text, 'version', version + 1) "
-    "WHERE approval_id = $1 AND version = $3 AND status = 'pending' AND record->>'decision' IS NULL RETURNING approval_id"
+    f"WHERE approval_id = $1 AND version = $3 AND {UNADOPTED} RETURNING approval_id"
 )
 
 
