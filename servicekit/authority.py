@@ -10,6 +10,7 @@ a requester that is not the client key's principal, a tool reply signed by anoth
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -196,8 +197,8 @@ def _same_folders(now: tuple[Any, ...], seen: tuple[Any, ...]) -> bool:
 
 def _settled(entry: Any) -> Any:
     """A folder's entry as `_seen` keeps it once its time is no longer new: without its names (tool keys' times as they are)."""
-    if isinstance(entry, tuple) and len(entry) == 4 and not entry[3]:
-        return entry[0], entry[1], None, False
+    if isinstance(entry, tuple) and len(entry) == 5 and not entry[3]:
+        return entry[0], entry[1], None, False, entry[4]
     return entry
 
 
@@ -236,9 +237,6 @@ class Authority:
     _seen: tuple[Any, ...] = field(default=(), init=False)
     _unread: tuple[Path, ...] = field(default=(), init=False)  # key files the last reading found but could not read
     _added: dict[str, float] = field(default_factory=dict, init=False)  # key id → when its public key file was put here
-    # folder → (its modification time, when this process first saw that time (monotonic)): whose names to list (`_folders_stamp`)
-    _times_seen: dict[str, tuple[int, float]] = field(default_factory=dict, init=False)
-    _tenant_folders: tuple[str, ...] = field(default=(), init=False)  # the client folders `clients_dir` held when last listed
 
     def __post_init__(self) -> None:
         self.reload()
@@ -380,7 +378,7 @@ class Authority:
         (folders, unread), (seen_folders, seen_unread) = self._stamp(), self._seen or ((), ())
         if unread != seen_unread or not _same_folders(folders, seen_folders):
             return True
-        if any(entry[2] is not None and not entry[3] for entry in folders if isinstance(entry, tuple) and len(entry) == 4):
+        if any(entry[2] is not None and not entry[3] for entry in folders if isinstance(entry, tuple) and len(entry) == 5):
             self._seen = (tuple(_settled(entry) for entry in folders), seen_unread)
         return False
 
@@ -395,37 +393,40 @@ class Authority:
         whether it changed (`_changed`): a folder that has not changed costs one `stat`, not a listing (looked at every
         `recheck_s` while events come, ten times a second a consumer, each listing ~150 µs on a loaded machine). The
         client folders are those `clients_dir` holds, found again whenever its names are listed (a folder added or
-        removed changes its time). Each folder's entry: (path, time, names or None, whether its time is new).
+        removed changes its time), else those the last reading found. Each folder's entry: (path, time, names or None,
+        whether its time is new, when this process first saw that time). All of it is read from the last reading
+        (`_seen`): a look that finds any time other than it did is followed by a reading (`_changed`), so a time that
+        `_seen` holds is the one this process first saw when `_seen` says.
         """
         now = self.monotonic()
         seen_folders = self._seen[0] if self._seen else ()
-        listed = {e[0]: e[2] is not None for e in seen_folders if isinstance(e, tuple) and len(e) == 4}
-        times_seen: dict[str, tuple[int, float]] = {}
+        seen = {e[0]: e for e in seen_folders if isinstance(e, tuple) and len(e) == 5}
 
-        def look(folder: str) -> tuple[str, int | None, tuple[str, ...] | None, bool]:
+        def look(folder: str) -> tuple[str, int | None, tuple[str, ...] | None, bool, float]:
+            last = seen.get(folder)
             try:
                 mtime = os.stat(folder).st_mtime_ns
-                seen = self._times_seen.get(folder)
-                first = now if seen is None or seen[0] != mtime else seen[1]
-                times_seen[folder] = (mtime, first)
-                new = now - first < NAMES_LISTED_S
-                return folder, mtime, (tuple(sorted(os.listdir(folder))) if new or listed.get(folder, True) else None), new
             except OSError:
-                return folder, None, None, False
+                return folder, None, None, False, now
+            first = last[4] if last is not None and last[1] == mtime else now
+            new = now - first < NAMES_LISTED_S
+            try:
+                names = tuple(sorted(os.listdir(folder))) if new or last is None or last[2] is not None else None
+            except OSError:
+                return folder, None, None, False, now
+            return folder, mtime, names, new, first
 
         clients = str(self.clients_dir)
         tools = sorted({str(p.parent) for p in self.tool_keys.values()})
         stamp: list[Any] = [look(str(self.keys_dir)), look(str(self.operators_dir)), look(clients), *(look(t) for t in tools)]
-        _, clients_time, clients_names, _ = stamp[2]
-        if clients_time is None:
-            self._tenant_folders = ()
-        elif clients_names is not None:
-            try:
-                self._tenant_folders = tuple(sorted(e.path for e in os.scandir(clients) if e.is_dir()))
-            except OSError:
-                self._tenant_folders = ()
-        stamp += [look(folder) for folder in self._tenant_folders]
-        self._times_seen = times_seen
+        _, clients_time, clients_names, _, _ = stamp[2]
+        tenants: tuple[str, ...] = ()
+        if clients_time is not None and clients_names is None:  # its time as the last reading found it: the same folders
+            tenants = tuple(e[0] for e in seen_folders[3 + len(tools) :] if isinstance(e, tuple))
+        elif clients_time is not None:
+            with contextlib.suppress(OSError):
+                tenants = tuple(sorted(e.path for e in os.scandir(clients) if e.is_dir()))
+        stamp += [look(folder) for folder in tenants]
         for path in self.tool_keys.values():
             try:
                 stamp.append(os.stat(path).st_mtime_ns)
