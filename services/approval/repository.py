@@ -252,11 +252,37 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
         after: tuple[datetime, str] | None = None,
         action_id: str | None = None,
     ) -> list[ApprovalRecord]:
-        """Requests, filtered (reason: any of the request's reason codes), in the page's order from `after` on."""
+        """Requests, filtered (reason: any of the request's reason codes), in the page's order from `after` on.
+
+        A refused row is left out and the rows past it read, until `limit` requests or none left: a page of junk rows (the
+        login's, with a time that sorts them first) came back short or empty, so the listing gave no next page and hid
+        every request behind them.
+        """
+        key = "expires_at" if expiring_first else "created_at"
+        found: list[ApprovalRecord] = []
+        while True:
+            rows = await self._page(tenant_id, status, tool, reason, limit, expiring_first, after, action_id)
+            found += _readable(rows)
+            if len(rows) < limit or len(found) >= limit:
+                return found[:limit]
+            after = (rows[-1][key], rows[-1]["approval_id"])
+
+    async def _page(
+        self,
+        tenant_id: str | None,
+        status: str | None,
+        tool: str | None,
+        reason: str | None,
+        limit: int,
+        expiring_first: bool,
+        after: tuple[datetime, str] | None,
+        action_id: str | None,
+    ) -> list[asyncpg.Record]:
+        """The rows of one `search` page, refused ones among them."""
         key, past, order = ("expires_at", ">", "ASC") if expiring_first else ("created_at", "<", "DESC")
-        rows = await self.pool.fetch(
-            f"SELECT {_ROW} FROM {self.s}.approvals WHERE ($1::text IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR status = $2) "
-            "AND ($3::text IS NULL OR tool = $3) "
+        return await self.pool.fetch(
+            f"SELECT {_ROW}, {key} FROM {self.s}.approvals WHERE ($1::text IS NULL OR tenant_id = $1) "
+            "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR tool = $3) "
             "AND ($4::text IS NULL OR record->'reasons' @> jsonb_build_array(jsonb_build_object('code', $4::text))) "
             f"AND ($6::timestamptz IS NULL OR ({key}, approval_id) {past} ($6, $7::text)) "
             "AND ($8::text IS NULL OR action_id = $8) "
@@ -269,7 +295,6 @@ class PgApprovalRepository(PgTokenStore, PgWebhookStore, PgTaskEventStore, Appro
             *(after or (None, None)),
             action_id,
         )
-        return _readable(rows)
 
     async def save(self, old_version: int, record: ApprovalRecord, outbox: Sequence[OutboxItem], deliveries: Sequence[Delivery]) -> bool:
         """Conditional update: only a still-pending row at `old_version` changes (one winner under concurrency)."""

@@ -121,3 +121,32 @@ async def test_a_task_event_of_the_wrong_shape_is_left_out_and_the_request_is_sh
         assert float(ROWS_REFUSED.labels("approval", "task_events", "invalid")._value.get()) > before
     finally:
         await approval_login.execute("DELETE FROM approval.task_events WHERE event_id = $1", event_id)
+
+
+async def test_a_page_of_wrong_typed_rows_hides_no_request_behind_it(
+    start_approval: StartApproval, http: httpx.AsyncClient, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    """The attacker writes as many junk rows as a page holds, dated after every request (newest first: they lead every
+    listing). Each was left out of the page, which came back empty and without `X-Next-Cursor`: bob's listing showed no
+    request at all, and no next page to find one. The rows past them are read until the page is full."""
+    h = await start_approval()
+    bob = await h.token("bob@acme.example", ["finance"])
+    await h.escalate(d := h.decided(args={"payee_id": "cus_1002", "amount_usd": 899.0, "order_id": "O-1"}))
+    genuine = await h.request_for(d.action_id, wait_for)
+    junk = [f"ap-junk-{uuid.uuid4().hex[:12]}" for _ in range(2)]
+    try:
+        for n, approval_id in enumerate(junk):
+            wrong = {"required_approvals": "many", "action_id": f"{genuine.action_id}-junk{n}"}
+            await approval_login.execute(
+                "INSERT INTO approval.approvals (approval_id, kind, action_id, task_id, tenant_id, tool, status, version, "
+                "created_at, expires_at, record) SELECT $2, kind, action_id || $4, task_id, tenant_id, tool, status, version, "
+                "created_at + interval '1 day', expires_at, record || $3::jsonb || jsonb_build_object('approval_id', $2::text) "
+                "FROM approval.approvals WHERE approval_id = $1",
+                genuine.approval_id, approval_id, json.dumps(wrong), f"-junk{n}",
+            )  # fmt: skip
+        listed = await http.get(f"{h.url}/api/v1/approvals", params={"status": "all", "limit": 2}, headers=bearer(bob))
+        assert listed.status_code == 200, listed.text
+        assert genuine.approval_id in {r["approval_id"] for r in listed.json()}, "hidden behind a page of junk rows"
+        assert not set(junk) & {r["approval_id"] for r in listed.json()}
+    finally:
+        await approval_login.execute("DELETE FROM approval.approvals WHERE approval_id = ANY($1::text[])", junk)
