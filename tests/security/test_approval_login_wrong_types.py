@@ -150,3 +150,33 @@ async def test_a_page_of_wrong_typed_rows_hides_no_request_behind_it(
         assert not set(junk) & {r["approval_id"] for r in listed.json()}
     finally:
         await approval_login.execute("DELETE FROM approval.approvals WHERE approval_id = ANY($1::text[])", junk)
+
+
+async def test_a_sweep_round_of_wrong_typed_rows_stops_no_escalation_behind_them(
+    start_approval: StartApproval, approval_login: asyncpg.Connection, wait_for: WaitFor
+) -> None:
+    """The attacker writes 500 junk rows (as many as a sweep round reads), pending and older than every request. A refused
+    row is never escalated nor expired, so it stays: each round read the same 500 and left them out, and a request opened
+    after them was never escalated. The round reads on past them, oldest first."""
+    h = await start_approval(escalate_after_s=3.0)
+    await h.escalate(first := h.decided(args={"payee_id": "cus_1002", "amount_usd": 899.0, "order_id": "O-1"}))
+    genuine = await h.request_for(first.action_id, wait_for)
+    prefix = f"ap-junk-{uuid.uuid4().hex[:8]}-"
+    try:
+        await approval_login.execute(
+            "INSERT INTO approval.approvals (approval_id, kind, action_id, task_id, tenant_id, tool, status, version, created_at, "
+            "expires_at, record) SELECT $2 || g, kind, action_id || '-junk' || g, task_id, tenant_id, tool, 'pending', version, "
+            "created_at - interval '1 hour', expires_at, record || '{\"required_approvals\": \"many\"}'::jsonb "
+            "|| jsonb_build_object('approval_id', $2 || g) FROM approval.approvals, generate_series(1, 500) g WHERE approval_id = $1",
+            genuine.approval_id, prefix,
+        )  # fmt: skip
+        await h.escalate(second := h.decided(args={"payee_id": "cus_1003", "amount_usd": 450.0, "order_id": "O-2"}))
+        waiting = await h.request_for(second.action_id, wait_for)
+
+        async def escalated() -> Any:
+            current = await h.repo.get(waiting.approval_id)
+            return current if current and current.escalated_at else None
+
+        await wait_for(escalated, what="the sweep to escalate the request opened after 500 junk rows", timeout=60)
+    finally:
+        await approval_login.execute("DELETE FROM approval.approvals WHERE approval_id LIKE $1", prefix + "%")
