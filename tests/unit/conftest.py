@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,3 +24,22 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a command in process (`tidegate mcp serve` configures logging as a service does) leaves the
+    root logger's handlers, their filters (`servicekit.session_ends`, `servicekit.logfilter`) and the levels it set
+    behind for every later test: put them back."""
+    root = logging.getLogger()
+    named = [logging.getLogger(n) for n in ("aiokafka", "kafka")]
+    handlers = list(root.handlers)
+    filters = {h: list(h.filters) for h in handlers}
+    levels = [(lg, lg.level) for lg in (root, *named)]
+    yield
+    for handler in [h for h in root.handlers if h not in filters]:
+        root.removeHandler(handler)
+    for handler, kept in filters.items():
+        handler.filters[:] = kept
+    for lg, level in levels:
+        lg.setLevel(level)
