@@ -17,7 +17,7 @@ from servicekit.settings import REPO_ROOT
 
 __all__ = ["RELEASE", "commit", "describe", "version"]
 
-RELEASE = 26
+RELEASE = 27
 """The highest numbered upgrade note of docs/operations.md this code includes (a unit test holds the two together)."""
 
 
