@@ -64,3 +64,8 @@ async def rows(kit: KitSettings, sql: str, *args: Any) -> list[asyncpg.Record]:
 async def logged_offsets(kit: KitSettings, topic: str) -> list[int]:
     """The offsets of `topic` the log holds, in chain order (tests write partition 0 only)."""
     return [r["kafka_offset"] for r in await rows(kit, "SELECT kafka_offset FROM audit.log WHERE topic = $1 ORDER BY seq", topic)]
+
+
+async def offsets_logged(kit: KitSettings, topic: str, expected: list[int]) -> bool:
+    """Whether the log holds exactly the offsets `expected` of `topic`, in chain order (a condition to wait for)."""
+    return await logged_offsets(kit, topic) == expected

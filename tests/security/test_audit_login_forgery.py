@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from audit_cli_helpers import audit_cli, bus_records, logged_offsets, rows
+from audit_cli_helpers import audit_cli, bus_records, offsets_logged, rows
 from prometheus_client import REGISTRY
 
 import schemas as s
@@ -77,7 +77,7 @@ async def test_rows_forged_ahead_while_the_service_is_stopped_are_caught_when_it
     await audit.start()
     try:
         await producer.send_and_wait(topic, json.dumps({"genuine": 0}).encode(), partition=0)
-        await wait_for(lambda: _equals(logged_offsets(kit, topic), [0]), timeout=60, what="the first record logged")
+        await wait_for(lambda: offsets_logged(kit, topic, [0]), timeout=60, what="the first record logged")
     finally:
         await audit.stop()  # a graceful stop commits what it handled: the group's offset is 1
     assert await forge(kit, topic, a_result_event()) == 1
@@ -90,7 +90,7 @@ async def test_rows_forged_ahead_while_the_service_is_stopped_are_caught_when_it
         found = await wait_for(
             lambda: _conflicts_at(kit, topic, 2), timeout=60, what="the genuine records at the forged offsets found as conflicts"
         )
-        await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1, 2, 3]), timeout=60, what="the chain going on")
+        await wait_for(lambda: offsets_logged(kit, topic, [0, 1, 2, 3]), timeout=60, what="the chain going on")
     finally:
         await again.stop()
     assert sorted(r["kafka_offset"] for r in found) == [1, 2]
@@ -113,12 +113,12 @@ async def test_a_row_forged_at_the_next_offset_makes_the_genuine_record_a_record
         with caplog.at_level(logging.ERROR, logger="services.audit.handlers"):
             for n in range(2):
                 await producer.send_and_wait(topic, json.dumps({"genuine": n}).encode(), partition=0)
-            await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1]), timeout=60, what="the first two records logged")
+            await wait_for(lambda: offsets_logged(kit, topic, [0, 1]), timeout=60, what="the first two records logged")
             assert await forge(kit, topic, a_result_event()) == 2
             genuine = json.dumps({"genuine": 2}).encode()
             for value in (genuine, json.dumps({"genuine": 3}).encode()):
                 await producer.send_and_wait(topic, value, partition=0)
-            await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1, 2, 3]), timeout=60, what="the chain going on")
+            await wait_for(lambda: offsets_logged(kit, topic, [0, 1, 2, 3]), timeout=60, what="the chain going on")
             [conflict] = await wait_for(lambda: rows(kit, "SELECT * FROM audit.conflicts WHERE topic = $1", topic), what="the conflict")
     finally:
         await audit.stop()
@@ -171,7 +171,7 @@ async def test_with_the_service_stopped_verify_content_and_signatures_name_the_f
     try:
         for n in range(2):
             await producer.send_and_wait(topic, json.dumps({"genuine": n}).encode(), partition=0)
-        await wait_for(lambda: _equals(logged_offsets(kit, topic), [0, 1]), timeout=60, what="the first two records logged")
+        await wait_for(lambda: offsets_logged(kit, topic, [0, 1]), timeout=60, what="the first two records logged")
     finally:
         await audit.stop()
     assert await forge(kit, topic, a_result_event()) == 2  # while the service is stopped: it will start after it
@@ -205,7 +205,3 @@ async def test_with_the_service_stopped_verify_content_and_signatures_name_the_f
     assert "signature_missing" in ours[3]
     assert ours[4] is not None
     assert (ours[1], ours[2]) == (None, None)  # the genuine records (stored as not valid events) say nothing new
-
-
-async def _equals(got: Any, expected: Any) -> bool:
-    return bool(await got == expected)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from audit_cli_helpers import as_audit_login, audit_cli, logged_offsets
+from audit_cli_helpers import as_audit_login, audit_cli, offsets_logged
 
 from servicekit import KitSettings
 from services.audit.app import build as build_audit
@@ -51,7 +51,7 @@ async def test_a_log_row_whose_headers_are_a_number_at_the_next_offset_is_a_conf
     await audit.start()
     try:
         await producer.send_and_wait(topic, json.dumps({"genuine": 0}).encode(), partition=0)
-        await wait_for(lambda: _is(logged_offsets(kit, topic), [0]), timeout=60, what="the first record logged")
+        await wait_for(lambda: offsets_logged(kit, topic, [0]), timeout=60, what="the first record logged")
     finally:
         await audit.stop()
     assert await as_audit_login(kit, FORGE, topic, "5", "") == "INSERT 0 1"  # offset 1, headers 5
@@ -62,7 +62,7 @@ async def test_a_log_row_whose_headers_are_a_number_at_the_next_offset_is_a_conf
     again = build_audit(kit, SETTINGS)
     await again.start()
     try:  # the batch reaching offset 1 was retried for ever: nothing after it was recorded
-        await wait_for(lambda: _is(logged_offsets(kit, topic), [0, 1, 2]), timeout=60, what="the chain going on past the forged row")
+        await wait_for(lambda: offsets_logged(kit, topic, [0, 1, 2]), timeout=60, what="the chain going on past the forged row")
         assert again.recorder.conflicts == 1  # the genuine record at offset 1, kept in audit.conflicts
     finally:
         await again.stop()
@@ -95,7 +95,3 @@ async def test_rows_whose_headers_are_no_headers_are_named_by_verify_and_explain
         assert result.exit_code == 0, (command, result.output, result.exception)
     told = (await audit_cli(kit, "explain", task_id)).output
     assert f"WARNING: {len(shapes)} row(s) do not verify from their own value" in told
-
-
-async def _is(found: Any, expected: list[int]) -> bool:
-    return bool(await found == expected)
